@@ -1,0 +1,59 @@
+"""Scoring overhead: ``score_model`` on the embedded model vs a bare forward over the same batches.
+
+Both run the same length-sorted, dynamically padded batches; runs are interleaved and the
+median of each is compared. The ratio minus one is what capturing every neuron and computing
+its persistence adds to the forward pass (target: <= 15 %).
+
+    python benchmarks/bench_scoring.py [--n 512] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from obce_core import load_model, score_model
+from obce_core.capture import length_sorted_batches, tokenize_texts
+from obce_core.corpus import demo_sentences
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=128)
+    args = parser.parse_args()
+
+    model, tok = load_model(device="cpu")
+    corpus = demo_sentences()
+    texts = [corpus[i % len(corpus)] + ("" if i < len(corpus) else f" ({i // len(corpus)})") for i in range(args.n)]
+
+    def bare():
+        encoded = tokenize_texts(tok, texts, args.max_length)
+        with torch.inference_mode():
+            for _, batch in length_sorted_batches(tok, encoded, args.batch_size, "cpu"):
+                model(**batch)
+
+    def scored():
+        score_model(model, tok, texts, batch_size=args.batch_size, max_length=args.max_length, use_cache=False)
+
+    bare()  # warm-up (allocator, thread pools)
+    bare_t, score_t = [], []
+    for _ in range(args.rounds):
+        for fn, out in ((bare, bare_t), (scored, score_t)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    b, s = statistics.median(bare_t), statistics.median(score_t)
+    print(f"{args.n} texts, batch {args.batch_size}, max_length {args.max_length}, {torch.get_num_threads()} threads")
+    print(f"bare forward:  median {b:.2f} s  {['%.2f' % t for t in bare_t]}")
+    print(f"score_model:   median {s:.2f} s  {['%.2f' % t for t in score_t]}  (capture + rf/mean/std + fingerprint, no cache)")
+    print(f"ratio {s / b:.3f} -> scoring overhead {100 * (s / b - 1):.1f} %")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""obce: explain and compress BERT-family models with zero-dimensional persistent homology.
+
+The engine behind the dashboard and the CLI (``python -m obce_core``). It never imports
+streamlit. Central names: ``load_model``, ``score_model`` -> ``NeuronScores``,
+``zero_dim_persistence`` / ``rf`` / ``rf_batch``, ``PruningPlan`` and ``prune``.
+"""
+
+from obce_core.capture import COMPONENTS, PRUNABLE_COMPONENTS, TOKEN_MODES, Activations, MemoryBudgetError, capture_activations
+from obce_core.models import DEFAULT_MODEL_NAME, ModelLoadError, default_model_dir, load_model, model_fingerprint
+from obce_core.persistence import merge_events, persistence_diagram, rf, rf_batch, zero_dim_persistence
+from obce_core.scoring import NeuronScores, ScoreSettings, ScoresFileError, score_model
+from obce_core.modeling import ObceBertConfig, ObceBertForSequenceClassification, ObceBertModel  # registers obce_bert
+from obce_core.pruning import (
+    PruningPlan,
+    PruningReport,
+    PruningSelection,
+    build_report,
+    load_plan,
+    prune,
+    save_pruned,
+    select_units,
+)
+
+__all__ = [
+    "COMPONENTS",
+    "PRUNABLE_COMPONENTS",
+    "TOKEN_MODES",
+    "DEFAULT_MODEL_NAME",
+    "Activations",
+    "MemoryBudgetError",
+    "ModelLoadError",
+    "NeuronScores",
+    "ScoreSettings",
+    "ScoresFileError",
+    "capture_activations",
+    "default_model_dir",
+    "load_model",
+    "merge_events",
+    "model_fingerprint",
+    "persistence_diagram",
+    "rf",
+    "rf_batch",
+    "score_model",
+    "zero_dim_persistence",
+    "ObceBertConfig",
+    "ObceBertModel",
+    "ObceBertForSequenceClassification",
+    "PruningPlan",
+    "PruningReport",
+    "PruningSelection",
+    "build_report",
+    "load_plan",
+    "prune",
+    "save_pruned",
+    "select_units",
+]

@@ -1,0 +1,7 @@
+"""Entry point for ``python -m obce_core``."""
+
+import sys
+
+from obce_core.cli import main
+
+sys.exit(main())

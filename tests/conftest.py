@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny random BERT models, the embedded MiniLM, isolated cache folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# The hub is unreachable on the project's machines; fail fast instead of retrying for 20 s.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OBCE_CACHE_DIR", str(tmp_path / "obce-cache"))
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The embedded all-MiniLM-L6-v2 (BertModel) and its tokenizer; shared, never modify it."""
+    from obce_core import load_model
+
+    return load_model(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(minilm):
+    return minilm[1]
+
+
+def make_tiny_bert(seed=0, *, hidden=24, heads=3, layers=2, ffn=37, classifier=False, num_labels=2):
+    """A random BERT with odd shapes, using MiniLM's vocabulary so the real tokenizer fits."""
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=hidden, num_attention_heads=heads, num_hidden_layers=layers,
+        intermediate_size=ffn, max_position_embeddings=128, num_labels=num_labels,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    model = BertForSequenceClassification(config) if classifier else BertModel(config)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_bert():
+    return make_tiny_bert()
+
+
+SENTENCES = [
+    "The film was a delight from start to finish.",
+    "I would not recommend this restaurant to anyone.",
+    "Cats sleep for most of the day.",
+    "Where did you leave the keys?",
+    "The committee approved the budget on Tuesday.",
+    "Water boils at one hundred degrees Celsius at sea level.",
+    "Run!",
+    "She sells sea shells by the sea shore, or so the story goes.",
+    "An utterly forgettable sequel with nothing new to say.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Prices rose by 3.5 percent last year.",
+    "He said, \"we will be there by noon.\"",
+]
+
+
+@pytest.fixture
+def sentences():
+    return list(SENTENCES)
