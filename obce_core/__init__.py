@@ -20,6 +20,9 @@ from obce_core.pruning import (
     save_pruned,
     select_units,
 )
+# GLUE fine-tuning and the comparison protocols. Jobs and the results store live in
+# ``obce_core.jobs`` (not imported here: ``python -m obce_core.jobs`` is the worker's entry point).
+from obce_core.finetune import Recipe, RunResult, TrainingCancelled, evaluate, fine_tune, run_finetuned_protocol, run_paper_protocol
 
 __all__ = [
     "COMPONENTS",
@@ -53,4 +56,11 @@ __all__ = [
     "prune",
     "save_pruned",
     "select_units",
+    "Recipe",
+    "RunResult",
+    "TrainingCancelled",
+    "evaluate",
+    "fine_tune",
+    "run_finetuned_protocol",
+    "run_paper_protocol",
 ]

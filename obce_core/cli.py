@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -107,6 +108,76 @@ def _cmd_prune(args) -> int:
     return 0
 
 
+def _glue_plan(args):
+    """The ``PruningPlan`` of ``glue``'s --plan or flags; None (original only) when neither is given."""
+    from obce_core.pruning import PruningPlan
+
+    flags = {"ffn": args.ffn, "qk": args.qk, "v": args.v, "skip_layers": args.skip_layers,
+             "compensation": args.compensation, "scorer": args.scorer, "seed": args.plan_seed}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if args.plan:
+        if given:
+            names = ", ".join("--" + ("plan-seed" if k == "seed" else k.replace("_", "-")) for k in given)
+            raise CliError(f"--plan cannot be combined with {names}; put those settings in the plan file.")
+        return PruningPlan.from_json(args.plan)
+    return PruningPlan(**given) if given else None
+
+
+def _cmd_glue(args) -> int:
+    from obce_core.finetune import Recipe, TrainingCancelled
+    from obce_core.jobs import JobSpec, comparison_table, create_job, run_job, start_job
+
+    overrides = {name: getattr(args, name) for name in (
+        "max_length", "epochs", "max_steps", "learning_rate", "batch_size", "eval_batch_size", "train_size",
+        "eval_size", "seed", "warmup_ratio", "weight_decay", "precision") if getattr(args, name) is not None}
+    spec = JobSpec(
+        model=args.model, tasks=[t for t in args.tasks.split(",") if t.strip()], plan=_glue_plan(args),
+        recipe=Recipe.preset(args.recipe_preset, **overrides), protocol=args.protocol,
+        recover_steps=args.recover_steps, scores=args.scores, score_n=args.score_n, score_seed=args.score_seed,
+        glue_dir=args.glue_dir, device=args.device,
+    )
+    if args.background:
+        job_id = start_job(spec, args.workspace)
+        print(f"Started job {job_id}; follow it with obce_core.jobs.job_status or the dashboard.")
+        return 0
+    job_dir = create_job(spec, args.workspace)
+    main_process = os.environ.get("RANK", "0") in ("", "0")  # one report under accelerate launch / torchrun
+    if main_process:
+        print(f"Job {job_dir} | recipe {spec.recipe.to_json()}", file=sys.stderr)
+    bar = tqdm(total=None, unit="step", file=sys.stderr, dynamic_ncols=True, disable=not main_process)
+
+    def progress(event: dict) -> None:
+        if "phase" in event and main_process:
+            bar.write(event["phase"], file=sys.stderr)
+            bar.set_description(event["phase"][:40])
+            bar.set_postfix_str("", refresh=False)
+            bar.reset(total=None)
+        if "step" in event:
+            if bar.total != event["max_steps"]:
+                bar.reset(total=event["max_steps"])
+            bar.update(event["step"] - bar.n)
+            if event.get("loss") is not None:
+                bar.set_postfix(loss=f"{event['loss']:.4f}", refresh=False)
+
+    try:
+        results = run_job(job_dir, progress=progress)
+    except TrainingCancelled as exc:
+        raise CliError(f"cancelled: {exc}") from exc
+    finally:
+        bar.close()
+    if not main_process:
+        return 0
+    table = comparison_table(results)
+    scores = [c for c in ("original", "pruned", "recovered", "difference") if c in table]
+    table[scores] = table[scores] * 100.0
+    cached = sum(r.from_store for r in results)
+    print("\nGLUE validation scores x100 (params %: pruned / original, whole model and encoder layers alone)")
+    with pd.option_context("display.width", 200, "display.max_columns", None):
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.2f}", na_rep=""))
+    print(f"\n{len(results)} runs ({cached} answered from the store) in {job_dir.parent.parent / 'results.sqlite'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m obce_core",
@@ -145,6 +216,44 @@ def build_parser() -> argparse.ArgumentParser:
     prune_p.add_argument("--out", required=True, help="directory for the pruned model, plan and report")
     prune_p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
     prune_p.set_defaults(func=_cmd_prune)
+    glue_p = sub.add_parser("glue", help="fine-tune and evaluate original vs pruned on GLUE tasks (results are stored)")
+    _add_model_argument(glue_p)
+    glue_p.add_argument("--tasks", required=True, help="comma-separated GLUE tasks, e.g. sst2,mrpc,cola,rte")
+    glue_p.add_argument("--glue-dir", help="local GLUE folder (<TASK>/train.tsv, dev.tsv); default $OBCE_GLUE_DIR, else the hub")
+    glue_p.add_argument("--protocol", default="paper", choices=["paper", "finetuned"],
+                        help="paper: prune the pre-trained model, fine-tune both; finetuned: prune a fine-tuned classifier")
+    glue_p.add_argument("--recover-steps", type=int, default=0, help="finetuned protocol: fine-tune the pruned model this many steps")
+    plan_g = glue_p.add_argument_group("pruning (no plan and no flags: the original alone)")
+    plan_g.add_argument("--plan", help="a plan JSON file (PruningPlan.to_json); replaces the flags below")
+    plan_g.add_argument("--ffn", type=float, help="percent of FFN units removed per layer")
+    plan_g.add_argument("--qk", type=float, help="percent of query/key dim pairs removed per head")
+    plan_g.add_argument("--v", type=float, help="percent of value dims removed per head")
+    plan_g.add_argument("--skip-layers", type=int, help="leave the first N layers unpruned")
+    plan_g.add_argument("--compensation", choices=["none", "mean", "mean+std"])
+    plan_g.add_argument("--scorer", choices=["rf", "std", "magnitude", "random"])
+    plan_g.add_argument("--plan-seed", type=int, help="seed of scorer 'random'")
+    plan_g.add_argument("--scores", help="scores .parquet of --model (default: score each task's training sentences)")
+    plan_g.add_argument("--score-n", type=int, default=512, help="training sentences scored per task (default 512)")
+    plan_g.add_argument("--score-seed", type=int, default=0)
+    rec = glue_p.add_argument_group("recipe (a preset, then any of these overrides)")
+    rec.add_argument("--recipe-preset", default="paper", choices=["paper", "cpu", "smoke"],
+                     help="paper: 128 tokens, 3 epochs, lr 2e-5, batch 32; cpu: 64 tokens, 2000 examples, 1 epoch, lr 5e-5; smoke: 20 steps")
+    rec.add_argument("--max-length", type=int)
+    rec.add_argument("--epochs", type=float)
+    rec.add_argument("--max-steps", type=int, help="> 0 wins over --epochs")
+    rec.add_argument("--lr", dest="learning_rate", type=float)
+    rec.add_argument("--batch-size", type=int, help="global training batch (split over processes)")
+    rec.add_argument("--eval-batch-size", type=int)
+    rec.add_argument("--train-size", type=int, help="seeded subset of the training split")
+    rec.add_argument("--eval-size", type=int, help="seeded subset of the validation split")
+    rec.add_argument("--seed", type=int)
+    rec.add_argument("--warmup-ratio", type=float)
+    rec.add_argument("--weight-decay", type=float)
+    rec.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    glue_p.add_argument("--workspace", help="jobs and results.sqlite folder (default $OBCE_WORKSPACE or ./obce_workspace)")
+    glue_p.add_argument("--device", help="cpu, cuda ... (default: what Trainer picks)")
+    glue_p.add_argument("--background", action="store_true", help="start a background job and return at once")
+    glue_p.set_defaults(func=_cmd_glue)
     return parser
 
 

@@ -374,6 +374,8 @@ def _training_args(recipe: Recipe, output_dir: str, device, *, logging_steps: in
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
+        # Every parameter takes part in a BERT classifier's forward pass (pruned or not).
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -460,7 +462,8 @@ def fine_tune(
     ``should_stop()`` returns True the step in progress finishes, training stops and
     ``TrainingCancelled`` is raised: a half-trained model is never returned as if it were done.
     ``device``: ``"cpu"`` forces the CPU; otherwise ``Trainer`` picks (a GPU when present, one per
-    process under ``accelerate launch``). Returns the trained model, in eval mode.
+    process under ``accelerate launch``). Returns the trained model, in eval mode, with the
+    logged ``(step, loss)`` pairs in ``model.obce_train_losses``.
     """
     recipe = recipe or Recipe()
     spec = glue.get_task(task)

@@ -27,6 +27,7 @@ __all__ = [
     "persistence_diagram",
     "rf",
     "rf_batch",
+    "rf_mean_std_batch",
     "merge_events",
 ]
 
@@ -130,18 +131,71 @@ def rf(points, *, convention: str = "length") -> float:
     return float(deaths[-1]) if deaths.size else 0.0
 
 
-def _rf_columns_numpy(x: np.ndarray, start: int, stop: int, chunk: int = 256) -> np.ndarray:
-    """rf of columns ``start:stop`` of a float32 ``(n, m)`` array.
+def _column_stats_numpy(x: np.ndarray, start: int, stop: int, moments: bool, chunk: int = 256) -> np.ndarray:
+    """rf (and mean, std) of columns ``start:stop`` of a float32 ``(n, m)`` array: ``(k, 1 or 3)``.
 
     Columns are copied in cache-sized chunks into contiguous rows (numpy sorts a contiguous axis
-    several times faster than a strided one), sorted, and their gaps taken in float64.
+    several times faster than a strided one), sorted, and their gaps taken in float64. The
+    moments come from the same cache-hot rows, which is cheaper than a second pass over x.
     """
-    out = np.empty(stop - start)
+    out = np.empty((stop - start, 3 if moments else 1))
     for c0 in range(start, stop, chunk):
         c1 = min(c0 + chunk, stop)
         rows = np.ascontiguousarray(x[:, c0:c1].T)
         rows.sort(axis=1)
-        out[c0 - start : c1 - start] = np.diff(rows.astype(np.float64), axis=1).max(axis=1)
+        rows64 = rows.astype(np.float64)
+        out[c0 - start : c1 - start, 0] = np.diff(rows64, axis=1).max(axis=1)
+        if moments:
+            mean = rows64.mean(axis=1)
+            rows64 -= mean[:, None]
+            out[c0 - start : c1 - start, 1] = mean
+            out[c0 - start : c1 - start, 2] = np.sqrt(np.einsum("ij,ij->i", rows64, rows64) / rows64.shape[1])
+    return out
+
+
+def _column_stats(x, convention: str, threads: int | None, moments: bool) -> torch.Tensor:
+    scale = _check_convention(convention)
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    if x.ndim != 2:
+        raise ValueError(
+            f"rf_batch takes an (n_samples, n_neurons) tensor; got shape {tuple(x.shape)}. "
+            "For a single neuron use rf(points)."
+        )
+    n, m = x.shape
+    width = 3 if moments else 1
+    if n == 0 or m == 0:
+        return torch.zeros(m, width, dtype=torch.float64, device=x.device)
+    if x.device.type != "cpu":
+        s = torch.sort(x.float(), dim=0).values.double()
+        parts = [(s[1:] - s[:-1]).amax(dim=0) if n > 1 else torch.zeros(m, dtype=torch.float64, device=x.device)]
+        if moments:
+            parts += [s.mean(dim=0), s.std(dim=0, correction=0)]
+        out = torch.stack(parts, dim=1)
+    else:
+        values = x.detach().float().numpy()
+        threads = threads or min(os.cpu_count() or 1, 8)
+        if n == 1:
+            stats = np.zeros((m, width))
+            if moments:
+                stats[:, 1] = values[0]
+        elif threads <= 1 or m < 512:
+            stats = _column_stats_numpy(values, 0, m, moments)
+        else:
+            bounds = np.linspace(0, m, threads + 1).astype(int)
+            with ThreadPoolExecutor(threads) as pool:
+                stats = np.concatenate(
+                    list(pool.map(lambda ab: _column_stats_numpy(values, *ab, moments), zip(bounds[:-1], bounds[1:])))
+                )
+        out = torch.from_numpy(stats)
+    # NaN sorts last and inf - inf is NaN, so a non-finite input always shows up here; checking the
+    # result is much cheaper than scanning the whole input first.
+    if not torch.isfinite(out).all():
+        raise ValueError(
+            "rf_batch input contains NaN or infinite values; check the captured activations "
+            "(an overflow in float16?)."
+        )
+    out[:, 0] *= scale
     return out
 
 
@@ -153,31 +207,12 @@ def rf_batch(x: torch.Tensor, *, convention: str = "length", threads: int | None
     is several times faster than ``torch.sort``; columns are split over ``threads`` (numpy releases
     the GIL while sorting). On a GPU the sort stays on the device.
     """
-    scale = _check_convention(convention)
-    if not isinstance(x, torch.Tensor):
-        x = torch.as_tensor(np.asarray(x))
-    if x.ndim != 2:
-        raise ValueError(
-            f"rf_batch takes an (n_samples, n_neurons) tensor; got shape {tuple(x.shape)}. "
-            "For a single neuron use rf(points)."
-        )
-    n, m = x.shape
-    if n <= 1 or m == 0:
-        return torch.zeros(m, dtype=torch.float64, device=x.device)
-    if not torch.isfinite(x).all():
-        raise ValueError(
-            "rf_batch input contains NaN or infinite values; check the captured activations."
-        )
-    if x.device.type != "cpu":
-        s = torch.sort(x.float(), dim=0).values.double()
-        return (s[1:] - s[:-1]).amax(dim=0) * scale
-    values = x.detach().float().numpy()
-    threads = threads or min(os.cpu_count() or 1, 8)
-    if threads <= 1 or m < 512:
-        out = _rf_columns_numpy(values, 0, m)
-    else:
-        bounds = np.linspace(0, m, threads + 1).astype(int)
-        with ThreadPoolExecutor(threads) as pool:
-            parts = list(pool.map(lambda ab: _rf_columns_numpy(values, *ab), zip(bounds[:-1], bounds[1:])))
-        out = np.concatenate(parts)
-    return torch.from_numpy(out * scale)
+    return _column_stats(x, convention, threads, moments=False)[:, 0]
+
+
+def rf_mean_std_batch(
+    x: torch.Tensor, *, convention: str = "length", threads: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``rf_batch`` plus each column's mean and (population) std, from one sort: float64 tensors."""
+    out = _column_stats(x, convention, threads, moments=True)
+    return out[:, 0], out[:, 1], out[:, 2]

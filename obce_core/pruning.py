@@ -79,6 +79,7 @@ import pandas as pd
 import torch
 from transformers import BertForSequenceClassification, BertModel
 
+from obce_core.capture import PRUNABLE_COMPONENTS
 from obce_core.models import base_model, encoder_layers, model_fingerprint
 from obce_core.modeling import (
     ObceBertConfig,
@@ -305,13 +306,22 @@ _MODEL_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakK
 _TABLE_CACHE: dict[int, tuple[weakref.ref, dict]] = {}
 
 
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # inference-mode tensors keep no version counter
+        return -1
+
+
 def _weights_key(model) -> tuple:
-    # Any in-place change bumps a tensor's _version; a reassignment changes its data_ptr.
+    # An in-place change through the tensor (optimizer step, load_state_dict, `w[...] = x` under
+    # no_grad) bumps its _version; a reassignment changes its data_ptr. Writes through `.data`
+    # bypass the counter and are not seen: do not edit a cached model that way.
     bert = base_model(model)
     tensors = [*bert.parameters(), *bert.buffers()]
     cfg = model.config
     shape = tuple(str(getattr(cfg, k, None)) for k in ("qk_head_sizes", "v_head_sizes", "intermediate_sizes"))
-    return (shape, tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in tensors))
+    return (shape, tuple((t.data_ptr(), _version(t), tuple(t.shape)) for t in tensors))
 
 
 def _model_entry(model) -> dict:
@@ -347,6 +357,16 @@ def _layer_shapes(model) -> list[dict[str, int]]:
     return shapes
 
 
+def _in_norms(linear: torch.nn.Linear) -> torch.Tensor:
+    """L2 norm of each output unit's incoming weights (row j of the weight)."""
+    return linear.weight.detach().float().norm(dim=1)
+
+
+def _out_norms(linear: torch.nn.Linear) -> torch.Tensor:
+    """L2 norm of the weights that read each input unit (column j of the weight)."""
+    return linear.weight.detach().float().norm(dim=0)
+
+
 def _magnitude_scores(model) -> list[dict[str, np.ndarray]]:
     entry = _model_entry(model)
     if "magnitude" not in entry:
@@ -354,13 +374,11 @@ def _magnitude_scores(model) -> list[dict[str, np.ndarray]]:
         with torch.no_grad():
             for layer in encoder_layers(model):
                 att = layer.attention.self
-                norm_in = lambda lin: lin.weight.detach().float().norm(dim=1)  # noqa: E731  row j = unit j's inputs
-                norm_out = lambda lin: lin.weight.detach().float().norm(dim=0)  # noqa: E731  column j = unit j's outputs
                 out.append(
                     {
-                        "ffn": (norm_in(layer.intermediate.dense) * norm_out(layer.output.dense)).cpu().numpy(),
-                        "v": (norm_in(att.value) * norm_out(layer.attention.output.dense)).cpu().numpy(),
-                        "qk": (norm_in(att.query) * norm_in(att.key)).cpu().numpy(),
+                        "ffn": (_in_norms(layer.intermediate.dense) * _out_norms(layer.output.dense)).cpu().numpy(),
+                        "v": (_in_norms(att.value) * _out_norms(layer.attention.output.dense)).cpu().numpy(),
+                        "qk": (_in_norms(att.query) * _in_norms(att.key)).cpu().numpy(),
                     }
                 )
         entry["magnitude"] = out
@@ -382,7 +400,7 @@ def _table_arrays(scores) -> dict:
     comp = table["component"].astype(str).to_numpy()
     layer = table["layer"].to_numpy(np.int64)
     neuron = table["neuron"].to_numpy(np.int64)
-    keep = np.isin(comp, ("query", "key", "value", "intermediate"))
+    keep = np.isin(comp, PRUNABLE_COMPONENTS)
     comp, layer, neuron = comp[keep], layer[keep], neuron[keep]
     values = {c: table[c].to_numpy(np.float64)[keep] for c in ("rf", "std", "mean")}
     order = np.lexsort((neuron, comp, layer))
@@ -484,6 +502,10 @@ def select_units(scores, plan: PruningPlan, model) -> PruningSelection:
     ``scores`` is a ``NeuronScores`` whose ``model_fingerprint`` must equal
     ``model_fingerprint(model)`` (scores of a bare encoder apply to a classifier built on the same
     encoder weights: the head is not part of the fingerprint).
+
+    Takes a few milliseconds on all-MiniLM-L6-v2. The first call on a model hashes its weights for
+    the fingerprint (~0.1 s there); the hash and the magnitude scores are cached per model object
+    and recomputed when any of its tensors changes in place.
     """
     if not isinstance(plan, PruningPlan):
         raise TypeError(f"plan must be a PruningPlan; got {type(plan).__name__}. Build one with PruningPlan(ffn=50, ...).")

@@ -34,7 +34,7 @@ from obce_core.capture import (
     capture_activations,
 )
 from obce_core.models import model_fingerprint
-from obce_core.persistence import CONVENTIONS, persistence_diagram, rf_batch
+from obce_core.persistence import CONVENTIONS, persistence_diagram, rf_mean_std_batch
 
 __all__ = ["ScoreSettings", "NeuronScores", "ScoresFileError", "score_model", "default_cache_dir", "texts_fingerprint"]
 
@@ -243,11 +243,9 @@ def _rank_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def scores_from_activations(values: np.ndarray, columns: pd.DataFrame, settings: ScoreSettings) -> pd.DataFrame:
     """The per-neuron table for a captured activation matrix."""
-    x = torch.from_numpy(values)
     table = columns.copy()
-    table["rf"] = rf_batch(x, convention=settings.convention).numpy()
-    table["mean"] = values.mean(axis=0, dtype=np.float64)
-    table["std"] = values.std(axis=0, dtype=np.float64)
+    rf, mean, std = rf_mean_std_batch(torch.from_numpy(values), convention=settings.convention)
+    table["rf"], table["mean"], table["std"] = rf.numpy(), mean.numpy(), std.numpy()
     table["prunable"] = table["component"].isin(PRUNABLE_COMPONENTS).to_numpy()
     table["column"] = np.arange(len(table), dtype=np.int64)
     return _rank_table(table)

@@ -1,0 +1,217 @@
+"""The paper-style GLUE table: original vs rf-pruned (p = 30/50/70) and random-pruned (p = 50).
+
+Paper protocol on every task: the pre-trained encoder gets a new head, is pruned with the plan
+(all groups: FFN, Q/K pairs, V dims; the first ``--skip-layers`` layers untouched; scores from
+``--score-n`` training sentences of the task at [CLS]), and original and pruned are fine-tuned with
+the same recipe and seed, then scored on the validation split. Every run goes through
+``obce_core.jobs`` and its results store, so a rerun is answered from the store at once and an
+interrupted run resumes where it stopped. The table is written into the ``## GLUE`` section of
+``benchmarks/RESULTS.md`` after every plan (``--no-write`` to skip).
+
+    python benchmarks/glue_table.py                        # CPU: all-MiniLM, recipe preset 'cpu'
+    python benchmarks/glue_table.py --model bert-base-uncased --recipe-preset paper --tasks sst2,cola,mrpc,rte,stsb,qnli,qqp,mnli
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import math
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from obce_core import glue  # noqa: E402
+from obce_core.finetune import Recipe  # noqa: E402
+from obce_core.jobs import JobSpec, create_job, run_job  # noqa: E402
+from obce_core.pruning import PruningPlan  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+SECTION = "## GLUE"
+# The metric(s) shown per task, in GLUE's usual order.
+SHOWN = {"cola": ["matthews_correlation"], "sst2": ["accuracy"], "mrpc": ["accuracy", "f1"],
+         "stsb": ["pearson", "spearmanr"], "qqp": ["accuracy", "f1"], "mnli": ["accuracy", "accuracy_mismatched"],
+         "qnli": ["accuracy"], "rte": ["accuracy"], "wnli": ["accuracy"]}
+SHORT = {"matthews_correlation": "MCC", "accuracy": "acc", "f1": "F1", "pearson": "P", "spearmanr": "S",
+         "accuracy_mismatched": "acc-mm"}
+
+
+def variants(percents: list[float], random_percents: list[float], skip_layers: int) -> list[tuple[str, PruningPlan]]:
+    """(label, plan) in run order: rf at 50 first (the headline), then the control, then the rest."""
+    rf = {p: PruningPlan(ffn=p, qk=p, v=p, skip_layers=skip_layers, scorer="rf") for p in percents}
+    out = [(f"rf p={p:g}", rf[p]) for p in sorted(percents, key=lambda p: (p != 50, p))]
+    out[1:1] = [(f"random p={p:g}", PruningPlan(ffn=p, qk=p, v=p, skip_layers=skip_layers, scorer="random", seed=0))
+                for p in random_percents]
+    return out
+
+
+def fmt(x, digits=1) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def build_table(tasks, labels, runs) -> tuple[str, dict]:
+    """Markdown rows: one per model variant. ``runs[label][task]`` is a RunResult (or missing)."""
+    originals = runs.get("original", {})
+    head = ["model", "params % (all)", "params % (encoder)"]
+    for task in tasks:
+        head += [f"{glue.get_task(task).dir_name if task != 'sst2' else 'SST-2'} {SHORT[m]}" for m in SHOWN[task]]
+    head += ["GLUE avg", "avg / original", "latency ms"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    summary = {}
+    for label in ["original", *labels]:
+        got = runs.get(label, {})
+        row = [label]
+        any_run = next(iter(got.values()), None)
+        base = next((originals[t] for t in tasks if t in originals and t in got), None)
+        mine = next((got[t] for t in tasks if t in got and t in originals), None)
+        if mine is not None and base is not None:
+            row += [fmt(100 * mine.params_total / base.params_total), fmt(100 * mine.params_encoder / base.params_encoder)]
+        else:
+            row += ["100.0", "100.0"] if label == "original" and any_run else ["—", "—"]
+        for task in tasks:
+            r = got.get(task)
+            row += [fmt(100 * r.metrics[m]) if r is not None and m in r.metrics else "—" for m in SHOWN[task]]
+        complete = all(t in got for t in tasks)
+        avg = sum(got[t].main_score for t in tasks) / len(tasks) if complete else None
+        base_avg = (sum(originals[t].main_score for t in tasks) / len(tasks)
+                    if all(t in originals for t in tasks) else None)
+        ratio = avg / base_avg if avg is not None and base_avg else None
+        lat = [got[t].latency_ms for t in tasks if t in got and got[t].latency_ms is not None]
+        row += [fmt(100 * avg) if avg is not None else "—", fmt(100 * ratio) + " %" if ratio is not None else "—",
+                fmt(sum(lat) / len(lat)) if lat else "—"]
+        summary[label] = {"avg": avg, "ratio": ratio}
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines), summary
+
+
+def majority_row(tasks, glue_dir, recipe) -> str:
+    """Scores of always predicting the dev split's most common label: what "learned nothing" looks like."""
+    import numpy as np
+
+    cells = ["majority class (reference)", "", ""]
+    mains = []
+    for task in tasks:
+        spec = glue.get_task(task)
+        labels = np.asarray(glue.load_task(task, "validation", glue_dir, n=recipe.eval_size, seed=recipe.seed)["label"])
+        if spec.is_regression:
+            cells += ["—" for _ in SHOWN[task]]
+            mains.append(0.0)
+            continue
+        metrics = glue.compute_metrics(task, np.full(len(labels), np.bincount(labels).argmax()), labels)
+        cells += [fmt(100 * metrics[m]) if m in metrics else "—" for m in SHOWN[task]]
+        mains.append(glue.main_score(task, metrics))
+    cells += [fmt(100 * sum(mains) / len(mains)), "", ""]
+    return "| " + " | ".join(cells) + " |"
+
+
+def write_section(text: str) -> None:
+    """Replace the ``## GLUE`` section of RESULTS.md (up to the next ``## `` heading), or append it."""
+    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    block = text.rstrip() + "\n\n"
+    new = pattern.sub(lambda _m: block, old, count=1) if pattern.search(old) else old.rstrip() + "\n\n" + block
+    RESULTS.write_text(new)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--tasks", default="sst2,cola,mrpc,rte")
+    parser.add_argument("--glue-dir", default=str(REPO.parent / "shared" / "data" / "glue"))
+    parser.add_argument("--workspace", default=str(REPO / "obce_workspace"))
+    parser.add_argument("--recipe-preset", default="cpu", choices=["paper", "cpu", "smoke"])
+    parser.add_argument("--max-steps", type=int, help="override the preset (quick checks)")
+    parser.add_argument("--train-size", type=int, help="override the preset")
+    parser.add_argument("--percents", default="30,50,70")
+    parser.add_argument("--random-percents", default="50")
+    parser.add_argument("--skip-layers", type=int, default=2)
+    parser.add_argument("--score-n", type=int, default=512)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a busy 2-core machine)")
+    parser.add_argument("--device")
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
+    args = parser.parse_args(argv)
+
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {k: v for k, v in (("max_steps", args.max_steps), ("train_size", args.train_size)) if v is not None}
+    recipe = Recipe.preset(args.recipe_preset, **overrides)
+    tasks = [glue.get_task(t).name for t in args.tasks.split(",") if t.strip()]
+    plans = variants([float(p) for p in args.percents.split(",") if p], [float(p) for p in args.random_percents.split(",") if p],
+                     args.skip_layers)
+    command = "python benchmarks/glue_table.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    started = time.time()
+    runs: dict[str, dict] = {}
+
+    def report(event: dict) -> None:
+        if "phase" in event:
+            print(f"[{time.time() - started:7.0f} s] {event['phase']}", flush=True)
+
+    def publish(done: list[str]) -> None:
+        table, summary = build_table(tasks, [label for label, _ in plans], runs)
+        table += "\n" + majority_row(tasks, args.glue_dir, recipe)
+        compute_s = sum(r.wall_s for v in runs.values() for r in v.values())
+        print("\n" + table + "\n", flush=True)
+        if args.no_write:
+            return
+        state = "complete" if len(done) == len(plans) else f"PARTIAL: {len(done)} of {len(plans)} plans done, run in progress"
+        r50 = summary.get("rf p=50", {}).get("ratio")
+        device = next((r.device for v in runs.values() for r in v.values()), "?")
+        text = f"""{SECTION}
+
+Paper protocol (`obce_core.finetune.run_paper_protocol`): the pre-trained encoder gets a new task head
+(seeded), is pruned on ALL groups (FFN units, query/key pairs, value dims) with the first
+{args.skip_layers} layers left whole, scores from {args.score_n} training sentences of each task at [CLS];
+original and pruned are then fine-tuned with the same recipe and seed and scored on the full GLUE dev
+split. Scores x100; params % = pruned / original (whole model, and the encoder layers alone);
+latency = median ms of one forward pass over {recipe.eval_batch_size} dev examples on `{device}` (mean over
+tasks; a shared, busy 2-core CPU, so indicative only).
+
+Model `{args.model}` (all-MiniLM-L6-v2 when `default`); recipe `{args.recipe_preset}`: `{recipe.to_json()}`.
+This is a CPU-sized recipe (~{recipe.train_size or 'all'} training examples, {recipe.max_steps or recipe.epochs:g}
+{'steps' if recipe.max_steps else 'epoch(s)'}), far below the paper's full fine-tuning, so absolute scores are low
+and small tasks (RTE, MRPC, CoLA) are noisy; compare rows with each other, not with published numbers.
+
+Status: {state}. The runs in the table took {compute_s / 60:.0f} min of fine-tuning + evaluation in all
+(this invocation: {time.time() - started:.0f} s; runs already in the store cost nothing).
+Measured {_dt.date.today().isoformat()} with:
+
+    {command}
+
+{table}
+
+Ratio of GLUE averages, rf p=50 / original: {fmt(100 * r50, 1) + ' %' if r50 is not None else '— (not finished)'} (target >= 99 %).
+
+On a GPU, BERT-base with BERT's GLUE recipe (128 tokens, batch 32, lr 2e-5, 3 epochs; download the
+model first on a machine with network access, e.g. `hf download bert-base-uncased --local-dir bert-base-uncased`):
+
+    python benchmarks/glue_table.py --model ./bert-base-uncased --recipe-preset paper --tasks sst2,cola,mrpc,rte,stsb,qnli,qqp,mnli --glue-dir /path/to/glue_data
+    # or one setting, in the foreground, on several GPUs:
+    accelerate launch -m obce_core glue --model ./bert-base-uncased --recipe-preset paper --precision bf16 --ffn 50 --qk 50 --v 50 --skip-layers 2 --tasks sst2,mrpc --glue-dir /path/to/glue_data
+"""
+        write_section(text)
+
+    done: list[str] = []
+    for label, plan in plans:
+        spec = JobSpec(model=args.model, tasks=tasks, plan=plan, recipe=recipe, glue_dir=args.glue_dir,
+                       score_n=args.score_n, device=args.device)
+        print(f"== {label}: {plan.describe()}", flush=True)
+        for result in run_job(create_job(spec, args.workspace), progress=report):
+            runs.setdefault("original" if result.role == "original" else label, {})[result.task] = result
+        done.append(label)
+        publish(done)
+    print(f"done in {time.time() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Model & data: choose a model and the texts to feed it, score every neuron, read the summary."""
+
+from pathlib import Path
+
+import streamlit as st
+
+# The landing page draws its title before the imports below: on a fresh server they load PyTorch
+# and transformers, which takes seconds, and the visitor should see the page arrive meanwhile.
+st.title("Model & data")
+with st.spinner("Starting obce: loading PyTorch and transformers (only on the server's first page view)…"):
+    from obce_core import TOKEN_MODES, plots
+    from obce_core.corpus import parse_texts
+    from obce_core.glue import TASKS
+    from obce_dashboard import state
+
+MODEL_KINDS = {
+    "default": "Embedded default (all-MiniLM-L6-v2)",
+    "hub": "Hugging Face hub id",
+    "local": "Local directory",
+}
+DATA_LABELS = {"demo": "Demo corpus (shipped)", "glue": "GLUE task", "upload": "Upload a file"}
+TOKEN_LABELS = {"cls": "[CLS] (paper)", "all": "every token", "mean": "mean over tokens"}
+
+
+def _looks_local(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
+
+
+def facts_ui(facts: dict) -> None:
+    top = st.columns(3)
+    top[0].metric("Layers", facts["layers"])
+    top[1].metric("Hidden size", facts["hidden"])
+    top[2].metric("Heads", facts["heads"])
+    bottom = st.columns(3)
+    bottom[0].metric("FFN units", facts["ffn"] if "," not in facts["ffn"] else "per layer")
+    bottom[1].metric("Parameters", f"{facts['parameters'] / 1e6:.1f}M")
+    bottom[2].metric("Pruned", "yes" if facts["pruned"] else "no")
+    extra = f"{facts['architecture']} ({facts['model_type']}) on {facts['device']}, weights fingerprint `{facts['fingerprint']}`"
+    if facts["pruned"]:
+        extra += (
+            f". Pruned by obce: FFN units per layer {facts['ffn']}; query/key width {facts['query_key_width']}; "
+            f"value width {facts['value_width']}"
+        )
+    st.caption(extra)
+
+
+def model_ui() -> state.LoadedModel | None:
+    ss = st.session_state
+    if "model_kind" not in ss:  # derived once per session from the model setting (and so the URL)
+        source = ss["model"]
+        ss["model_kind"] = "default" if source == "default" else ("local" if _looks_local(source) else "hub")
+        ss["model_text"] = "" if source == "default" else source
+    kind = state.widget(st.radio, "Model", "model_kind", options=list(MODEL_KINDS), format_func=MODEL_KINDS.get, horizontal=True)
+    if kind == "default":
+        source = "default"
+    else:
+        hub = kind == "hub"
+        source = state.widget(
+            st.text_input,
+            "Hub id" if hub else "Model directory",
+            "model_text",
+            placeholder="e.g. google-bert/bert-base-uncased" if hub else "e.g. obce_workspace/pruned-30 (a folder with config.json)",
+            help=(
+                "Needs network access to the Hugging Face hub; offline, download it elsewhere and use a local directory."
+                if hub
+                else "A folder written by save_pretrained: a BERT checkpoint, a fine-tuned classifier, or a model pruned by obce."
+            ),
+        ).strip()
+        if not source:
+            st.info("Enter a " + ("hub id" if hub else "directory") + " and press Enter.")
+            return None
+    ss["model"] = source
+    with state.errors("Could not load the model") as outcome:
+        loaded = state.load_model_cached(source)
+    if not outcome.ok:
+        return None
+    facts_ui(loaded.facts)
+    return loaded
+
+
+def upload_ui() -> None:
+    ss = st.session_state
+    file = st.file_uploader("Texts file", type=["txt", "csv", "tsv"],
+                            help="A .txt with one text per line, or a .csv/.tsv with a 'text' or 'sentence' column.")
+    if file is not None and ss.get("uploaded_id") != file.file_id:
+        with state.errors(f"Could not read {file.name}") as outcome:
+            texts = parse_texts(file.getvalue().decode("utf-8-sig"), file.name)
+        if outcome.ok:
+            ss["uploaded"] = (file.name, texts)
+            ss["uploaded_id"] = file.file_id
+    elif file is None and ss.get("uploaded"):
+        name, texts = ss["uploaded"]
+        st.caption(f"Using {name} ({len(texts)} texts), uploaded earlier in this session.")
+
+
+def data_ui() -> tuple[list, str] | None:
+    glue_tasks, glue_where = state.glue_tasks_available()
+    sources = ["demo"] + (["glue"] if glue_tasks else []) + ["upload"]
+    data = state.widget(st.radio, "Scoring texts", "data", options=sources, format_func=DATA_LABELS.get, horizontal=True)
+    if data == "glue":
+        state.widget(st.selectbox, "GLUE task", "task", options=glue_tasks,
+                     format_func=lambda t: f"{TASKS[t].dir_name} ({t})")
+        st.caption(f"Validation split, from {glue_where}. Pair tasks feed both sentences, as in fine-tuning.")
+    elif data == "upload":
+        upload_ui()
+    else:
+        st.caption("400 varied English sentences shipped with obce: works with no network and no GLUE copy."
+                   + ("" if glue_tasks else f" GLUE: {glue_where}."))
+    left, right = st.columns(2)
+    with left:
+        state.widget(st.number_input, "Number of texts", "n", min_value=2, max_value=state.MAX_TEXTS, step=16,
+                     help="Drawn without replacement with the seed below; more texts give a finer picture and take longer.")
+    with right:
+        state.widget(st.radio, "Sample per text", "token", options=list(TOKEN_MODES), format_func=TOKEN_LABELS.get, horizontal=True,
+                     help="What one point of a neuron's cloud is: its output at [CLS] (the paper), at every token, or averaged.")
+    with st.expander("More settings"):
+        a, b = st.columns(2)
+        with a:
+            state.widget(st.number_input, "Seed", "seed", min_value=0, max_value=2**31 - 1, step=1)
+        with b:
+            state.widget(st.number_input, "Max tokens per text", "max_length", min_value=8, max_value=512, step=8)
+    with state.errors("Could not get the texts") as outcome:
+        texts, label = state.current_texts()
+    if not outcome.ok:
+        return None
+    st.info(f"Texts in use: **{label}**", icon=":material/description:")
+    return texts, label
+
+
+def score_ui(loaded: state.LoadedModel | None, chosen: tuple[list, str] | None) -> None:
+    ss = st.session_state
+    ready = loaded is not None and chosen is not None
+    if st.button("Score neurons", type="primary", disabled=not ready,
+                 help="Run the texts through the model, record every neuron's outputs and compute their rf."):
+        texts, label = chosen
+        with st.status(f"Scoring {len(texts)} texts…", expanded=True) as status:
+            bar = st.progress(0.0, text="Starting…")
+
+            def progress(done: int, total: int) -> None:
+                bar.progress(min(done / max(total, 1), 1.0), text=f"{done} of {total} texts through the model")
+
+            with state.errors("Scoring failed") as outcome:
+                run = state.score_texts(loaded, texts, data_label=label, token=ss["token"],
+                                        max_length=int(ss["max_length"]), progress=progress)
+            if outcome.ok:
+                state.set_current_scored(run)
+                bar.progress(1.0, text="Done")
+                status.update(label=f"Scored {len(run.scores.table):,} neurons on {run.scores.n_samples:,} samples",
+                              state="complete", expanded=False)
+            else:
+                status.update(label="Scoring failed", state="error", expanded=True)
+
+
+def results_ui(run: state.ScoredRun) -> None:
+    sc = run.scores
+    st.subheader("Scores")
+    changed = state.changed_settings(run)
+    if changed:
+        st.warning(f"These scores were made with other settings ({', '.join(changed)} changed since). "
+                   "Press **Score neurons** to update them.")
+    cols = st.columns(4)
+    cols[0].metric("Neurons", f"{len(sc.table):,}")
+    cols[1].metric("Samples", f"{sc.n_samples:,}")
+    cols[2].metric("Texts", f"{sc.n_texts:,}")
+    cols[3].metric("Neurons with rf = 0", f"{int((sc.table['rf'] == 0).sum()):,}")
+    st.caption(f"Model `{run.model_source}` on {run.data_label}; sample = {TOKEN_LABELS[sc.settings.token]}, "
+               f"max {sc.settings.max_length} tokens; took {run.seconds:.1f} s (a repeat comes from the cache).")
+    summary = sc.summary()
+    left, right = st.columns([3, 2])
+    with left:
+        st.dataframe(
+            summary, hide_index=True, height=320,
+            column_config={c: st.column_config.NumberColumn(format="%.4g") for c in ("rf_min", "rf_q25", "rf_median", "rf_q75", "rf_max")},
+        )
+    with right:
+        st.plotly_chart(plots.summary_heatmap(summary, "rf_median", title="median rf (colour: relative to each component)"))
+    st.caption("rf quantiles per layer and component; `zero_rf` counts ties at zero. At [CLS], layer 0's "
+               "query/key/value see the same input for every text, so all their rf are 0: they say nothing, "
+               "which is why pruning usually skips layer 0 there.")
+    st.page_link(state.PAGE_PERSISTENCE, label="See why each neuron scores what it does: Persistence", icon=":material/scatter_plot:")
+
+
+def main() -> None:
+    st.markdown("Feed a set of texts through a BERT model, record every neuron's output, and score each neuron "
+                "by the 0-D persistent homology of those outputs (**rf**: the largest gap between its sorted values).")
+    left, right = st.columns(2, gap="large")
+    with left:
+        st.subheader("Model")
+        loaded = model_ui()
+    with right:
+        st.subheader("Texts")
+        chosen = data_ui()
+    score_ui(loaded, chosen)
+    run = state.current_scored()
+    if run is not None:
+        results_ui(run)
+
+
+state.run_page(main)

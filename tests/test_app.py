@@ -1,0 +1,323 @@
+"""The dashboard under Streamlit's AppTest, and the figure builders it draws with.
+
+AppTest runs ``app.py`` (navigation) and the real pages in-process: widgets are set, the script
+reruns, and the rendered elements are inspected. Expected values come from independent oracles
+(numpy on the scores table, scipy's connected components), not from the code under test.
+The embedded MiniLM loads in about half a second and 16 texts score in about one, so each test
+that scores stays small.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from obce_core import persistence_diagram, plots
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+MODEL_PAGE = "pages/1_Model_and_data.py"
+PERSISTENCE_PAGE = "pages/2_Persistence.py"
+LEARN_PAGE = "pages/5_Learn.py"
+TIMEOUT = 120  # the first run imports torch and loads the model
+GLUE_DIR = ROOT.parent / "shared" / "data" / "glue"
+
+
+@pytest.fixture
+def app(monkeypatch):
+    """The app on its first page, with no GLUE copy configured (the offline, no-data case)."""
+    monkeypatch.delenv("OBCE_GLUE_DIR", raising=False)
+    return AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+
+
+def _clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def _score(at: AppTest, n: int = 16) -> AppTest:
+    at.number_input(key="_w_n").set_value(n).run()
+    at.button[0].click().run()
+    _clean(at)
+    return at
+
+
+# ---------------------------------------------------------------------------------------------
+# Pages
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_page_renders_before_anything_is_scored(app):
+    _clean(app)
+    assert app.title[0].value == "Model & data"
+    assert any("obce demo corpus" in i.value for i in app.info)  # no GLUE, no network: the demo corpus
+    assert _metric(app, "Layers") == "6" and _metric(app, "Hidden size") == "384"
+    for page, title in ((PERSISTENCE_PAGE, "Persistence"), (LEARN_PAGE, "Learn: persistence in one picture")):
+        app.switch_page(page).run()
+        assert not app.exception, [e.value for e in app.exception]
+        assert app.title[0].value == title
+    app.switch_page(PERSISTENCE_PAGE).run()
+    assert any("Nothing is scored yet" in i.value for i in app.info)
+
+
+@pytest.mark.parametrize("with_prune", [False, True])
+def test_navigation_lists_the_prune_page_only_when_its_file_exists(tmp_path, with_prune):
+    import shutil
+
+    shutil.copy(APP, tmp_path / "app.py")
+    (tmp_path / "pages").mkdir()
+    names = ["1_Model_and_data.py", "2_Persistence.py", "5_Learn.py"] + (["3_Prune.py"] if with_prune else [])
+    for name in names:
+        (tmp_path / "pages" / name).write_text(f"import streamlit as st\nst.write({name!r})\n")
+    at = AppTest.from_file(str(tmp_path / "app.py"), default_timeout=30).run()
+    assert not at.exception and at.markdown[0].value == "1_Model_and_data.py"
+    if with_prune:
+        at.switch_page("pages/3_Prune.py").run()
+        assert at.markdown[0].value == "3_Prune.py"
+    else:
+        (tmp_path / "pages" / "3_Prune.py").write_text("import streamlit as st\n")
+        with pytest.raises(ValueError, match="navigation page"):
+            at.switch_page("pages/3_Prune.py")
+
+
+def test_score_through_the_button_then_inspect_a_neuron(app):
+    _score(app, 16)
+    assert _metric(app, "Texts") == "16" and _metric(app, "Samples") == "16"
+    run = app.session_state["scored"]
+    table = run.scores.table
+    assert _metric(app, "Neurons") == f"{len(table):,}"
+    assert _metric(app, "Neurons with rf = 0") == f"{int((table['rf'] == 0).sum()):,}"
+
+    app.switch_page(PERSISTENCE_PAGE).run()
+    _clean(app)
+    app.selectbox(key="_w_layer").set_value(3).run()
+    app.selectbox(key="_w_component").set_value("value").run()
+    next(b for b in app.button if b.label == "Highest rf").click().run()
+    _clean(app)
+    group = table[(table["layer"] == 3) & (table["component"] == "value")]
+    best = group.loc[group["rf"].idxmax()]  # oracle: the plain arg-max of the table
+    assert app.session_state["neuron"] == int(best["neuron"])
+    assert f"neuron {int(best['neuron'])}**: rf = **{best['rf']:.4g}**" in app.markdown[0].value
+    values = run.scores.values(3, "value", int(best["neuron"]))
+    assert np.isclose(np.diff(np.sort(values.astype(np.float64))).max(), best["rf"])
+    labels = {d.label for d in app.get("download_button")}
+    assert {"Download these tables (CSV)", "Download every neuron (CSV)"} <= labels
+    # The choice survives a round trip through another page.
+    app.switch_page(LEARN_PAGE).run()
+    app.switch_page(PERSISTENCE_PAGE).run()
+    assert app.selectbox(key="_w_layer").value == 3 and app.session_state["neuron"] == int(best["neuron"])
+
+
+def test_threshold_slider_and_url_sync(app):
+    _score(app, 16)
+    app.switch_page(PERSISTENCE_PAGE).run()
+    app.slider(key="_w_percentile").set_value(50.0).run()
+    _clean(app)
+    assert app.session_state["percentile"] == 50.0
+    assert app.query_params.get("percentile") == "50" and app.query_params.get("n") == "16"
+
+
+def test_url_parameters_set_the_first_values(monkeypatch):
+    monkeypatch.delenv("OBCE_GLUE_DIR", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params = {"n": "24", "token": "mean", "percentile": "40", "seed": "oops"}
+    at.run()
+    assert not at.exception
+    assert at.number_input(key="_w_n").value == 24
+    assert at.radio(key="_w_token").value == "mean"
+    assert at.session_state["percentile"] == 40.0
+    assert at.session_state["seed"] == 0 and any("seed=oops" in w.value for w in at.warning)
+
+
+def test_learn_slider_moves_and_the_page_follows(app):
+    app.switch_page(LEARN_PAGE).run()
+    _clean(app)
+    pts = app.data_editor[0].value["x"].to_numpy(dtype=float)  # the cloud the page shows
+    assert len(pts) == 8
+    gaps = np.diff(np.sort(pts))
+
+    slider = app.slider(key="_w_learn_radius")
+    for r in (0.0, float(gaps.max()) / 2 * 0.999, slider.max):
+        app.slider(key="_w_learn_radius").set_value(r).run()
+        _clean(app)
+        expected = 1 + int((gaps > 2 * r).sum())  # oracle: a gap wider than 2r keeps two pieces apart
+        assert _metric(app, "Components at r") == str(expected)
+        assert app.session_state["learn_radius"] == pytest.approx(r)
+    assert _metric(app, "Components at r") == "1"
+    assert _metric(app, "rf (last merge)") == f"{gaps.max() / 2:.3g}"
+
+
+def test_learn_in_two_dimensions(app):
+    app.switch_page(LEARN_PAGE).run()
+    app.radio(key="learn_dim").set_value(2).run()
+    app.slider(key="learn_n").set_value(12).run()
+    _clean(app)
+    assert _metric(app, "Points") == "12"
+
+
+def test_a_bad_model_path_shows_an_error_not_a_traceback(app):
+    app.radio(key="_w_model_kind").set_value("local").run()
+    app.text_input(key="_w_model_text").input("/no/such/model/dir").run()
+    assert not app.exception
+    assert len(app.error) == 1 and "does not exist" in app.error[0].value
+    assert app.button[0].disabled  # nothing to score with
+
+
+def test_a_local_model_directory_is_loaded_and_scored(app, tmp_path, tokenizer):
+    from conftest import make_tiny_bert
+
+    make_tiny_bert(seed=1, hidden=24, heads=3, layers=2, ffn=37).save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    app.radio(key="_w_model_kind").set_value("local").run()
+    app.text_input(key="_w_model_text").input(str(tmp_path / "tiny")).run()
+    _clean(app)
+    assert (_metric(app, "Layers"), _metric(app, "Hidden size"), _metric(app, "FFN units")) == ("2", "24", "37")
+    _score(app, 16)
+    table = app.session_state["scored"].scores.table
+    assert len(table) == 2 * (3 * 24 + 37 + 2 * 24)  # q, k, v, FFN, attention output, output per layer
+    assert app.query_params.get("model") == str(tmp_path / "tiny")
+
+
+def test_a_hub_id_offline_shows_an_error_with_the_fix(app):
+    app.radio(key="_w_model_kind").set_value("hub").run()
+    app.text_input(key="_w_model_text").input("nobody/no-such-model").run()
+    assert not app.exception
+    assert len(app.error) == 1 and "local directory" in app.error[0].value
+
+
+def test_an_uploaded_file_is_scored(app):
+    app.radio(key="_w_data").set_value("upload").run()
+    assert any("No file uploaded yet" in e.value for e in app.error)
+    lines = "\n".join(f"Sentence number {i} is about {w}." for i, w in enumerate(["cats", "dogs", "rain", "tax"] * 3))
+    app.get("file_uploader")[0].upload("mine.txt", lines.encode(), "text/plain")
+    app.run()
+    assert any("uploaded file mine.txt (12 of 12 texts" in i.value for i in app.info)
+    app.button[0].click().run()
+    _clean(app)
+    assert _metric(app, "Texts") == "12"
+
+
+def test_a_bad_upload_shows_an_error(app):
+    app.radio(key="_w_data").set_value("upload").run()
+    app.get("file_uploader")[0].upload("table.csv", b"id,label\n1,2\n3,4\n", "text/csv")
+    app.run()
+    assert not app.exception
+    assert any("no text column found" in e.value for e in app.error)
+
+
+@pytest.mark.skipif(not (GLUE_DIR / "SST-2" / "dev.tsv").is_file(), reason="no local GLUE copy in ../shared/data/glue")
+def test_a_local_glue_copy_becomes_the_default(monkeypatch):
+    monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    _clean(at)
+    assert at.session_state["data"] == "glue" and at.session_state["task"] == "sst2"
+    assert any("GLUE sst2 validation" in i.value for i in at.info)
+
+
+def test_scores_are_shared_with_a_second_session(app):
+    _score(app, 16)
+    second = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    second.query_params = {"n": "16"}
+    second.run()
+    second.switch_page(PERSISTENCE_PAGE).run()
+    _clean(second)
+    assert second.session_state["scored"].scores is app.session_state["scored"].scores
+
+
+def test_the_error_helper_never_shows_a_bare_traceback():
+    def script():
+        import streamlit as st
+
+        from obce_dashboard import state
+
+        with state.errors("Could not do the thing") as first:
+            raise ValueError("the value was 3; expected 4. Use 4.")
+        with state.errors("Could not do the other thing") as second:
+            raise RuntimeError("boom")
+        st.write(f"{first.ok} {second.ok}")
+
+    at = AppTest.from_function(script, default_timeout=30).run()
+    assert not at.exception
+    assert at.error[0].value.startswith("**Could not do the thing.** the value was 3")
+    assert "Unexpected RuntimeError: boom" in at.error[1].value
+    assert at.expander[0].label == "Details"
+    assert at.markdown[-1].value == "False False"
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure builders
+# ---------------------------------------------------------------------------------------------
+
+
+def test_diagram_puts_infinity_on_a_line_above_the_finite_range():
+    values = np.array([0.0, 0.1, 0.5, 2.0])
+    fig = plots.diagram_figure(persistence_diagram(values), rf=1.5)
+    diagonal, inf_line, points = fig.data[0], fig.data[1], fig.data[2]
+    assert diagonal.hoverinfo == "skip" and diagonal.line.dash == "dash"
+    assert fig.layout.xaxis.range == fig.layout.yaxis.range
+    finite = np.sort(np.diff(np.sort(values)))  # oracle: 1-D deaths are the gaps
+    y = np.asarray(points.y)
+    assert np.allclose(np.sort(y[:-1]), finite)
+    assert y[-1] == inf_line.y[0] > finite.max()
+    assert any(a.text == "∞" for a in fig.layout.annotations)
+
+
+def test_diagram_colours_components_and_reveals_up_to_the_radius():
+    d = persistence_diagram(np.array([0.0, 1.0, 3.0]))
+    fig = plots.diagram_figure({"query": d, "intermediate": d}, radius=1.5)
+    by_name = {t.name: t for t in fig.data if t.name in ("query", "intermediate")}
+    assert by_name["query"].marker.color == plots.COMPONENT_COLORS["query"]
+    assert by_name["intermediate"].marker.color == plots.COMPONENT_COLORS["intermediate"]
+    assert list(by_name["query"].y) == [1.0]  # the death at 2.0 and the infinite bar are not reached yet
+
+
+def test_strip_shades_the_largest_gap():
+    values = np.array([0.0, 0.2, 0.3, 1.7, 1.9])
+    fig = plots.values_strip_figure(values, rf=1.4)
+    band = fig.layout.shapes[0]
+    assert (band.x0, band.x1) == (0.3, 1.7)  # oracle: the widest neighbour gap by eye
+    assert "rf = 1.4" in " ".join(a.text for a in fig.layout.annotations)
+
+
+def test_threshold_values_follow_the_floor_rule():
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"layer": 0, "component": "intermediate", "neuron": np.arange(37), "rf": rng.random(37)})
+    th = plots.threshold_values(table, 30).iloc[0]
+    assert th["n_removed"] == 11  # floor(0.3 * 37)
+    assert th["threshold"] == np.sort(table["rf"])[11]
+    assert (table["rf"] < th["threshold"]).sum() == 11
+    with pytest.raises(ValueError, match=r"percentile must be in \[0, 100\)"):
+        plots.threshold_values(table, 100)
+
+
+def test_distribution_marks_thresholds_in_red_only_for_prunable_components():
+    rows = [
+        {"layer": layer, "component": c, "neuron": k, "rf": float(k + layer)}
+        for layer in range(2) for c in ("query", "intermediate", "output") for k in range(10)
+    ]
+    fig = plots.rf_distribution_figure(pd.DataFrame(rows), 30)
+    marks = [t for t in fig.data if t.type == "scatter"]
+    assert len(marks) == 2  # query and intermediate; output feeds a LayerNorm and is kept
+    assert all(t.marker.color == plots.HIGHLIGHT_COLOR for t in marks)
+    assert sorted(marks[0].y) == [3.0, 4.0]  # rank floor(0.3 * 10) = 3 in each layer
+
+
+def test_learn_figure_counts_components_like_a_graph_oracle():
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial.distance import pdist, squareform
+
+    pts = np.random.default_rng(3).normal(size=(15, 2))
+    for r in (0.0, 0.2, 0.5, 5.0):
+        fig = plots.learn_figure(pts, r)
+        touching = squareform(pdist(pts)) <= 2 * r  # discs of radius r touch
+        n_comp = connected_components(touching, directed=False)[0]
+        assert fig.layout.title.text.endswith(f"{n_comp} component{'s' if n_comp != 1 else ''}")
+        assert len(fig.layout.shapes) == 15

@@ -1,0 +1,334 @@
+"""Fine-tuning, evaluation and the two protocols on tiny random BERTs with real GLUE rows.
+
+Oracles: metrics are recomputed with ``glue.compute_metrics`` from predictions made by a plain
+forward loop (not Trainer); parameter counts are compared with the pruner's closed-form report;
+store hits are proven by making training and evaluation fail if called.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from obce_core import glue, load_model
+from obce_core import finetune
+from obce_core.finetune import (
+    RECIPE_PRESETS,
+    Recipe,
+    TrainingCancelled,
+    evaluate,
+    fine_tune,
+    measure_latency,
+    parameter_counts,
+    run_finetuned_protocol,
+    run_paper_protocol,
+)
+from obce_core.jobs import ResultsStore
+from obce_core.pruning import PruningPlan, prune
+from obce_core.scoring import score_model
+from tests.conftest import GLUE_DIR, make_tiny_bert
+
+pytestmark = pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"real GLUE files not found at {GLUE_DIR}")
+
+# Small enough for seconds on one core, large enough for a tiny model to fit the rows it sees.
+FAST = Recipe(max_length=48, max_steps=60, learning_rate=3e-3, batch_size=16, eval_batch_size=32,
+              train_size=64, eval_size=48, seed=3)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    # Two threads on a busy 2-core machine are many times slower than one for tiny models.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.delenv("OBCE_GLUE_DIR", raising=False)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A saved tiny pre-trained encoder (BertModel) with MiniLM's tokenizer."""
+    _, tok = load_model(device="cpu")
+    path = tmp_path_factory.mktemp("tiny-bert")
+    make_tiny_bert(seed=1).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _manual_predictions(model, tokenizer, task, recipe):
+    """Logits from a plain batched forward loop over the rows ``evaluate`` scores."""
+    spec = glue.get_task(task)
+    data = glue.load_task(task, "validation", GLUE_DIR, n=recipe.eval_size, seed=recipe.seed)
+    texts = glue.dataset_texts(data, task)
+    logits = []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(texts), recipe.eval_batch_size):
+            batch = texts[i:i + recipe.eval_batch_size]
+            cols = list(zip(*batch)) if spec.is_pair else [batch]
+            enc = tokenizer(*[list(c) for c in cols], truncation=True, max_length=recipe.max_length,
+                            padding=True, return_tensors="pt")
+            logits.append(model(**enc).logits.numpy())
+    return np.concatenate(logits), np.asarray(data["label"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipe
+# ---------------------------------------------------------------------------------------------
+def test_recipe_json_round_trip_and_presets(tmp_path):
+    r = Recipe(max_steps=7, train_size=100, warmup_ratio=0.1, precision="bf16")
+    assert Recipe.from_json(r.to_json()) == r
+    r.to_json(tmp_path / "r.json")
+    assert Recipe.from_json(tmp_path / "r.json") == r
+    assert Recipe.from_dict(json.loads(r.to_json())) == r
+    # 3 and 3.0 epochs are one recipe, with one JSON (the store key)
+    assert Recipe(epochs=3).to_json() == Recipe(epochs=3.0).to_json()
+    assert Recipe.preset("paper") == Recipe()
+    cpu = Recipe.preset("cpu", seed=1)
+    assert (cpu.max_length, cpu.train_size, cpu.epochs, cpu.seed) == (64, 2000, 1.0, 1)
+    assert set(RECIPE_PRESETS) == {"paper", "cpu", "smoke"}
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"learning_rate": -1e-5}, ["learning_rate", "-1e-05"]),
+        ({"batch_size": 0}, ["batch_size", "0", ">= 1"]),
+        ({"eval_batch_size": 2.5}, ["eval_batch_size"]),
+        ({"max_steps": -3}, ["max_steps"]),
+        ({"epochs": 0}, ["epochs"]),
+        ({"warmup_ratio": 1.0}, ["warmup_ratio"]),
+        ({"train_size": 0}, ["train_size"]),
+        ({"precision": "int8"}, ["precision", "int8"]),
+        ({"max_length": 4}, ["max_length"]),
+    ],
+)
+def test_recipe_rejects_bad_values(changes, words):
+    with pytest.raises(ValueError) as info:
+        Recipe(**changes)
+    assert all(w in str(info.value) for w in words)
+
+
+def test_recipe_rejects_unknown_keys_and_presets():
+    with pytest.raises(ValueError, match="Unknown recipe key"):
+        Recipe.from_dict({"lr": 1e-5})
+    with pytest.raises(ValueError, match="Unknown recipe preset 'fast'"):
+        Recipe.preset("fast")
+
+
+# ---------------------------------------------------------------------------------------------
+# fine_tune / evaluate
+# ---------------------------------------------------------------------------------------------
+def test_fine_tune_lowers_loss_and_evaluate_matches_independent_metrics(tokenizer):
+    model = make_tiny_bert(seed=2, classifier=True)
+    events = []
+    out = fine_tune(model, tokenizer, "sst2", FAST, glue_dir=GLUE_DIR, progress=events.append)
+    assert out is model and not model.training
+    # progress: every step once, in order, with the planned total and an ETA that reaches 0
+    assert [e["step"] for e in events] == list(range(1, FAST.max_steps + 1))
+    assert {e["max_steps"] for e in events} == {FAST.max_steps}
+    assert events[-1]["eta_s"] == 0 and events[-1]["loss"] is not None
+    losses = [loss for _, loss in model.obce_train_losses]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses
+
+    metrics = evaluate(model, tokenizer, "sst2", FAST, glue_dir=GLUE_DIR)
+    logits, labels = _manual_predictions(model, tokenizer, "sst2", FAST)
+    expected = glue.compute_metrics("sst2", logits, labels)
+    assert len(labels) == FAST.eval_size
+    assert metrics["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-12)
+    assert metrics["main_score"] == pytest.approx(glue.main_score("sst2", expected), abs=1e-12)
+    # It fitted the rows it was trained on (the same seeded draw of 64 training rows).
+    seen = FAST.replace(eval_size=FAST.train_size)
+    assert evaluate(model, tokenizer, "sst2", seen, glue_dir=GLUE_DIR, split="train")["accuracy"] > 0.8
+
+
+def test_evaluate_pair_task_combined_score(tokenizer):
+    model = make_tiny_bert(seed=4, classifier=True)
+    recipe = FAST.replace(eval_size=40, eval_batch_size=16)
+    metrics = evaluate(model, tokenizer, "mrpc", recipe, glue_dir=GLUE_DIR)
+    logits, labels = _manual_predictions(model, tokenizer, "mrpc", recipe)
+    expected = glue.compute_metrics("mrpc", logits, labels)
+    assert set(metrics) == {"accuracy", "f1", "main_score"}
+    for key in ("accuracy", "f1"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-12)
+    assert metrics["main_score"] == pytest.approx((expected["accuracy"] + expected["f1"]) / 2)
+
+
+def test_should_stop_cancels_and_raises(tokenizer):
+    model = make_tiny_bert(seed=2, classifier=True)
+    steps = []
+    with pytest.raises(TrainingCancelled, match="cancelled at step 3"):
+        fine_tune(model, tokenizer, "sst2", FAST, glue_dir=GLUE_DIR, progress=lambda e: steps.append(e["step"]),
+                  should_stop=lambda: len(steps) >= 3)
+    assert steps == [1, 2, 3]
+
+
+def test_fine_tune_needs_a_matching_head(tokenizer):
+    with pytest.raises(ValueError, match="num_labels=2"):
+        fine_tune(make_tiny_bert(), tokenizer, "sst2", FAST, glue_dir=GLUE_DIR)  # a bare encoder
+    with pytest.raises(ValueError, match="needs a sequence classifier with num_labels=2"):
+        evaluate(make_tiny_bert(classifier=True, num_labels=3), tokenizer, "rte", FAST, glue_dir=GLUE_DIR)
+
+
+def test_bad_task_and_split_errors(tokenizer, tmp_path):
+    model = make_tiny_bert(classifier=True)
+    with pytest.raises(ValueError, match="Unknown GLUE task 'sst3'"):
+        fine_tune(model, tokenizer, "sst3", FAST, glue_dir=GLUE_DIR)
+    with pytest.raises(glue.GlueDataError, match="Unknown split 'test'"):
+        evaluate(model, tokenizer, "sst2", FAST, glue_dir=GLUE_DIR, split="test")
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "train.tsv").write_text("sentence\tlabel\ngood \t1\n")
+    with pytest.raises(glue.GlueDataError, match="dev.tsv does not exist"):
+        evaluate(model, tokenizer, "sst2", FAST, glue_dir=tmp_path)
+
+
+def test_parameter_counts_and_latency(tokenizer):
+    model = make_tiny_bert(classifier=True)
+    counts = parameter_counts(model)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    layer = model.bert.encoder.layer[0]
+    assert counts["encoder"] == 2 * sum(p.numel() for p in layer.parameters())
+    ms = measure_latency(model, tokenizer, ["a short one", "and a second, longer sentence"], batch_size=2, repeats=3)
+    assert 0 < ms < 5000 and not model.training
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocols
+# ---------------------------------------------------------------------------------------------
+def _scores_on_train(task, n=48):
+    def score(model, tokenizer):
+        data = glue.load_task(task, "train", GLUE_DIR, n=n, seed=0)
+        return score_model(model, tokenizer, glue.dataset_texts(data, task), max_length=48)
+    return score
+
+
+def test_paper_protocol_end_to_end_and_store(tiny_dir, tmp_path, monkeypatch):
+    store = ResultsStore(tmp_path / "results.sqlite")
+    plan = PruningPlan(ffn=50, qk=50, v=50, skip_layers=1)
+    recipe = FAST.replace(max_steps=20)
+    phases = []
+    out = run_paper_protocol(str(tiny_dir), _scores_on_train("rte"), plan, "rte", recipe, glue_dir=GLUE_DIR,
+                             store=store, progress=lambda e: phases.append(e.get("phase")))
+    original, pruned = out["original"], out["pruned"]
+    assert "fine-tuning original on rte" in phases and "fine-tuning pruned on rte" in phases
+    assert pruned.params_total < original.params_total and pruned.params_encoder < original.params_encoder
+    assert pruned.source_fingerprint == original.fingerprint != pruned.fingerprint
+    assert pruned.head_fingerprint == original.head_fingerprint  # same seeded head, copied by prune
+
+    # Independent oracle for the sizes: the pruner's closed-form report on a fresh copy.
+    from transformers import set_seed
+
+    set_seed(recipe.seed)
+    fresh, tok = load_model(str(tiny_dir), num_labels=2, device="cpu")
+    assert finetune.head_fingerprint(fresh) == original.head_fingerprint  # the head is seeded by the recipe
+    _, report = prune(fresh, _scores_on_train("rte")(fresh, tok), plan)
+    assert pruned.params_total == report.params_after["total"]
+    assert pruned.params_encoder == report.params_after["encoder"]
+    assert original.params_encoder == report.params_before["encoder"]
+
+    rows = store.all_results()
+    assert sorted(rows["role"]) == ["original", "pruned"]
+    assert rows.set_index("role").loc["original", "plan"] is None
+    assert json.loads(rows.set_index("role").loc["pruned", "plan"]) == plan.to_dict()
+    for r in (original, pruned):
+        assert r.id is not None and 0 <= r.main_score <= 1 and r.latency_ms > 0
+        assert r.metrics["main_score"] == r.main_score and r.recipe == recipe.to_dict()
+
+    # The identical run again: answered from the store, nothing trained or evaluated.
+    def boom(*args, **kwargs):
+        raise AssertionError("should have been answered from the store")
+
+    monkeypatch.setattr(finetune, "fine_tune", boom)
+    monkeypatch.setattr(finetune, "evaluate", boom)
+    again = run_paper_protocol(str(tiny_dir), _scores_on_train("rte"), plan, "rte", recipe, glue_dir=GLUE_DIR,
+                               store=store)
+    assert all(r.from_store for r in again.values())
+    assert again["original"].metrics == original.metrics and again["pruned"].id == pruned.id
+    assert len(store.all_results()) == 2
+    # A different recipe is a different run.
+    with pytest.raises(AssertionError, match="answered from the store"):
+        run_paper_protocol(str(tiny_dir), None, None, "rte", recipe.replace(seed=4), glue_dir=GLUE_DIR, store=store)
+
+
+def test_finetuned_protocol_with_recovery(tmp_path, tokenizer):
+    # A "fine-tuned" classifier: briefly trained on RTE and saved.
+    model = make_tiny_bert(seed=5, classifier=True)
+    fine_tune(model, tokenizer, "rte", FAST.replace(max_steps=10), glue_dir=GLUE_DIR)
+    path = tmp_path / "ft"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    recipe = FAST.replace(max_steps=5)
+    plan = PruningPlan(ffn=40, v=40)
+    out = run_finetuned_protocol(str(path), _scores_on_train("rte", 32), plan, "rte", recipe, recover_steps=4,
+                                 glue_dir=GLUE_DIR)
+    assert set(out) == {"original", "pruned", "recovered"}
+    # The original is evaluated as saved: the same numbers as evaluating the model in hand.
+    assert out["original"].metrics == evaluate(model, tokenizer, "rte", recipe, glue_dir=GLUE_DIR)
+    assert out["recovered"].protocol == "finetuned-recover" and out["recovered"].recipe["max_steps"] == 4
+    assert out["pruned"].protocol == "finetuned" and out["pruned"].fingerprint == out["recovered"].fingerprint
+    assert out["pruned"].params_encoder < out["original"].params_encoder
+
+    with pytest.raises(ValueError, match="not a fine-tuned sequence classifier"):
+        run_finetuned_protocol(_bare_dir(tmp_path, tokenizer), None, None, "rte", recipe, glue_dir=GLUE_DIR)
+    with pytest.raises(ValueError, match="has 2 labels but GLUE task 'stsb' has 1"):
+        run_finetuned_protocol(str(path), None, None, "stsb", recipe, glue_dir=GLUE_DIR)
+    with pytest.raises(ValueError, match="recover_steps"):
+        run_finetuned_protocol(str(path), None, None, "rte", recipe, recover_steps=-1, glue_dir=GLUE_DIR)
+
+
+def _bare_dir(tmp_path, tokenizer):
+    path = tmp_path / "bare"
+    make_tiny_bert().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_finetuned_protocol_refuses_swapped_label_order(tmp_path, tokenizer):
+    model = make_tiny_bert(classifier=True)
+    model.config.id2label = {0: "not_entailment", 1: "entailment"}  # RTE's hub order is the reverse
+    model.config.label2id = {"not_entailment": 0, "entailment": 1}
+    model.config.architectures = ["BertForSequenceClassification"]
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match="orders its labels"):
+        run_finetuned_protocol(str(tmp_path / "m"), None, None, "rte", FAST, glue_dir=GLUE_DIR)
+
+
+def _synthetic_glue(root):
+    """Tiny STS-B and MNLI folders in the GLUE layout (neither ships with the offline copy)."""
+    words = ["a cat sat", "the dog ran", "birds fly high", "rain fell today", "we ate bread", "music played loud"]
+    sts = root / "STS-B"
+    sts.mkdir(parents=True)
+    head = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    rows = [f"{i}\tg\tf\t2012\t{i}\ts\ts\t{words[i % 6]}\t{words[(i * 5 + 1) % 6]}\t{(i * 7) % 51 / 10:.1f}\n"
+            for i in range(40)]
+    (sts / "train.tsv").write_text(head + "".join(rows))
+    (sts / "dev.tsv").write_text(head + "".join(rows[:12]))
+    mnli = root / "MNLI"
+    mnli.mkdir()
+    head = "index\tsentence1\tsentence2\tgold_label\n"
+    labels = ["entailment", "neutral", "contradiction"]
+    for name, n in (("dev_matched.tsv", 9), ("dev_mismatched.tsv", 7)):
+        (mnli / name).write_text(head + "".join(f"{i}\t{words[i % 6]}\t{words[(i + 2) % 6]}\t{labels[i % 3]}\n"
+                                                for i in range(n)))
+    return root
+
+
+def test_regression_and_mnli_paths(tmp_path, tokenizer):
+    root = _synthetic_glue(tmp_path / "glue")
+    recipe = FAST.replace(max_steps=6, train_size=None, eval_size=None, batch_size=8)
+    sts = make_tiny_bert(classifier=True, num_labels=1)
+    fine_tune(sts, tokenizer, "stsb", recipe, glue_dir=root)  # MSE on float scores
+    metrics = evaluate(sts, tokenizer, "stsb", recipe, glue_dir=root)
+    assert set(metrics) == {"pearson", "spearmanr", "main_score"}
+    assert metrics["main_score"] == pytest.approx((metrics["pearson"] + metrics["spearmanr"]) / 2)
+
+    mnli = make_tiny_bert(classifier=True, num_labels=3)
+    both = evaluate(mnli, tokenizer, "mnli", recipe, glue_dir=root)
+    matched = evaluate(mnli, tokenizer, "mnli", recipe, glue_dir=root, split="validation_matched")
+    mismatched = evaluate(mnli, tokenizer, "mnli", recipe, glue_dir=root, split="validation_mismatched")
+    assert both == {**matched, "accuracy_mismatched": mismatched["accuracy"]}
+    assert both["main_score"] == matched["accuracy"]
