@@ -33,13 +33,13 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from obce_core import glue
+from obce_core.jsonable import JsonDataclass
 from obce_core.models import base_model, load_model, model_fingerprint
 
 __all__ = [
@@ -85,7 +85,7 @@ def _is_number(value) -> bool:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(JsonDataclass):
     """How a model is fine-tuned and evaluated. Every field is part of a result's key.
 
     ``epochs`` is used unless ``max_steps > 0``, which wins. ``batch_size`` is the global batch
@@ -94,6 +94,8 @@ class Recipe:
     the whole split) with ``glue.load_task(..., n=, seed=seed)``. ``seed`` also seeds the new task
     head, the data order and dropout. ``precision`` is ``fp32`` or mixed ``bf16``/``fp16`` (GPU).
     """
+
+    _json_name = "recipe"
 
     max_length: int = 128
     epochs: float = 3.0
@@ -156,45 +158,6 @@ class Recipe:
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)
-
-    # -- serialisation -----------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Recipe":
-        if isinstance(data, Recipe):
-            return data
-        if not isinstance(data, dict):
-            raise ValueError(f"A recipe must be a dict / JSON object; got {type(data).__name__}.")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"Unknown recipe key(s) {unknown}; expected keys among {known}.")
-        return cls(**data)
-
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """Canonical JSON (sorted keys); also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        if path is not None:
-            Path(path).write_text(text + "\n")
-        return text
-
-    @classmethod
-    def from_json(cls, source: str | os.PathLike) -> "Recipe":
-        """A recipe from a JSON string or a JSON file path."""
-        if isinstance(source, str) and source.lstrip().startswith("{"):
-            text, where = source, "the JSON text"
-        else:
-            path = Path(source)
-            if not path.is_file():
-                raise ValueError(f"Recipe file {str(path)!r} does not exist; pass a file written by Recipe.to_json.")
-            text, where = path.read_text(), f"recipe file {str(path)!r}"
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"Could not parse {where} as JSON: {exc}.") from exc
-        return cls.from_dict(data)
 
 
 RECIPE_PRESETS: dict[str, dict[str, Any]] = {

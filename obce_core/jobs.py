@@ -30,7 +30,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from obce_core.finetune import (
     run_finetuned_protocol,
     run_paper_protocol,
 )
+from obce_core.jsonable import JsonDataclass, write_text_atomic
 from obce_core.pruning import PruningPlan
 
 __all__ = [
@@ -104,17 +104,8 @@ def _now() -> str:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    """Temp file in the same folder + ``os.replace``: readers see the old or the new file, whole."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Readers see the old or the new file, whole."""
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +267,7 @@ def _plan_dict(plan) -> dict | None:
 # Job spec and status
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class JobSpec:
+class JobSpec(JsonDataclass):
     """One GLUE evaluation job; checks itself and round-trips through JSON.
 
     ``model``: ``"default"``, a local directory or a hub id (a fine-tuned classifier for
@@ -285,6 +276,8 @@ class JobSpec:
     each task's scores come from ``score_n`` training sentences drawn with ``score_seed``
     (``score_token``, ``score_max_length``). ``recover_steps``: protocol ``finetuned`` only.
     """
+
+    _json_name = "job spec"
 
     model: str = "default"
     tasks: list[str] = field(default_factory=lambda: ["sst2"])
@@ -350,33 +343,6 @@ class JobSpec:
         data["plan"] = None if self.plan is None else self.plan.to_dict()
         data["recipe"] = self.recipe.to_dict()
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "JobSpec":
-        if not isinstance(data, dict):
-            raise ValueError(f"A job spec must be a dict / JSON object; got {type(data).__name__}.")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"Unknown job spec key(s) {unknown}; expected keys among {known}.")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, source: str | os.PathLike) -> "JobSpec":
-        if isinstance(source, str) and source.lstrip().startswith("{"):
-            text = source
-        else:
-            path = Path(source)
-            if not path.is_file():
-                raise JobError(f"Job spec {str(path)!r} does not exist.")
-            text = path.read_text()
-        try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise JobError(f"Could not parse the job spec as JSON: {exc}.") from exc
 
     def absolute(self) -> "JobSpec":
         """A copy whose local paths are absolute, so a worker in another folder finds them."""
@@ -503,7 +469,7 @@ def create_job(spec: JobSpec, workspace: str | os.PathLike | None = None) -> Pat
     job_dir.mkdir(parents=True, exist_ok=True)
     # Under a distributed launch every process writes the same spec (atomically) and reads its
     # own copy; only rank 0 writes status (``_write_status``).
-    _write_json_atomic(job_dir / SPEC_FILE, json.loads(spec.to_json()))
+    spec.to_json(job_dir / SPEC_FILE)
     _write_status(job_dir, JobStatus(job_id=job_id))
     return job_dir
 

@@ -634,3 +634,230 @@ def learn_figure(points, radius: float, *, convention: str = "radius", title: st
         height=height or (300 if x.shape[1] == 1 else 480), margin=dict(l=40, r=10, t=40, b=40),
     )
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Pruning and comparison (the Prune and Compare pages)
+# ---------------------------------------------------------------------------------------------
+
+__all__ += [
+    "GROUP_COLORS",
+    "GROUP_LABELS",
+    "ROLE_COLORS",
+    "pruning_units_figure",
+    "kept_per_layer_figure",
+    "comparison_bar_figure",
+    "tradeoff_figure",
+]
+
+# A pruning group takes the colour of the component it cuts (qk: the query's).
+GROUP_COLORS: dict[str, str] = {
+    "ffn": COMPONENT_COLORS["intermediate"],
+    "qk": COMPONENT_COLORS["query"],
+    "v": COMPONENT_COLORS["value"],
+}
+GROUP_LABELS: dict[str, str] = {"ffn": "FFN units", "qk": "query/key pairs", "v": "value dims"}
+# Original vs pruned models (Okabe-Ito hues, apart from the component colours).
+ROLE_COLORS: dict[str, str] = {"original": "#666666", "pruned": "#0072b2", "recovered": "#009e73"}
+_REMOVED_LOW, _REMOVED_HIGH = "#f2f2f2", "#b8b8b8"
+
+
+def _within_rank(values: np.ndarray) -> np.ndarray:
+    """Each value's rank within its array scaled to [0, 1]; tied values share their mean rank
+    (a row of equal scores is one flat shade, not a gradient by index)."""
+    n = values.size
+    if n <= 1:
+        return np.full(n, 0.5)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], n]
+    mean_rank = np.repeat((starts + ends - 1) / 2.0, ends - starts)
+    ranks = np.empty(n)
+    ranks[order] = mean_rank
+    return ranks / (n - 1)
+
+
+def pruning_units_figure(
+    units: pd.DataFrame,
+    *,
+    heads: int | None = None,
+    groups: Sequence[str] = ("ffn", "qk", "v"),
+    title: str | None = None,
+    height: int | None = None,
+) -> go.Figure:
+    """Which units a pruning plan keeps: one heatmap row per layer, one panel per group.
+
+    ``units`` is ``PruningReport.units`` (layer, group, unit, score, kept). A cell is one unit in
+    its original position: kept units in the group's colour, removed ones in grey; within each
+    layer the shade follows the unit's score rank (darker = higher score), so the low-score units a
+    plan cuts stand out. For ``qk`` a unit is a query/key pair. ``heads`` draws thin lines between
+    heads in the qk and v panels. Layers of different widths (an already pruned model) are padded
+    with empty cells. The hover gives the layer, unit (head and dim), score and kept/removed.
+    """
+    group_col = np.asarray(units["group"], dtype=object)  # fast for the report's categorical column
+    present = set(pd.unique(group_col))
+    groups = [g for g in groups if g in present]
+    if not groups:
+        raise ValueError("units has no rows for the requested groups; pass PruningReport.units.")
+    layer_col = units["layer"].to_numpy(np.int64)
+    unit_col = units["unit"].to_numpy(np.int64)
+    score_col = units["score"].to_numpy(np.float64)
+    kept_col = units["kept"].to_numpy(bool)
+    layers = sorted(int(x) for x in np.unique(layer_col))
+    row_of = {layer: row for row, layer in enumerate(layers)}
+    titles = []
+    for g in groups:
+        mask = group_col == g
+        kept, n = int(kept_col[mask].sum()), int(mask.sum())
+        titles.append(f"{GROUP_LABELS.get(g, g)}: {kept:,} of {n:,} kept ({100 * kept / max(n, 1):.1f} %)")
+    fig = make_subplots(rows=len(groups), cols=1, subplot_titles=titles, vertical_spacing=0.14 if len(groups) > 1 else 0.0)
+    separators: list[dict] = []
+    for k, g in enumerate(groups):
+        mask = group_col == g
+        width = int(unit_col[mask].max()) + 1
+        z = np.full((len(layers), width), np.nan)
+        score = np.full((len(layers), width), np.nan)
+        state = np.full((len(layers), width), "", dtype=object)
+        for layer in np.unique(layer_col[mask]):
+            part = mask & (layer_col == layer)
+            row, cols = row_of[int(layer)], unit_col[part]
+            s, keep = score_col[part], kept_col[part]
+            q = _within_rank(np.nan_to_num(s, nan=-np.inf))
+            z[row, cols] = np.where(keep, 0.5 + 0.5 * q, 0.5 * q)
+            score[row, cols] = s
+            state[row, cols] = np.where(keep, "kept", "removed")
+        color = GROUP_COLORS.get(g, "#333333")
+        colorscale = [[0.0, _REMOVED_LOW], [0.4999, _REMOVED_HIGH], [0.5, _rgba(color, 0.2)], [1.0, color]]
+        per_head = width // heads if heads and g in ("qk", "v") and width % heads == 0 else None
+        unit_word = "pair" if g == "qk" else ("dim" if g == "v" else "unit")
+        where = f"%{{y}} {unit_word} %{{x}}"
+        custom = score
+        if per_head:
+            idx = np.arange(width)
+            heads_dims = np.broadcast_to(np.stack([idx // per_head, idx % per_head], axis=-1), (len(layers), width, 2))
+            custom = np.concatenate([score[..., None], heads_dims], axis=-1)
+            where += " (head %{customdata[1]}, dim %{customdata[2]})"
+        value = "%{customdata[0]:.4g}" if per_head else "%{customdata:.4g}"
+        fig.add_trace(
+            go.Heatmap(
+                z=z, x=np.arange(width), y=[f"L{i}" for i in layers], zmin=0.0, zmax=1.0, colorscale=colorscale,
+                showscale=False, customdata=custom, text=state, xgap=0, ygap=2, name=GROUP_LABELS.get(g, g),
+                hovertemplate=where + "<br>score " + value + "<br>%{text}<extra>" + GROUP_LABELS.get(g, g) + "</extra>",
+            ),
+            row=k + 1, col=1,
+        )
+        if per_head:  # one batch of shapes: add_vline per head re-validates every shape each time
+            axis = "" if k == 0 else str(k + 1)
+            separators += [
+                dict(type="line", xref=f"x{axis}", yref=f"y{axis} domain", x0=h * per_head - 0.5, x1=h * per_head - 0.5,
+                     y0=0, y1=1, line=dict(color="white", width=1))
+                for h in range(1, heads)
+            ]
+        fig.update_yaxes(autorange="reversed", row=k + 1, col=1)
+        fig.update_xaxes(title_text=f"{unit_word} index" + (f" ({heads} heads x {per_head})" if per_head else ""),
+                         row=k + 1, col=1, title_standoff=4)
+    fig.update_layout(
+        shapes=separators, title=title, height=height or (90 + 60 * len(groups) + 26 * len(layers) * len(groups)),
+        margin=dict(l=40, r=10, t=50 if title else 30, b=40),
+    )
+    return fig
+
+
+def kept_per_layer_figure(kept: pd.DataFrame, *, title: str | None = None, height: int = 300) -> go.Figure:
+    """Share of units kept per layer, one bar per group (``PruningReport.kept_frame()``).
+
+    Bars are percentages of the layer's units before pruning; the hover and the text give the
+    counts (qk in pairs, v in dims over all heads).
+    """
+    fig = go.Figure()
+    for g in [x for x in ("ffn", "qk", "v") if x in set(kept["group"].astype(str))]:
+        sub = kept[kept["group"].astype(str) == g].sort_values("layer")
+        pct = 100.0 * sub["kept"].to_numpy() / sub["total"].to_numpy()
+        fig.add_trace(
+            go.Bar(
+                x=[f"L{int(i)}" for i in sub["layer"]], y=pct, name=GROUP_LABELS.get(g, g),
+                marker_color=GROUP_COLORS.get(g, "#333333"),
+                text=[f"{int(k)}/{int(t)}" for k, t in zip(sub["kept"], sub["total"])], textposition="outside",
+                hovertemplate="%{x} " + GROUP_LABELS.get(g, g) + ": %{text} kept (%{y:.1f} %)<extra></extra>",
+            )
+        )
+    fig.update_layout(title=title, height=height, barmode="group", margin=dict(l=50, r=10, t=50, b=30),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=1, xanchor="right"),
+                      uniformtext=dict(minsize=8, mode="hide"))
+    fig.update_yaxes(title="% of units kept", range=[0, 115])
+    return fig
+
+
+def comparison_bar_figure(table: pd.DataFrame, *, metric: str = "main_score", title: str | None = None,
+                          height: int = 320) -> go.Figure:
+    """Original vs pruned (vs recovered) per task: bars of one metric of ``jobs.comparison_table``.
+
+    GLUE metrics are fractions; the bars show them x100 like published GLUE tables.
+    """
+    rows = table[table["metric"] == metric]
+    fig = go.Figure()
+    for role in ("original", "pruned", "recovered"):
+        if role not in rows.columns or rows[role].isna().all():
+            continue
+        y = 100.0 * pd.to_numeric(rows[role], errors="coerce").to_numpy(dtype=float)
+        fig.add_trace(
+            go.Bar(
+                x=rows["task"].tolist(), y=y, name=role, marker_color=ROLE_COLORS[role],
+                text=[f"{v:.1f}" if np.isfinite(v) else "" for v in y], textposition="outside",
+                hovertemplate="%{x} " + role + ": %{y:.2f}<extra></extra>",
+            )
+        )
+    fig.update_layout(title=title, height=height, barmode="group", margin=dict(l=50, r=10, t=50, b=30),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=1, xanchor="right"))
+    fig.update_yaxes(title=f"{metric} x100")
+    return fig
+
+
+def _pareto(params: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats (fewer or equal parameters AND a higher score)."""
+    order = np.lexsort((-score, params))
+    best, front = -np.inf, []
+    for i in order:
+        if score[i] > best:
+            front.append(i)
+            best = score[i]
+    return np.array(front, dtype=int)
+
+
+def tradeoff_figure(results: pd.DataFrame, *, title: str | None = None, height: int = 420) -> go.Figure:
+    """GLUE score vs parameters for every stored run: the trade-off an analyst picks a plan from.
+
+    ``results``: one row per run with ``task``, ``role``, ``main_score``, ``params_total`` and
+    optionally ``label`` (hover text, e.g. the plan). One colour per task, one symbol per role;
+    per task, a dotted line joins the runs no other run of that task beats with fewer parameters
+    and a higher score (the Pareto front).
+    """
+    fig = go.Figure()
+    data = results.dropna(subset=["main_score"])
+    symbols = {"original": "circle", "pruned": "diamond", "recovered": "triangle-up"}
+    for k, (task, sub) in enumerate(data.groupby("task", sort=True)):
+        color = CLUSTER_COLORS[k % len(CLUSTER_COLORS)]
+        x = sub["params_total"].to_numpy(dtype=float) / 1e6
+        y = 100.0 * sub["main_score"].to_numpy(dtype=float)
+        front = _pareto(x, y)
+        if len(front) > 1:
+            fig.add_trace(go.Scatter(x=x[front], y=y[front], mode="lines", line=dict(color=color, width=1, dash="dot"),
+                                     hoverinfo="skip", showlegend=False, legendgroup=str(task)))
+        labels = sub["label"].astype(str).tolist() if "label" in sub.columns else [""] * len(sub)
+        roles = sub["role"].astype(str).tolist()
+        fig.add_trace(
+            go.Scatter(
+                x=x, y=y, mode="markers", name=str(task), legendgroup=str(task),
+                marker=dict(color=color, size=11, symbol=[symbols.get(r, "square") for r in roles],
+                            line=dict(width=1, color="white")),
+                hovertext=[f"{task} {r}<br>{lab}<br>{xx:.2f} M parameters, score {yy:.2f}"
+                           for r, lab, xx, yy in zip(roles, labels, x, y)],
+                hoverinfo="text",
+            )
+        )
+    fig.update_layout(title=title, height=height, margin=dict(l=50, r=10, t=40 if title else 20, b=40),
+                      legend=dict(title="task"))
+    fig.update_xaxes(title="parameters (millions, whole model)")
+    fig.update_yaxes(title="main GLUE score x100")
+    return fig

@@ -80,6 +80,7 @@ import torch
 from transformers import BertForSequenceClassification, BertModel
 
 from obce_core.capture import PRUNABLE_COMPONENTS
+from obce_core.jsonable import JsonDataclass
 from obce_core.models import base_model, encoder_layers, model_fingerprint
 from obce_core.modeling import (
     ObceBertConfig,
@@ -143,12 +144,15 @@ def _n_removed(percent: float, n: int) -> int:
 
 
 @dataclass
-class PruningPlan:
+class PruningPlan(JsonDataclass):
     """What to prune. Percentiles are in [0, 100); see the module docstring for the rules.
 
     ``layers`` maps a layer index (int, or its string form as JSON writes it) to overrides such as
     ``{"ffn": 70, "qk": 0}``; an override wins over the global value and over ``skip_layers``.
     """
+
+    _json_name = "pruning plan"
+    _json_hint = " (Per-layer settings go under 'layers', e.g. {\"layers\": {\"3\": {\"ffn\": 70}}}.)"
 
     ffn: float = 0
     qk: float = 0
@@ -246,46 +250,6 @@ class PruningPlan:
         data = dataclasses.asdict(self)
         data["layers"] = {str(k): dict(v) for k, v in sorted(self.layers.items())}
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PruningPlan":
-        if not isinstance(data, dict):
-            raise ValueError(f"A pruning plan must be a JSON object / dict; got {type(data).__name__}.")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(
-                f"Unknown pruning plan key(s) {unknown}; expected keys among {known}. "
-                "(Per-layer settings go under 'layers', e.g. {\"layers\": {\"3\": {\"ffn\": 70}}}.)"
-            )
-        return cls(**data)
-
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """The plan as JSON text; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            Path(path).write_text(text + "\n")
-        return text
-
-    @classmethod
-    def from_json(cls, source: str | os.PathLike) -> "PruningPlan":
-        """A plan from a JSON file path or a JSON string."""
-        is_text = isinstance(source, str) and source.lstrip().startswith("{")
-        if is_text:
-            text, where = source, "the JSON text"
-        else:
-            path = Path(source)
-            if not path.is_file():
-                raise ValueError(
-                    f"Plan file {str(path)!r} does not exist; pass a JSON file written by "
-                    "PruningPlan.to_json (or a JSON string starting with '{')."
-                )
-            text, where = path.read_text(), f"plan file {str(path)!r}"
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"Could not parse {where} as JSON: {exc}.") from exc
-        return cls.from_dict(data)
 
     def describe(self) -> str:
         text = (

@@ -9,7 +9,6 @@ and broken by one documented rule: lower rf, then lower std, then lower neuron i
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -33,6 +32,7 @@ from obce_core.capture import (
     Text,
     capture_activations,
 )
+from obce_core.jsonable import JsonDataclass
 from obce_core.models import model_fingerprint
 from obce_core.persistence import CONVENTIONS, persistence_diagram, rf_mean_std_batch
 
@@ -46,8 +46,10 @@ class ScoresFileError(ValueError):
 
 
 @dataclass
-class ScoreSettings:
+class ScoreSettings(JsonDataclass):
     """How activations are captured and measured; part of the cache key."""
+
+    _json_name = "score settings"
 
     token: str = "cls"
     max_length: int = 128
@@ -63,17 +65,6 @@ class ScoreSettings:
             raise ValueError(f"max_length must be an integer >= 2; got {self.max_length!r}.")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1; got {self.batch_size!r}.")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ScoreSettings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"Unknown score settings {sorted(unknown)}; expected keys among {sorted(known)}.")
-        return cls(**data)
 
 
 @dataclass

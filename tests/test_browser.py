@@ -1,8 +1,8 @@
 """The dashboard in a real browser: `streamlit run app.py` driven by headless Chromium (Playwright).
 
 What AppTest cannot see: the plotly charts actually drawing, JavaScript widgets (a slider moved
-with the keyboard), page navigation through the sidebar, and how long a user waits for the first
-page. Screenshots of every page go to ``artifacts/screenshots/<page>.png``.
+with the keyboard, a cell typed into a data editor), page navigation through the sidebar, and how
+long a user waits for the first page. Screenshots of every page go to ``artifacts/screenshots/<page>.png``.
 
 Needs Debian's Chromium at /usr/bin/chromium (``apt-get install -y chromium``); Playwright cannot
 download its own browser here. The test is skipped only when that binary is missing.
@@ -41,6 +41,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _seeded_workspace(root: Path) -> Path:
+    """A workspace whose results store holds two plans on two tasks, for the Compare page's charts."""
+    from obce_core.finetune import Recipe, RunResult
+    from obce_core.jobs import STORE_FILE, ResultsStore
+    from obce_core.pruning import PruningPlan
+
+    store = ResultsStore(root / STORE_FILE)
+    recipe = Recipe.preset("cpu").to_dict()
+    runs = [("original", None, 22_713_216, {"sst2": 0.86, "rte": 0.58})]
+    for p, params, scores in ((30, 20_113_456, {"sst2": 0.84, "rte": 0.57}), (50, 18_282_816, {"sst2": 0.80, "rte": 0.55})):
+        runs.append(("pruned", PruningPlan(ffn=p, qk=p, v=p, skip_layers=1).to_dict(), params, scores))
+    for role, plan, params, scores in runs:
+        for task, score in scores.items():
+            store.add(RunResult(
+                task=task, role=role, protocol="paper", model_source="default", fingerprint=f"{role}-{params}",
+                head_fingerprint="head", source_fingerprint="source", plan=plan, recipe=recipe,
+                metrics={"accuracy": score, "main_score": score}, main_score=score, params_total=params,
+                params_encoder=params - 12_066_432, latency_ms=250.0 * params / 22_713_216, wall_s=60.0, device="cpu",
+            ))
+    return root
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`streamlit run app.py` on a free port; yields (url, start time, seconds until it answered)."""
@@ -53,6 +75,7 @@ def server(tmp_path_factory):
         "TRANSFORMERS_VERBOSITY": "error",
     }
     env.pop("OBCE_GLUE_DIR", None)  # the no-GLUE path: the demo corpus must be the default
+    env["OBCE_WORKSPACE"] = str(_seeded_workspace(tmp_path_factory.mktemp("workspace")))
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
     cmd = [
         sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -273,10 +296,66 @@ def _walk_the_dashboard(page, url: str, started: float, answered_s: float) -> No
     _assert_clean(page, "learn page in 2-D")
     _shot(page, "5_learn_2d")
 
-    # 5. Whatever other pages exist (Prune, Compare) must at least render without an exception.
+    # 5. Prune: move the FFN slider with the keyboard; the parameter count follows; build the model.
+    _goto_page(page, "Prune")
+    params = page.locator('[data-testid="stMetric"]', has_text="Parameters after (whole model)")
+    params.wait_for()
+    _wait_plots(page, 2)
+    before = params.inner_text()
+    ffn = page.locator('[data-testid="stSlider"]', has_text="FFN units removed").get_by_role("slider")
+    ffn.focus()
+    for _ in range(20):  # 30 % -> 50 %
+        ffn.press("ArrowRight")
+    _wait_idle(page)
+    page.wait_for_function(
+        "(before) => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
+        ".find(e => e.innerText.includes('Parameters after (whole model)')); return m && m.innerText !== before; }",
+        arg=before,
+    )
+    after = params.inner_text()
+    assert after != before
+    assert "Parameters after (whole model)" in after and "kept" in after
+    # A per-layer override typed into the table (a canvas grid: cells are reached by position).
+    page.get_by_text("Per-layer overrides").click()
+    grid = page.locator('[data-testid="stDataFrameResizable"]').first
+    grid.wait_for()
+    page.wait_for_timeout(500)
+    box = grid.bounding_box()
+    row_h = 35  # Streamlit's default row (and header) height
+    page.mouse.dblclick(box["x"] + box["width"] * 3.5 / 4, box["y"] + row_h * 3 + row_h / 2)  # column ffn, row L2
+    page.keyboard.press("Control+A")
+    page.keyboard.type("80")
+    page.keyboard.press("Enter")
+    page.get_by_text("Overrides: L2: ffn 80 %.").wait_for()
+    _wait_idle(page)
+    page.wait_for_function(
+        "(after) => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
+        ".find(e => e.innerText.includes('Parameters after (whole model)')); return m && m.innerText !== after; }",
+        arg=after,
+    )
+    assert "overrides=" in page.url  # the override is part of the shareable address
+    page.get_by_role("button", name="Apply: build the pruned model").click()
+    page.get_by_text("Parameters of the built model").wait_for()
+    _wait_idle(page)
+    _wait_plots(page, 2)
+    _assert_clean(page, "prune page")
+    assert "Download the model (zip)" in page.inner_text("body")
+    _shot(page, "3_prune")
+
+    # 6. Compare: no GLUE copy here, so the page explains how to get one; stored results still draw.
+    _goto_page(page, "Compare")
+    page.get_by_text("No GLUE data to fine-tune on").wait_for()
+    page.get_by_text("score vs size: every plan tried").wait_for()
+    _wait_plots(page, 2)
+    _assert_clean(page, "compare page")
+    body = page.inner_text("body")
+    assert "OBCE_GLUE_DIR" in body and "HF_HUB_OFFLINE" in body
+    _shot(page, "4_compare")
+
+    # 7. Whatever other pages exist must at least render without an exception.
     for link in page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts():
         title = link.strip().splitlines()[-1].strip() if link.strip() else ""  # drop the icon's ligature text
-        if title in ("Model & data", "Persistence", "Learn the method") or not title:
+        if title in ("Model & data", "Persistence", "Learn the method", "Prune", "Compare") or not title:
             continue
         _goto_page(page, title)
         _assert_clean(page, title)

@@ -1,6 +1,5 @@
 """Model loading: the embedded default, local directories, and every bad source's message."""
 
-import json
 
 import pytest
 import torch

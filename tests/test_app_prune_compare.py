@@ -1,0 +1,313 @@
+"""The Prune and Compare pages under Streamlit's AppTest.
+
+Expected values come from oracles outside the page: the core's ``build_report`` called by the test
+on the same scores, a hand-written closed-form parameter count, the built model's own tensors, and
+numbers the test puts into a results store itself. GLUE jobs are not run here (``test_jobs.py``
+runs the machinery): starting one is checked by the job folder it leaves, with ``start_job``
+replaced by ``create_job`` (which writes the folder without launching a worker).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from obce_core import jobs, load_model
+from obce_core.finetune import Recipe, RunResult
+from obce_core.pruning import PLAN_FILE, PruningPlan, build_report, select_units
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+PRUNE_PAGE = "pages/3_Prune.py"
+COMPARE_PAGE = "pages/4_Compare.py"
+TIMEOUT = 120
+GLUE_DIR = ROOT.parent / "shared" / "data" / "glue"
+DEFAULT_PLAN = dict(qk=30.0, v=30.0, ffn=30.0, skip_layers=1, compensation="mean", scorer="rf")
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    ws = tmp_path / "workspace"
+    monkeypatch.setenv("OBCE_WORKSPACE", str(ws))
+    return ws
+
+
+@pytest.fixture
+def scored(monkeypatch, workspace):
+    """The app with 16 demo sentences scored on the embedded model through the Score button."""
+    monkeypatch.delenv("OBCE_GLUE_DIR", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.number_input(key="_w_n").set_value(16).run()
+    at.button[0].click().run()
+    _clean(at)
+    assert at.session_state["scored"].scores.n_texts == 16
+    return at
+
+
+def _clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _metric(at: AppTest, label: str):
+    return next(m for m in at.metric if m.label == label)
+
+
+def _button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def _report(at: AppTest, **plan):
+    """The core's report for the session's scores, computed here, apart from the page."""
+    run = at.session_state["scored"]
+    model, _ = load_model(device="cpu")
+    return build_report(model, select_units(run.scores, PruningPlan(**{**DEFAULT_PLAN, **plan}), model))
+
+
+def _closed_form_total(ffn: float, qk: float, v: float, skip: int = 1) -> int:
+    """all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads x 32, FFN 1536) counted by hand."""
+    hidden, heads, head, width, layers = 384, 12, 32, 1536, 6
+    embeddings = (30522 + 512 + 2) * hidden + 2 * hidden
+    pooler = hidden * hidden + hidden
+    total = embeddings + pooler
+    for i in range(layers):
+        p = (0, 0, 0) if i < skip else (qk, v, ffn)
+        dqk = heads * (head - math.floor(p[0] * head / 100))
+        dv = heads * (head - math.floor(p[1] * head / 100))
+        f = width - math.floor(p[2] * width / 100)
+        total += 2 * (hidden * dqk + dqk) + (hidden * dv + dv + dv * hidden) + (hidden * f + f + f * hidden)
+        total += hidden + hidden + 4 * hidden  # the two output biases, two LayerNorms (weight + bias)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Prune
+# ---------------------------------------------------------------------------------------------
+
+
+def test_prune_without_scores_points_to_the_model_page(monkeypatch, workspace):
+    monkeypatch.delenv("OBCE_GLUE_DIR", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page(PRUNE_PAGE).run()
+    _clean(at)
+    assert at.title[0].value == "Prune"
+    assert any("Nothing is scored yet" in i.value for i in at.info)
+
+
+def test_prune_slider_changes_the_parameter_count(scored):
+    at = scored
+    at.switch_page(PRUNE_PAGE).run()
+    _clean(at)
+    total, encoder = _metric(at, "Parameters after (whole model)"), _metric(at, "Encoder parameters after")
+    before_total, before_encoder = total.value, encoder.value
+    expected = _report(at)
+    assert before_total == f"{expected.params_after['total']:,}" == f"{_closed_form_total(30, 30, 30):,}"
+    assert before_encoder == f"{expected.params_after['encoder']:,}"
+    assert f"of {expected.params_before['total']:,} kept" in total.delta
+
+    at.slider(key="_w_ffn").set_value(60.0).run()
+    _clean(at)
+    after_total = _metric(at, "Parameters after (whole model)").value
+    expected = _report(at, ffn=60.0)
+    assert after_total != before_total
+    assert after_total == f"{expected.params_after['total']:,}" == f"{_closed_form_total(60, 30, 30):,}"
+    assert _metric(at, "Encoder parameters after").value == f"{expected.params_after['encoder']:,}"
+    assert _metric(at, "Size (float32)").value == f"{expected.bytes_after / 2**20:.1f} MiB"
+    assert _metric(at, "Speed-up (estimate)").value == f"{1 / expected.flops_ratio_estimate:.2f}x"
+    assert at.query_params.get("ffn") == "60"
+    assert len(at.get("plotly_chart")) == 2  # the unit heatmap and the kept-per-layer bars
+
+
+def test_prune_settings_come_from_the_url(monkeypatch, workspace):
+    monkeypatch.delenv("OBCE_GLUE_DIR", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params = {"n": "16", "ffn": "50", "qk": "0", "skip_layers": "0", "overrides": '{"2": {"ffn": 90}}'}
+    at.run()
+    at.button[0].click().run()
+    at.switch_page(PRUNE_PAGE).run()
+    _clean(at)
+    assert at.slider(key="_w_ffn").value == 50.0 and at.slider(key="_w_qk").value == 0.0
+    expected = _report(at, ffn=50.0, qk=0.0, skip_layers=0, layers={2: {"ffn": 90}})
+    assert _metric(at, "Parameters after (whole model)").value == f"{expected.params_after['total']:,}"
+    layer2 = next(r for r in expected.kept_frame().itertuples() if r.layer == 2 and r.group == "ffn")
+    assert layer2.kept == 1536 - math.floor(0.9 * 1536)  # the override, not the slider
+    assert any("L2: ffn 90 %" in c.value for c in at.caption)
+
+
+def test_apply_builds_the_reported_model_and_saves_it(scored, tmp_path):
+    at = scored
+    at.switch_page(PRUNE_PAGE).run()
+    at.slider(key="_w_ffn").set_value(50.0).run()
+    _button(at, "Apply: build the pruned model").click().run()
+    _clean(at)
+    applied = at.session_state["pruned"]
+    expected = _report(at, ffn=50.0)
+    counted = sum(p.numel() for p in applied.model.parameters())  # oracle: the model's own tensors
+    assert counted == expected.params_after["total"] == applied.report.params_after["total"]
+    assert _metric(at, "Parameters of the built model").value == f"{counted:,}"
+    assert 0.0 < applied.similarity["mean"] <= 1.0 + 1e-9 and applied.similarity["n"] == 16
+    assert _metric(at, "[CLS] cosine, pruned vs original").value == f"{applied.similarity['mean']:.4f}"
+    assert {"Download the plan (JSON)", "Download the model (zip)"} <= {d.label for d in at.get("download_button")}
+    # The cached model the whole server shares is untouched.
+    shared, _ = load_model(device="cpu")
+    assert sum(p.numel() for p in shared.parameters()) == expected.params_before["total"]
+
+    # The zip the download button serves reloads into the same model.
+    from obce_dashboard.compress import model_zip
+
+    data = model_zip(applied.model, applied.tokenizer, applied.plan, applied.report, "pruned")
+    with zipfile.ZipFile(__import__("io").BytesIO(data)) as zf:
+        zf.extractall(tmp_path / "unzipped")
+    reloaded, tok = load_model(str(tmp_path / "unzipped" / "pruned"), device="cpu")
+    assert sum(p.numel() for p in reloaded.parameters()) == counted
+    assert PruningPlan.from_json(tmp_path / "unzipped" / "pruned" / PLAN_FILE) == applied.plan
+    enc = tok(["The film was a delight."], return_tensors="pt")
+    with torch.inference_mode():
+        assert torch.equal(reloaded(**enc).last_hidden_state, applied.model(**enc).last_hidden_state)
+
+    # Save to a folder; a second save to the same non-empty folder is refused with an error, not a traceback.
+    target = tmp_path / "saved"
+    next(t for t in at.text_input if t.label == "Save to folder").input(str(target)).run()
+    _button(at, "Save").click().run()
+    _clean(at)
+    assert (target / "config.json").is_file() and (target / PLAN_FILE).is_file()
+    assert any(str(target) in s.value for s in at.success)
+    _button(at, "Save").click().run()
+    assert not at.exception
+    assert any("exists and is not empty" in e.value for e in at.error)
+
+
+def test_scores_of_other_weights_show_the_core_error(scored):
+    at = scored
+    run = at.session_state["scored"]
+    at.session_state["scored"] = dataclasses.replace(run, scores=dataclasses.replace(run.scores, model_fingerprint="0" * 16))
+    at.switch_page(PRUNE_PAGE).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "fingerprint" in at.error[0].value and "Rescore" in at.error[0].value
+
+
+# ---------------------------------------------------------------------------------------------
+# Compare
+# ---------------------------------------------------------------------------------------------
+
+
+def test_compare_without_glue_data_explains_both_fixes(scored, workspace):
+    at = scored
+    at.switch_page(COMPARE_PAGE).run()
+    _clean(at)
+    note = next(i.value for i in at.info if "No GLUE data" in i.value)
+    assert "OBCE_GLUE_DIR" in note and "HF_HUB_OFFLINE" in note
+    assert not any(b.label == "Start the job" for b in at.button)
+
+
+@pytest.mark.skipif(not (GLUE_DIR / "SST-2" / "train.tsv").is_file(), reason="no local GLUE copy in ../shared/data/glue")
+def test_compare_offers_local_tasks_and_starting_writes_a_job(monkeypatch, workspace):
+    monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))
+    started = []
+
+    def fake_start(spec, workspace=None):  # the folder and spec, no worker process
+        job_dir = jobs.create_job(spec, workspace)
+        started.append(job_dir)
+        return job_dir.name
+
+    monkeypatch.setattr(jobs, "start_job", fake_start)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params = {"n": "16", "ffn": "40"}
+    at.run()
+    at.button[0].click().run()
+    at.switch_page(COMPARE_PAGE).run()
+    _clean(at)
+    tasks = at.multiselect(key="compare_tasks")
+    assert set(tasks.options) >= {"SST-2 (sst2)", "RTE (rte)", "MRPC (mrpc)", "CoLA (cola)"}  # the local copy's tasks
+    assert tasks.value == ["sst2"]
+    tasks.set_value(["sst2", "rte"]).run()
+    at.selectbox(key="compare_preset").set_value("smoke").run()
+    _button(at, "Start the job").click().run()
+    _clean(at)
+    assert len(started) == 1 and started[0].parent == workspace / "jobs"
+    spec = jobs.JobSpec.from_json(started[0] / jobs.SPEC_FILE)
+    assert spec.tasks == ["sst2", "rte"] and spec.protocol == "paper" and spec.model == "default"
+    assert spec.plan == PruningPlan(**{**DEFAULT_PLAN, "ffn": 40.0})
+    assert spec.recipe == Recipe.preset("smoke")
+    run = at.session_state["scored"]
+    from obce_core.scoring import NeuronScores
+
+    assert NeuronScores.from_parquet(spec.scores).model_fingerprint == run.scores.model_fingerprint
+    assert any(f"Started job `{started[0].name}`" in s.value for s in at.success)
+    assert any(started[0].name in m.value and "queued" in m.value for m in at.markdown)
+
+
+def test_an_active_job_shows_progress_and_can_be_cancelled(scored, workspace):
+    at = scored
+    spec = jobs.JobSpec(model="default", tasks=["sst2"], plan=PruningPlan(ffn=30), glue_dir=str(GLUE_DIR))
+    job_dir = jobs.create_job(spec, workspace)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        # With its start time, cancel's escalation thread can never signal a process that reuses the pid.
+        start = jobs._proc_start_time(sleeper.pid)
+        (job_dir / jobs.PID_FILE).write_text(json.dumps({"pid": sleeper.pid, "start": start, "detached": True}))
+        status = jobs.JobStatus(job_id=job_dir.name, state="running", pid=sleeper.pid, detached=True, task="sst2",
+                                phase="fine-tuning original on sst2", step=5, max_steps=20, loss=0.693, eta_s=30.0)
+        (job_dir / jobs.STATUS_FILE).write_text(json.dumps(status.to_dict()))
+        at.switch_page(COMPARE_PAGE).run()
+        _clean(at)
+        bar = at.get("progress")[0]
+        assert "step 5 of 20" in bar.proto.text and "loss 0.693" in bar.proto.text
+        next(b for b in at.button if b.key == f"cancel_{job_dir.name}").click().run()
+        assert not at.exception
+        assert (job_dir / jobs.CANCEL_FILE).exists()
+        assert next(b for b in at.button if b.key == f"cancel_{job_dir.name}").label == "Cancelling…"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def _result(task, role, score, params, *, plan=None, latency=10.0, metric="accuracy"):
+    recipe = Recipe.preset("smoke").to_dict()
+    return RunResult(
+        task=task, role=role, protocol="paper", model_source="default", fingerprint=f"fp-{role}-{task}",
+        head_fingerprint="h", source_fingerprint="src", plan=plan, recipe=recipe, metrics={metric: score, "main_score": score},
+        main_score=score, params_total=params, params_encoder=params // 2, latency_ms=latency, wall_s=1.0, device="cpu",
+    )
+
+
+def test_stored_results_render_side_by_side_and_on_the_tradeoff_chart(scored, workspace):
+    at = scored
+    plan = PruningPlan(ffn=50, qk=30, v=30, skip_layers=1).to_dict()
+    store = jobs.ResultsStore(workspace / jobs.STORE_FILE)
+    for r in (
+        _result("sst2", "original", 0.80, 22_700_000, latency=20.0),
+        _result("sst2", "pruned", 0.75, 18_000_000, plan=plan, latency=12.0),
+        _result("rte", "original", 0.55, 22_700_000),
+        _result("rte", "pruned", 0.58, 18_000_000, plan=plan),
+    ):
+        store.add(r)
+    at.switch_page(COMPARE_PAGE).run()
+    _clean(at)
+    table = next(d.value for d in at.dataframe if "difference" in d.value.columns)
+    sst2 = table[(table["task"] == "sst2") & (table["metric"] == "main_score")].iloc[0]
+    assert sst2["original"] == pytest.approx(80.0) and sst2["pruned"] == pytest.approx(75.0)
+    assert sst2["difference"] == pytest.approx(-5.0)
+    assert sst2["params % (all)"] == pytest.approx(100 * 18_000_000 / 22_700_000)
+    rte = table[(table["task"] == "rte") & (table["metric"] == "main_score")].iloc[0]
+    assert rte["difference"] == pytest.approx(3.0)
+    average = table[table["task"] == "glue_average"].iloc[0]
+    assert average["original"] == pytest.approx(67.5) and average["pruned"] == pytest.approx(66.5)
+    latency = next(d.value for d in at.dataframe if "pruned / original" in d.value.columns)
+    assert latency.set_index("task").loc["sst2", "pruned / original"] == pytest.approx(0.6)
+    history = next(d.value for d in at.dataframe if "plan" in d.value.columns and "id" in d.value.columns)
+    assert len(history) == 4 and (history["plan"] == "original (not pruned)").sum() == 2
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(charts) == 2  # bars (original vs pruned) and the trade-off scatter
+    scatter = next(c for c in charts if any(t.get("mode") == "markers" for t in c["data"]))
+    points = {t["name"]: t for t in scatter["data"] if t.get("mode") == "markers"}
+    assert set(points) == {"rte", "sst2"} and len(points["sst2"]["x"]) == 2
