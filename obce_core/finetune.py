@@ -40,7 +40,7 @@ import torch
 
 from obce_core import glue
 from obce_core.jsonable import JsonDataclass
-from obce_core.models import base_model, load_model, model_fingerprint
+from obce_core.models import base_model, hash_tensors_, load_model, model_fingerprint
 
 __all__ = [
     "PRECISIONS",
@@ -256,15 +256,7 @@ def head_fingerprint(model) -> str:
     bert = base_model(model)
     digest = hashlib.sha256()
     inner = {id(p) for p in bert.encoder.parameters()} | {id(p) for p in bert.embeddings.parameters()}
-    found = False
-    for name, param in model.named_parameters():
-        if id(param) in inner:
-            continue
-        found = True
-        t = param.detach().to("cpu").contiguous()
-        digest.update(name.encode())
-        digest.update(str(tuple(t.shape)).encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    found = hash_tensors_(digest, ((n, p) for n, p in model.named_parameters() if id(p) not in inner))
     return digest.hexdigest()[:16] if found else ""
 
 

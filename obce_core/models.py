@@ -30,6 +30,7 @@ __all__ = [
     "base_model",
     "encoder_layers",
     "model_fingerprint",
+    "hash_tensors_",
     "pick_device",
 ]
 
@@ -181,11 +182,17 @@ def model_fingerprint(model: PreTrainedModel) -> str:
                   "qk_head_sizes", "v_head_sizes", "intermediate_sizes")
     cfg = {k: getattr(model.config, k, None) for k in shape_keys}
     digest.update(json.dumps(cfg, sort_keys=True, default=str).encode())
-    for name, tensor in bert.state_dict().items():
-        if name.startswith("pooler."):
-            continue
+    hash_tensors_(digest, ((n, t) for n, t in bert.state_dict().items() if not n.startswith("pooler.")))
+    return digest.hexdigest()[:16]
+
+
+def hash_tensors_(digest, named_tensors) -> bool:
+    """Feed each tensor's name, shape and raw bytes into ``digest``; True if there was any."""
+    found = False
+    for name, tensor in named_tensors:
+        found = True
         t = tensor.detach().to("cpu").contiguous()
         digest.update(name.encode())
         digest.update(str(tuple(t.shape)).encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+        digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return found

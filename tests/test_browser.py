@@ -317,15 +317,17 @@ def _walk_the_dashboard(page, url: str, started: float, answered_s: float) -> No
     assert "Parameters after (whole model)" in after and "kept" in after
     # A per-layer override typed into the table (a canvas grid: cells are reached by position).
     page.get_by_text("Per-layer overrides").click()
-    grid = page.locator('[data-testid="stDataFrameResizable"]').first
-    grid.wait_for()
-    page.wait_for_timeout(500)
-    box = grid.bounding_box()
-    row_h = 35  # Streamlit's default row (and header) height
-    page.mouse.dblclick(box["x"] + box["width"] * 3.5 / 4, box["y"] + row_h * 3 + row_h / 2)  # column ffn, row L2
-    page.keyboard.press("Control+A")
-    page.keyboard.type("80")
-    page.keyboard.press("Enter")
+    page.locator('[data-testid="stDataFrameResizable"]').first.wait_for()
+    page.wait_for_timeout(500)  # the expander's opening animation
+    # The grid is a canvas; its hidden accessibility table takes focus without pixel positions: focusing
+    # cell (0, 0) selects L0, the arrows walk to L2's ffn, Enter opens the editor and Enter commits.
+    page.locator("#glide-cell-0-0").focus()
+    for key in ("ArrowDown", "ArrowDown", "ArrowRight", "ArrowRight", "ArrowRight", "Enter"):
+        page.keyboard.press(key)
+    editor = page.locator("input.gdg-input")  # the cell editor glide opens over the grid
+    editor.wait_for()
+    editor.fill("80")
+    editor.press("Enter")
     page.get_by_text("Overrides: L2: ffn 80 %.").wait_for()
     _wait_idle(page)
     page.wait_for_function(

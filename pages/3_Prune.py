@@ -1,0 +1,232 @@
+"""Prune: choose how much of each group to cut, see what it saves at once, then build and save the model."""
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from obce_core import plots
+from obce_core.jobs import default_workspace
+from obce_core.pruning import COMPENSATIONS, GROUPS, SCORERS, PruningPlan, build_report, prune, save_pruned, select_units
+from obce_dashboard import compress, state
+
+SLIDERS = {
+    "qk": ("Query/key pairs removed per head (%)",
+           "Query dim i and key dim i meet in one term of the attention score, so they go as a pair; "
+           "every head loses the same number (its own lowest-scoring pairs)."),
+    "v": ("Value dims removed per head (%)",
+          "Every head loses the same number of value dims (attention views them as heads x dims)."),
+    "ffn": ("FFN units removed per layer (%)", "Intermediate (feed-forward) units of each layer, lowest score first."),
+}
+SCORER_LABELS = {"rf": "rf (persistence: the paper)", "std": "std (control)", "magnitude": "weight magnitude (control)",
+                 "random": "random (control)"}
+COMPENSATION_LABELS = {"none": "none", "mean": "mean output into the next bias", "mean+std": "mean + std into the next bias"}
+
+
+def plan_ui(num_layers: int) -> None:
+    cols = st.columns(3)
+    for col, name in zip(cols, ("qk", "v", "ffn")):
+        label, help_text = SLIDERS[name]
+        with col:
+            state.widget(st.slider, label, name, min_value=0.0, max_value=compress.MAX_PERCENT, step=1.0, format="%g%%",
+                         help=help_text)
+    a, b, c, d = st.columns([1, 1.4, 1.4, 1])
+    with a:
+        state.widget(st.number_input, "Skip first layers", "skip_layers", min_value=0, max_value=num_layers, step=1,
+                     help="Leave the first N layers whole. At [CLS], layer 0's query/key/value outputs are the same for "
+                          "every text, so their rf are all 0 and cannot rank them.")
+    with b:
+        scorer = state.widget(st.selectbox, "Rank units by", "scorer", options=list(SCORERS), format_func=SCORER_LABELS.get,
+                              help="Lower = removed first. std, weight magnitude and random are controls: they show "
+                                   "whether the topology adds anything.")
+    with c:
+        state.widget(st.selectbox, "Compensation", "compensation", options=list(COMPENSATIONS),
+                     format_func=COMPENSATION_LABELS.get,
+                     help="What replaces a removed FFN unit or value dim: its mean output over the scored texts, folded "
+                          "into the next layer's bias (query/key pairs get none: no bias can absorb them).")
+    with d:
+        state.widget(st.number_input, "Seed (random)", "prune_seed", min_value=0, max_value=2**31 - 1, step=1,
+                     disabled=scorer != "random", help="Seed of the random scorer.")
+
+
+def overrides_ui(num_layers: int) -> None:
+    """A layer x group table of the percentages in force; an edited cell becomes a per-layer override."""
+    ss = st.session_state
+    layers = compress.overrides()
+    base = compress.current_plan()  # with overrides
+    plain = PruningPlan(**{**base.to_dict(), "layers": {}})  # what each cell would be without them
+    table = pd.DataFrame(
+        [{"layer": f"L{i}", **{g: float(base.percent(i, g)) for g in ("qk", "v", "ffn")}} for i in range(num_layers)]
+    )
+    version = ss.setdefault("_overrides_version", 0)
+    key = f"_overrides_editor_{version}"
+
+    def on_edit() -> None:
+        merged = compress.overrides()
+        for row, cells in ss[key].get("edited_rows", {}).items():
+            layer = int(row)
+            for group, value in cells.items():
+                if group not in GROUPS:
+                    continue
+                entry = merged.setdefault(layer, {})
+                if value is None or float(value) == float(plain.percent(layer, group)):
+                    entry.pop(group, None)
+                else:
+                    entry[group] = float(value)
+        compress.set_overrides(merged)
+        ss["_overrides_version"] = version + 1  # a fresh editor that shows the new overrides as its data
+
+    def clear() -> None:
+        compress.set_overrides({})
+        ss["_overrides_version"] = version + 1
+
+    title = "Per-layer overrides" + (f" ({sum(len(v) for v in layers.values())} set)" if layers else "")
+    with st.expander(title, expanded=bool(layers)):
+        st.caption("The percentage in force for each layer and group. Edit a cell to override the sliders (and the "
+                   "skipped layers) for that layer; set it back to the slider's value to drop the override.")
+        pct = st.column_config.NumberColumn(min_value=0.0, max_value=compress.MAX_PERCENT, step=1.0, format="%g %%")
+        st.data_editor(table, key=key, on_change=on_edit, hide_index=True, num_rows="fixed", disabled=["layer"],
+                       column_config={"layer": st.column_config.TextColumn("layer"), "qk": pct, "v": pct, "ffn": pct})
+        if layers:
+            shown = "; ".join(f"L{i}: " + ", ".join(f"{g} {v:g} %" for g, v in sorted(o.items())) for i, o in sorted(layers.items()))
+            st.caption(f"Overrides: {shown}.")
+            st.button("Clear the overrides", on_click=clear, icon=":material/restart_alt:")
+
+
+def metrics_ui(report) -> None:
+    b, a = report.params_before, report.params_after
+    mib = 2**20
+    cols = st.columns(4)
+    cols[0].metric("Parameters after (whole model)", f"{a['total']:,}",
+                   delta=f"{100 * a['total'] / b['total']:.1f} % of {b['total']:,} kept", delta_color="off", delta_arrow="off",
+                   help=f"Embeddings ({b['embeddings']:,}), pooler ({b['pooler']:,}) and task head ({b['head']:,}) are never pruned.")
+    cols[1].metric("Encoder parameters after", f"{a['encoder']:,}",
+                   delta=f"{100 * a['encoder'] / b['encoder']:.1f} % of {b['encoder']:,} kept", delta_color="off",
+                   delta_arrow="off", help="The transformer layers alone: the part pruning shrinks.")
+    cols[2].metric("Size (float32)", f"{report.bytes_after / mib:.1f} MiB", delta=f"from {report.bytes_before / mib:.1f} MiB",
+                   delta_color="off", delta_arrow="off")
+    ratio = report.flops_ratio_estimate
+    cols[3].metric("Speed-up (estimate)", f"{1 / ratio:.2f}x", delta=f"FLOPs per token x{ratio:.3f} (estimate)",
+                   delta_color="off", delta_arrow="off",
+                   help=f"An ESTIMATE from dense matrix multiplies per token at {report.flops_seq_len} tokens (projections, "
+                        "attention scores and context, FFN); embeddings, softmax, LayerNorm, GELU and the head are "
+                        "ignored. Measured CPU latency gains are smaller.")
+
+
+def charts_ui(report, heads: int) -> None:
+    st.plotly_chart(plots.pruning_units_figure(report.units, heads=heads), key="units_heatmap")
+    st.caption("One row per layer, one cell per unit in its place in the weights: coloured = kept, grey = removed; "
+               "within a layer, darker = higher score. Hover a cell for its score.")
+    st.plotly_chart(plots.kept_per_layer_figure(report.kept_frame(), title="Units kept per layer"), key="kept_bars")
+
+
+def _tag(plan: PruningPlan) -> str:
+    tag = f"qk{plan.qk:g}-v{plan.v:g}-ffn{plan.ffn:g}-skip{plan.skip_layers}-{plan.scorer}"
+    return tag + (f"{plan.seed}" if plan.scorer == "random" else "") + ("-custom" if plan.layers else "")
+
+
+def apply_ui(loaded: state.LoadedModel, run: state.ScoredRun, plan: PruningPlan) -> None:
+    ss = st.session_state
+    st.subheader("Build the pruned model")
+    st.caption("Makes a new, physically smaller model for this session (the loaded model stays as it is).")
+    if st.button("Apply: build the pruned model", type="primary", icon=":material/content_cut:"):
+        with st.status("Building the pruned model…", expanded=True) as status:
+            start = time.perf_counter()
+            with state.errors("Could not prune the model") as outcome:
+                model, report = prune(loaded.model, run.scores, plan)
+            if outcome.ok:
+                seconds = time.perf_counter() - start
+                st.write(f"Pruned in {seconds:.1f} s; comparing [CLS] outputs with the original…")
+                similarity = None
+                with state.errors("Could not run the sanity check"):
+                    similarity = compress.cls_similarity(loaded.model, model, loaded.tokenizer, run.texts,
+                                                         max_length=run.scores.settings.max_length)
+                ss["pruned"] = compress.Applied(
+                    model=model, tokenizer=loaded.tokenizer, plan=plan, report=report, source=loaded.source,
+                    source_fingerprint=loaded.facts["fingerprint"], similarity=similarity, seconds=seconds,
+                )
+                status.update(label=f"Built the pruned model in {seconds:.1f} s", state="complete", expanded=False)
+            else:
+                status.update(label="Pruning failed", state="error", expanded=True)
+    applied = ss.get("pruned")
+    if applied is not None:
+        applied_ui(applied, loaded, plan)
+
+
+def applied_ui(applied: compress.Applied, loaded: state.LoadedModel, plan: PruningPlan) -> None:
+    if applied.source_fingerprint != loaded.facts["fingerprint"] or applied.plan != plan:
+        st.info(f"The model below was built earlier from `{applied.source}` with plan `{applied.plan.describe()}`. "
+                "Press **Apply** to build one with the current settings.", icon=":material/history:")
+    before = applied.report.params_before["total"]
+    cols = st.columns(3)
+    cols[0].metric("Parameters of the built model", f"{applied.parameters:,}",
+                   delta=f"{100 * applied.parameters / before:.1f} % of {before:,}", delta_color="off", delta_arrow="off",
+                   help="Counted on the model itself (sum of its tensors' sizes).")
+    sim = applied.similarity
+    if sim is not None:
+        cols[1].metric("[CLS] cosine, pruned vs original", f"{sim['mean']:.4f}",
+                       delta=f"min {sim['min']:.4f} over {sim['n']} texts", delta_color="off", delta_arrow="off")
+        cols[2].caption(f"Sanity check, not a task score: the mean cosine similarity of the last layer's [CLS] output of "
+                        f"the pruned and the original model on {sim['n']} of the texts the scores came from (in-sample). "
+                        "1 = unchanged. Fine-tune and evaluate on **Compare** for what the pruning costs on a task.")
+    with st.expander("Report"):
+        st.code(applied.report.summary(), language="text")
+    tag = _tag(applied.plan)
+    a, b = st.columns(2)
+    a.download_button("Download the plan (JSON)", data=applied.plan.to_json(), file_name=f"obce_plan_{tag}.json",
+                      mime="application/json", on_click="ignore", icon=":material/download:")
+    b.download_button("Download the model (zip)",
+                      data=lambda: compress.model_zip(applied.model, applied.tokenizer, applied.plan, applied.report, f"obce-{tag}"),
+                      file_name=f"obce-{tag}.zip", mime="application/zip", on_click="ignore", icon=":material/download:",
+                      help="config, safetensors weights, tokenizer, plan and report; reload with obce_core.load_model(folder).")
+    save_ui(applied, tag)
+
+
+def save_ui(applied: compress.Applied, tag: str) -> None:
+    default = str((default_workspace() / "pruned" / tag).resolve())
+    a, b = st.columns([4, 1], vertical_alignment="bottom")
+    with a:
+        folder = st.text_input("Save to folder", value=default, key=f"save_folder_{tag}",
+                               help="A new or empty folder (or tick Overwrite). It reloads with obce_core.load_model(folder) "
+                                    "and on Model & data as a local directory.")
+    with b:
+        overwrite = st.checkbox("Overwrite", key="save_overwrite")
+    if st.button("Save", icon=":material/save:", disabled=not folder.strip()):
+        with state.errors("Could not save the pruned model") as outcome:
+            path = save_pruned(applied.model, applied.tokenizer, Path(folder.strip()).expanduser(), plan=applied.plan,
+                               report=applied.report, overwrite=overwrite)
+        if outcome.ok:
+            st.success(f"Saved to `{path}`. Load it on **Model & data** as a local directory to score or prune it again.")
+
+
+def main() -> None:
+    st.title("Prune")
+    run = state.current_scored()
+    if run is None:
+        state.no_scores_ui("The Prune page")
+        return
+    st.markdown("Remove each layer's lowest-scoring units. Every number and chart below follows the sliders at once "
+                "(nothing is copied or rebuilt until **Apply**).")
+    st.caption(f"Scores of `{run.model_source}` on {run.data_label} ({run.scores.n_samples:,} samples per neuron).")
+    with state.errors("Could not load the scored model") as outcome:
+        loaded = state.load_model_cached(run.model_source)
+    if not outcome.ok:
+        return
+    num_layers, heads = int(loaded.facts["layers"]), int(loaded.facts["heads"])
+    plan_ui(num_layers)
+    overrides_ui(num_layers)
+    with state.errors("These settings do not make a pruning plan for this model") as outcome:
+        plan = compress.current_plan(num_layers)
+        selection = select_units(run.scores, plan, loaded.model)
+        report = build_report(loaded.model, selection)
+    if not outcome.ok:
+        return
+    metrics_ui(report)
+    charts_ui(report, heads)
+    apply_ui(loaded, run, plan)
+    st.page_link(state.PAGE_COMPARE, label="Fine-tune and evaluate original vs pruned on GLUE: Compare",
+                 icon=":material/compare_arrows:")
+
+
+state.run_page(main)
