@@ -712,53 +712,52 @@ def pruning_units_figure(
         kept, n = int(kept_col[mask].sum()), int(mask.sum())
         titles.append(f"{GROUP_LABELS.get(g, g)}: {kept:,} of {n:,} kept ({100 * kept / max(n, 1):.1f} %)")
     fig = make_subplots(rows=len(groups), cols=1, subplot_titles=titles, vertical_spacing=0.14 if len(groups) > 1 else 0.0)
-    separators: list[dict] = []
     for k, g in enumerate(groups):
         mask = group_col == g
         width = int(unit_col[mask].max()) + 1
         z = np.full((len(layers), width), np.nan)
-        score = np.full((len(layers), width), np.nan)
+        by_head = bool(heads) and g in ("qk", "v")
+        custom = np.full((len(layers), width, 3 if by_head else 1), np.nan)  # score (, head, dim)
         state = np.full((len(layers), width), "", dtype=object)
+        sep_x: list = []
+        sep_y: list = []
         for layer in np.unique(layer_col[mask]):
             part = mask & (layer_col == layer)
             row, cols = row_of[int(layer)], unit_col[part]
             s, keep = score_col[part], kept_col[part]
             q = _within_rank(np.nan_to_num(s, nan=-np.inf))
             z[row, cols] = np.where(keep, 0.5 + 0.5 * q, 0.5 * q)
-            score[row, cols] = s
+            custom[row, cols, 0] = s
             state[row, cols] = np.where(keep, "kept", "removed")
+            n = int(cols.max()) + 1
+            if by_head and n % heads == 0:  # this layer's own head size (pruned layers differ)
+                per_head = n // heads
+                custom[row, :n, 1] = np.arange(n) // per_head
+                custom[row, :n, 2] = np.arange(n) % per_head
+                for h in range(1, heads):
+                    sep_x += [h * per_head - 0.5, h * per_head - 0.5, None]
+                    sep_y += [row - 0.5, row + 0.5, None]
         color = GROUP_COLORS.get(g, "#333333")
         colorscale = [[0.0, _REMOVED_LOW], [0.4999, _REMOVED_HIGH], [0.5, _rgba(color, 0.2)], [1.0, color]]
-        per_head = width // heads if heads and g in ("qk", "v") and width % heads == 0 else None
         unit_word = "pair" if g == "qk" else ("dim" if g == "v" else "unit")
-        where = f"%{{y}} {unit_word} %{{x}}"
-        custom = score
-        if per_head:
-            idx = np.arange(width)
-            heads_dims = np.broadcast_to(np.stack([idx // per_head, idx % per_head], axis=-1), (len(layers), width, 2))
-            custom = np.concatenate([score[..., None], heads_dims], axis=-1)
-            where += " (head %{customdata[1]}, dim %{customdata[2]})"
-        value = "%{customdata[0]:.4g}" if per_head else "%{customdata:.4g}"
+        where = f"%{{y}} {unit_word} %{{x}}" + (" (head %{customdata[1]}, dim %{customdata[2]})" if sep_x else "")
         fig.add_trace(
             go.Heatmap(
-                z=z, x=np.arange(width), y=[f"L{i}" for i in layers], zmin=0.0, zmax=1.0, colorscale=colorscale,
+                z=z, x=np.arange(width), y=np.arange(len(layers)), zmin=0.0, zmax=1.0, colorscale=colorscale,
                 showscale=False, customdata=custom, text=state, xgap=0, ygap=2, name=GROUP_LABELS.get(g, g),
-                hovertemplate=where + "<br>score " + value + "<br>%{text}<extra>" + GROUP_LABELS.get(g, g) + "</extra>",
+                hovertemplate=where + "<br>score %{customdata[0]:.4g}<br>%{text}<extra>" + GROUP_LABELS.get(g, g) + "</extra>",
             ),
             row=k + 1, col=1,
         )
-        if per_head:  # one batch of shapes: add_vline per head re-validates every shape each time
-            axis = "" if k == 0 else str(k + 1)
-            separators += [
-                dict(type="line", xref=f"x{axis}", yref=f"y{axis} domain", x0=h * per_head - 0.5, x1=h * per_head - 0.5,
-                     y0=0, y1=1, line=dict(color="white", width=1))
-                for h in range(1, heads)
-            ]
-        fig.update_yaxes(autorange="reversed", row=k + 1, col=1)
-        fig.update_xaxes(title_text=f"{unit_word} index" + (f" ({heads} heads x {per_head})" if per_head else ""),
-                         row=k + 1, col=1, title_standoff=4)
+        if sep_x:  # thin white lines between heads, one trace (shapes are slow to add one by one)
+            fig.add_trace(go.Scatter(x=sep_x, y=sep_y, mode="lines", line=dict(color="white", width=1), hoverinfo="skip",
+                                     showlegend=False), row=k + 1, col=1)
+        fig.update_yaxes(autorange="reversed", tickvals=list(range(len(layers))), ticktext=[f"L{i}" for i in layers],
+                         zeroline=False, showgrid=False, row=k + 1, col=1)
+        fig.update_xaxes(title_text=f"{unit_word} index" + (f" ({heads} heads)" if sep_x else ""), range=[-0.5, width - 0.5],
+                         zeroline=False, showgrid=False, row=k + 1, col=1, title_standoff=4)
     fig.update_layout(
-        shapes=separators, title=title, height=height or (90 + 60 * len(groups) + 26 * len(layers) * len(groups)),
+        title=title, height=height or (90 + 60 * len(groups) + 26 * len(layers) * len(groups)),
         margin=dict(l=40, r=10, t=50 if title else 30, b=40),
     )
     return fig

@@ -74,7 +74,10 @@ def overrides_ui(num_layers: int) -> None:
                     entry.pop(group, None)
                 else:
                     entry[group] = float(value)
-        compress.set_overrides(merged)
+        try:
+            compress.set_overrides(merged)
+        except ValueError as exc:  # the column limits should prevent it; say so rather than fail
+            ss["_overrides_error"] = str(exc)
         ss["_overrides_version"] = version + 1  # a fresh editor that shows the new overrides as its data
 
     def clear() -> None:
@@ -88,6 +91,9 @@ def overrides_ui(num_layers: int) -> None:
         pct = st.column_config.NumberColumn(min_value=0.0, max_value=compress.MAX_PERCENT, step=1.0, format="%g %%")
         st.data_editor(table, key=key, on_change=on_edit, hide_index=True, num_rows="fixed", disabled=["layer"],
                        column_config={"layer": st.column_config.TextColumn("layer"), "qk": pct, "v": pct, "ffn": pct})
+        problem = ss.pop("_overrides_error", None)
+        if problem:
+            st.error(f"**That override was not kept.** {problem}", icon=":material/error:")
         if layers:
             shown = "; ".join(f"L{i}: " + ", ".join(f"{g} {v:g} %" for g, v in sorted(o.items())) for i, o in sorted(layers.items()))
             st.caption(f"Overrides: {shown}.")

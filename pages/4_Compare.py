@@ -209,6 +209,14 @@ def _log_tail(job_dir: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def _cancel(job_dir: Path) -> None:
+    """Ask the worker to stop (the flag file; escalation to SIGTERM runs in a background thread)."""
+    try:
+        jobs.cancel_job(job_dir, wait=False)
+    except (ValueError, OSError) as exc:  # JobError is a ValueError: the folder went away meanwhile
+        st.session_state[f"_cancel_error_{job_dir.name}"] = f"**Could not cancel the job.** {exc}"
+
+
 def job_ui(workspace: Path, status: jobs.JobStatus) -> None:
     job_dir = workspace / "jobs" / status.job_id
     with st.container(border=True):
@@ -227,8 +235,10 @@ def job_ui(workspace: Path, status: jobs.JobStatus) -> None:
                     st.caption(f"{phase}…")
             with b:
                 st.button("Cancelling…" if cancelling else "Cancel", key=f"cancel_{status.job_id}", disabled=cancelling,
-                          icon=":material/stop_circle:", on_click=jobs.cancel_job, args=(str(job_dir),),
-                          kwargs={"wait": False})
+                          icon=":material/stop_circle:", on_click=_cancel, args=(job_dir,))
+            problem = st.session_state.get(f"_cancel_error_{status.job_id}")
+            if problem:
+                st.error(problem, icon=":material/error:")
         elif status.state == "failed":
             st.error(status.error or "failed", icon=":material/error:")
             with st.expander("Worker log (last lines)"):

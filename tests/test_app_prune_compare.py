@@ -311,3 +311,63 @@ def test_stored_results_render_side_by_side_and_on_the_tradeoff_chart(scored, wo
     scatter = next(c for c in charts if any(t.get("mode") == "markers" for t in c["data"]))
     points = {t["name"]: t for t in scatter["data"] if t.get("mode") == "markers"}
     assert set(points) == {"rte", "sst2"} and len(points["sst2"]["x"]) == 2
+
+
+@pytest.mark.skipif(not (GLUE_DIR / "RTE" / "dev.tsv").is_file(), reason="no local GLUE copy in ../shared/data/glue")
+def test_the_finetuned_protocol_refuses_a_bare_encoder(scored, monkeypatch):
+    monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))
+    at = scored
+    at.switch_page(COMPARE_PAGE).run()
+    at.radio(key="compare_protocol").set_value("finetuned").run()
+    assert not at.exception
+    assert any("not a fine-tuned classifier" in w.value for w in at.warning)
+    assert _button(at, "Start the job").disabled
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure builders
+# ---------------------------------------------------------------------------------------------
+
+
+def test_units_figure_marks_kept_and_removed_units_in_place():
+    import numpy as np
+    import pandas as pd
+
+    from obce_core import plots
+
+    rows = []
+    # layer 0: qk 2 heads x 3 pairs, all tied (rf 0); layer 1: 2 heads x 2 pairs (an already pruned layer)
+    for unit in range(6):
+        rows.append({"layer": 0, "group": "qk", "unit": unit, "score": 0.0, "kept": True})
+    for unit, (score, kept) in enumerate([(0.1, False), (0.5, True), (0.9, True), (0.2, False)]):
+        rows.append({"layer": 1, "group": "qk", "unit": unit, "score": score, "kept": kept})
+    units = pd.DataFrame(rows).astype({"group": pd.CategoricalDtype(["ffn", "qk", "v"])})
+    fig = plots.pruning_units_figure(units, heads=2)
+    heat = next(t for t in fig.data if t.type == "heatmap")
+    z = np.asarray(heat.z, dtype=float)
+    assert z.shape == (2, 6)
+    assert np.all(z[0] == z[0, 0]) and z[0, 0] >= 0.5  # ties: one flat shade, kept
+    assert np.isnan(z[1, 4:]).all()  # the narrower layer is padded
+    kept = z[1, :4] >= 0.5
+    assert kept.tolist() == [False, True, True, False] and list(np.asarray(heat.text)[1, :4]) == ["removed", "kept", "kept", "removed"]
+    assert z[1, 2] > z[1, 1] and z[1, 3] > z[1, 0]  # darker = higher score, within kept and within removed
+    seps = next(t for t in fig.data if t.type == "scatter")
+    assert [x for x in seps.x if x is not None] == [2.5, 2.5, 1.5, 1.5]  # head boundaries of each layer
+    assert fig.layout.annotations[0].text.startswith("query/key pairs: 8 of 10 kept")
+
+
+def test_tradeoff_front_joins_the_runs_nothing_beats():
+    import pandas as pd
+
+    from obce_core import plots
+
+    results = pd.DataFrame({
+        "task": ["sst2"] * 4, "role": ["original", "pruned", "pruned", "pruned"],
+        "params_total": [12e6, 10e6, 9e6, 8e6], "main_score": [0.85, 0.80, 0.70, 0.79],
+    })
+    fig = plots.tradeoff_figure(results)
+    front = next(t for t in fig.data if t.mode == "lines")
+    assert list(front.x) == [8.0, 10.0, 12.0]  # 9 M scores less than the 8 M run: dominated
+    assert list(front.y) == pytest.approx([79.0, 80.0, 85.0])
+    points = next(t for t in fig.data if t.mode == "markers")
+    assert list(points.marker.symbol) == ["circle", "diamond", "diamond", "diamond"]

@@ -304,7 +304,7 @@ def _walk_the_dashboard(page, url: str, started: float, answered_s: float) -> No
     before = params.inner_text()
     ffn = page.locator('[data-testid="stSlider"]', has_text="FFN units removed").get_by_role("slider")
     ffn.focus()
-    for _ in range(20):  # 30 % -> 50 %
+    for _ in range(20):  # 30 % -> about 50 % (a key pressed during a rerun may be dropped)
         ffn.press("ArrowRight")
     _wait_idle(page)
     page.wait_for_function(
