@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere, without installi
     sys.path.insert(0, str(ROOT))
 
 from obce_core import load_model, score_model  # noqa: E402
+from obce_core.capture import cls_embeddings  # noqa: E402
 from obce_core.glue import dataset_texts, load_task  # noqa: E402
 from obce_core.pruning import PruningPlan, build_report, prune, select_units  # noqa: E402
 
@@ -47,17 +48,6 @@ def sst2_texts(glue_dir: Path, n_score: int, n_eval: int, seed: int) -> tuple[li
     data = load_task("sst2", "validation", glue_dir, n=n_score + n_eval, seed=seed)
     texts = dataset_texts(data, "sst2")
     return texts[:n_score], texts[n_score:]
-
-
-def cls_embeddings(model, tokenizer, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    out = torch.empty(len(texts), model.config.hidden_size)
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=128, return_tensors="pt")
-            out[torch.as_tensor(idx)] = model(**enc).last_hidden_state[:, 0].float()
-    return out
 
 
 def timed(model, inputs) -> float:

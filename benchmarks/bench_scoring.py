@@ -29,7 +29,11 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--glue-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"),
                         help="SST-2 sentences from here; pass '' for the demo corpus")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's); 1 is steadier on a shared machine")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model, tok = load_model(device="cpu")
     texts, source = resolve_texts(task="sst2", glue_dir=args.glue_dir, n=args.n) if args.glue_dir else (

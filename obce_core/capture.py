@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from obce_core.models import encoder_layers
+from obce_core.models import base_model, encoder_layers
 
 __all__ = [
     "COMPONENTS",
@@ -25,6 +25,7 @@ __all__ = [
     "Activations",
     "MemoryBudgetError",
     "capture_activations",
+    "cls_embeddings",
     "component_modules",
     "length_sorted_batches",
     "tokenize_texts",
@@ -195,3 +196,19 @@ def capture_activations(
             h.remove()
         model.train(was_training)
     return Activations(values=values, columns=columns, sample_text=sample_text, token=token)
+
+
+def cls_embeddings(model, tokenizer, texts: Sequence[Text], *, max_length: int = 128, batch_size: int = 64) -> torch.Tensor:
+    """The encoder's last hidden state at [CLS] for every text, in input order (float32, CPU).
+
+    What the pruning fidelity checks compare between an original and a pruned model; a task head,
+    if any, is bypassed.
+    """
+    bert = base_model(model)
+    encoded = tokenize_texts(tokenizer, texts, max_length)
+    out = torch.empty(len(encoded), int(model.config.hidden_size))
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for idx, batch in length_sorted_batches(tokenizer, encoded, batch_size, device):
+            out[torch.as_tensor(idx)] = bert(**batch).last_hidden_state[:, 0].float().cpu()
+    return out

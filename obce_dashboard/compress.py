@@ -26,7 +26,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from obce_core.models import base_model
+from obce_core.capture import cls_embeddings
 from obce_core.pruning import COMPENSATIONS, SCORERS, PruningPlan, PruningReport, save_pruned
 from obce_dashboard import state
 
@@ -155,25 +155,16 @@ def model_zip(model, tokenizer, plan: PruningPlan | None = None, report: Pruning
     return buf.getvalue()
 
 
-def _cls(model, enc) -> torch.Tensor:
-    return base_model(model)(**enc).last_hidden_state[:, 0].double()
-
-
 def cls_similarity(original, pruned, tokenizer, texts, *, max_length: int = 128, n: int = SIMILARITY_TEXTS) -> dict:
     """Cosine similarity of the [CLS] last hidden state, pruned vs original, on the first ``n`` texts.
 
-    Texts are strings or (first, second) pairs. Both models run in inference mode (nothing about
-    them changes). Returns ``{"n", "mean", "min", "median"}``.
+    Texts are strings or (first, second) pairs. Returns ``{"n", "mean", "min", "median"}``.
     """
     batch = list(texts)[:n]
     if not batch:
         raise ValueError("The sanity check needs at least one text; score some texts first.")
-    columns = [list(c) for c in zip(*batch)] if isinstance(batch[0], (tuple, list)) else [batch]
-    enc = tokenizer(*columns, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-    device = next(original.parameters()).device
-    enc = enc.to(device)
-    with torch.inference_mode():
-        a, b = _cls(original, enc), _cls(pruned, enc.to(next(pruned.parameters()).device)).to(device)
-    cos = torch.nn.functional.cosine_similarity(a, b, dim=1).cpu().numpy()
+    a = cls_embeddings(original, tokenizer, batch, max_length=max_length).double()
+    b = cls_embeddings(pruned, tokenizer, batch, max_length=max_length).double()
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=1).numpy()
     return {"n": int(cos.size), "mean": float(cos.mean()), "min": float(cos.min()), "median": float(np.median(cos))}
 
