@@ -69,6 +69,9 @@ __all__ = [
     "cancel_job",
     "job_results",
     "comparison_table",
+    "comparisons",
+    "job_log_tail",
+    "cancel_requested",
 ]
 
 log = logging.getLogger(__name__)
@@ -847,3 +850,42 @@ if __name__ == "__main__":
     from obce_core.jobs import _worker_main as _main
 
     sys.exit(_main())
+
+
+def job_log_tail(job, lines: int = 30) -> str:
+    """The last ``lines`` lines of a job's worker log ('' when there is none yet)."""
+    try:
+        text = (_job_dir(job) / LOG_FILE).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def cancel_requested(job) -> bool:
+    """Whether someone asked this job to stop (the worker may still be finishing its step)."""
+    return (_job_dir(job) / CANCEL_FILE).exists()
+
+
+def comparisons(frame: pd.DataFrame) -> list[dict]:
+    """Stored runs grouped to set side by side, newest first.
+
+    Each group is one pruned configuration (source weights, plan, protocol, recipe) with the
+    originals of the same source, protocol, recipe and tasks, and (protocol ``finetuned``) the
+    recovered runs of the same plan. A group is a dict: ``ids`` (result ids), ``plan``,
+    ``protocol``, ``recipe``, ``tasks`` (sorted), ``newest`` (the newest pruned row as a dict).
+    """
+    rows = frame.to_dict("records")
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["role"] == "pruned":
+            groups.setdefault((r["source_fingerprint"], r["plan"], r["protocol"], r["recipe"]), []).append(r)
+    out = []
+    for (source_fp, plan, protocol, recipe), pruned in groups.items():
+        tasks = {r["task"] for r in pruned}
+        originals = [r for r in rows if r["role"] == "original" and r["source_fingerprint"] == source_fp
+                     and r["protocol"] == protocol and r["recipe"] == recipe and r["task"] in tasks]
+        recovered = [r for r in rows if r["role"] == "recovered" and r["source_fingerprint"] == source_fp
+                     and r["plan"] == plan and r["task"] in tasks] if protocol == "finetuned" else []
+        out.append({"ids": [int(r["id"]) for r in originals + pruned + recovered], "plan": plan, "protocol": protocol,
+                    "recipe": recipe, "tasks": sorted(tasks), "newest": max(pruned, key=lambda r: r["id"])})
+    return sorted(out, key=lambda g: -g["newest"]["id"])

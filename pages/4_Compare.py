@@ -7,18 +7,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from obce_core import jobs, plots
+from obce_core import finetune, jobs, plots
 from obce_core.finetune import RECIPE_PRESETS, Recipe
 from obce_core.glue import TASKS
 from obce_core.pruning import PruningPlan
 from obce_dashboard import compress, state
 
-# Measured: ~1.3 s per optimizer step of 32 x 64 tokens for all-MiniLM-L6-v2 on this project's
-# 2-core CPU (finetune.RECIPE_PRESETS["cpu"]); a step scales about linearly with batch x tokens.
-SECONDS_PER_STEP = 1.3
-# Official GLUE training-split sizes, for the duration estimate when the whole split is used.
-TRAIN_SIZES = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "qqp": 363846, "stsb": 5749, "mnli": 392702,
-               "qnli": 104743, "rte": 2490, "wnli": 635}
 PROTOCOL_LABELS = {
     "paper": "Paper: prune the pre-trained model, then fine-tune original and pruned alike",
     "finetuned": "Fine-tuned: prune a classifier already trained on the task, evaluate at once",
@@ -104,21 +98,19 @@ def recipe_ui() -> Recipe:
 
 
 def estimate_ui(recipe: Recipe, tasks: list[str], protocol: str, recover_steps: int) -> None:
-    per_step = SECONDS_PER_STEP * (recipe.batch_size / 32) * (recipe.max_length / 64)
     parts, total = [], 0.0
     for task in tasks:
-        n = min(recipe.train_size or TRAIN_SIZES.get(task, 0), TRAIN_SIZES.get(task, 10**9))
-        steps = recipe.max_steps or math.ceil(n / recipe.batch_size * recipe.epochs)
-        if protocol == "paper":
-            seconds = 2 * steps * per_step  # original and pruned (the pruned model's steps are a little faster)
+        if protocol == "paper":  # original and pruned (the pruned model's steps are a little faster)
+            steps, seconds = finetune.estimate_training(recipe, task, runs=2)
             parts.append(f"{task}: 2 x {steps:,} steps ≈ {_minutes(seconds)}")
         else:
-            seconds = (recover_steps or 0) * per_step
+            _, seconds = finetune.estimate_training(recipe, task, runs=0, extra_steps=recover_steps or 0)
             parts.append(f"{task}: no training" + (f", {recover_steps} recovery steps ≈ {_minutes(seconds)}" if recover_steps else ""))
         total += seconds
+    per_step = finetune.estimate_training(recipe, tasks[0], runs=0, extra_steps=1)[1] if tasks else 0.0
     st.caption(
         f"Duration estimate (training only; scoring and evaluation add to it): {'; '.join(parts)}; ≈ **{_minutes(total)}** "
-        f"in all. Measured: ~{SECONDS_PER_STEP} s per step of 32 x 64 tokens on this CPU for all-MiniLM "
+        f"in all. Measured: ~{finetune.CPU_SECONDS_PER_STEP} s per step of 32 x 64 tokens on this CPU for all-MiniLM "
         f"(here {recipe.batch_size} x {recipe.max_length} tokens ≈ {per_step:.1f} s per step); larger models take longer. "
         "The job runs in its own process: you can leave this page and come back."
     )
@@ -202,13 +194,6 @@ def _spec_line(job_dir: Path) -> str:
     return f"{', '.join(spec.tasks)} · {spec.protocol} · `{plan}` · `{spec.model}`"
 
 
-def _log_tail(job_dir: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join((job_dir / jobs.LOG_FILE).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def _cancel(job_dir: Path) -> None:
     """Ask the worker to stop (the flag file; escalation to SIGTERM runs in a background thread)."""
     try:
@@ -222,7 +207,7 @@ def job_ui(workspace: Path, status: jobs.JobStatus) -> None:
     with st.container(border=True):
         st.markdown(f"{STATE_ICONS.get(status.state, '')} **{status.state}** · job `{status.job_id}` · {_spec_line(job_dir)}")
         if status.active:
-            cancelling = (job_dir / jobs.CANCEL_FILE).exists()
+            cancelling = jobs.cancel_requested(job_dir)
             a, b = st.columns([5, 1], vertical_alignment="center")
             with a:
                 phase = status.phase or "waiting for the worker to start"
@@ -242,7 +227,7 @@ def job_ui(workspace: Path, status: jobs.JobStatus) -> None:
         elif status.state == "failed":
             st.error(status.error or "failed", icon=":material/error:")
             with st.expander("Worker log (last lines)"):
-                st.code(_log_tail(job_dir), language="text")
+                st.code(jobs.job_log_tail(job_dir) or "(no log)", language="text")
         else:
             stored = len(status.from_store_ids)
             st.caption(f"Finished {status.finished_at or ''}; {len(status.result_ids)} result(s)"
@@ -297,27 +282,14 @@ def _recipe_text(recipe_json: str) -> str:
 
 
 def _experiments(frame: pd.DataFrame) -> list[dict]:
-    """Groups of stored runs to set side by side: each pruned configuration (source weights, plan,
-    protocol, recipe) with the originals of the same source, protocol and recipe, and (fine-tuned
-    protocol) the recovered runs of the same plan. Newest first."""
-    rows = frame.to_dict("records")
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        if r["role"] == "pruned":
-            groups.setdefault((r["source_fingerprint"], r["plan"], r["protocol"], r["recipe"]), []).append(r)
+    """The core's comparison groups, each with a label for the picker."""
     out = []
-    for (source_fp, plan, protocol, recipe), pruned in groups.items():
-        tasks = {r["task"] for r in pruned}
-        originals = [r for r in rows if r["role"] == "original" and r["source_fingerprint"] == source_fp
-                     and r["protocol"] == protocol and r["recipe"] == recipe and r["task"] in tasks]
-        recovered = [r for r in rows if r["role"] == "recovered" and r["source_fingerprint"] == source_fp
-                     and r["plan"] == plan and r["task"] in tasks] if protocol == "finetuned" else []
-        newest = max(pruned, key=lambda r: r["id"])
-        label = (f"{_plan_text(plan)} · {newest['model_source']} · {protocol} · {', '.join(sorted(tasks))} · "
-                 f"{str(newest['created_at'])[:16].replace('T', ' ')}")
-        out.append({"ids": [int(r["id"]) for r in originals + pruned + recovered], "label": label, "newest": newest["id"],
-                    "recipe": recipe})
-    return sorted(out, key=lambda e: -e["newest"])
+    for group in jobs.comparisons(frame):
+        newest = group["newest"]
+        label = (f"{_plan_text(group['plan'])} · {newest['model_source']} · {group['protocol']} · "
+                 f"{', '.join(group['tasks'])} · {str(newest['created_at'])[:16].replace('T', ' ')}")
+        out.append({**group, "label": label})
+    return out
 
 
 def comparison_ui(store: jobs.ResultsStore, frame: pd.DataFrame) -> None:

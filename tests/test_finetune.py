@@ -332,3 +332,16 @@ def test_regression_and_mnli_paths(tmp_path, tokenizer):
     mismatched = evaluate(mnli, tokenizer, "mnli", recipe, glue_dir=root, split="validation_mismatched")
     assert both == {**matched, "accuracy_mismatched": mismatched["accuracy"]}
     assert both["main_score"] == matched["accuracy"]
+
+
+def test_training_estimate_hand_computed():
+    from obce_core.finetune import CPU_SECONDS_PER_STEP, estimate_training
+
+    cpu = Recipe.preset("cpu")  # 2,000 examples, batch 32, 1 epoch, 64 tokens
+    steps, seconds = estimate_training(cpu, "sst2", runs=2)
+    assert steps == 63  # ceil(2000 / 32)
+    assert seconds == pytest.approx(2 * 63 * CPU_SECONDS_PER_STEP)
+    # the whole RTE split (2,490 rows), batch 16 at 128 tokens: 156 steps at 1.3 x (16/32) x (128/64) s
+    whole = Recipe(train_size=None, batch_size=16, max_length=128, epochs=1.0)
+    assert estimate_training(whole, "rte") == (156, pytest.approx(156 * CPU_SECONDS_PER_STEP))
+    assert estimate_training(cpu.replace(max_steps=5), "rte", runs=0, extra_steps=3)[0] == 5

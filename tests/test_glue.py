@@ -130,6 +130,8 @@ def test_real_file_counts_and_labels(task, split):
     assert ds.column_names == [*spec.text_columns, "label", "idx"]
     assert ds.features["label"].names == list(spec.label_names)
     assert list(ds["idx"]) == list(range(rows))
+    if split == "train":  # the registry's official size, used for estimates before loading
+        assert spec.train_rows == rows
 
 
 @needs_data
