@@ -48,6 +48,26 @@ def make_tiny_bert(seed=0, *, hidden=24, heads=3, layers=2, ffn=37, classifier=F
     return model.eval()
 
 
+def save_tiny_bert(path, tokenizer, seed=0, **shape):
+    """A tiny random pre-trained encoder saved with MiniLM's tokenizer, as a model directory."""
+    make_tiny_bert(seed=seed, **shape).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def one_torch_thread(monkeypatch):
+    """One torch thread here and in worker processes: on this busy 2-core machine tiny models
+    train many times faster on one; and no GLUE dir or workspace leaks in from the environment."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("OBCE_GLUE_DIR", raising=False)
+    monkeypatch.delenv("OBCE_WORKSPACE", raising=False)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_bert():
     return make_tiny_bert()

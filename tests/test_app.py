@@ -165,10 +165,9 @@ def test_a_bad_model_path_shows_an_error_not_a_traceback(app):
 
 
 def test_a_local_model_directory_is_loaded_and_scored(app, tmp_path, tokenizer):
-    from conftest import make_tiny_bert
+    from tests.conftest import save_tiny_bert
 
-    make_tiny_bert(seed=1, hidden=24, heads=3, layers=2, ffn=37).save_pretrained(tmp_path / "tiny")
-    tokenizer.save_pretrained(tmp_path / "tiny")
+    save_tiny_bert(tmp_path / "tiny", tokenizer, seed=1, hidden=24, heads=3, layers=2, ffn=37)
     app.radio(key="_w_model_kind").set_value("local").run()
     app.text_input(key="_w_model_text").input(str(tmp_path / "tiny")).run()
     _clean(app)

@@ -29,33 +29,21 @@ from obce_core.finetune import (
 from obce_core.jobs import ResultsStore
 from obce_core.pruning import PruningPlan, prune
 from obce_core.scoring import score_model
-from tests.conftest import GLUE_DIR, make_tiny_bert
+from tests.conftest import GLUE_DIR, make_tiny_bert, save_tiny_bert
 
-pytestmark = pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"real GLUE files not found at {GLUE_DIR}")
+pytestmark = [pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"real GLUE files not found at {GLUE_DIR}"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 # Small enough for seconds on one core, large enough for a tiny model to fit the rows it sees.
 FAST = Recipe(max_length=48, max_steps=60, learning_rate=3e-3, batch_size=16, eval_batch_size=32,
               train_size=64, eval_size=48, seed=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    # Two threads on a busy 2-core machine are many times slower than one for tiny models.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.delenv("OBCE_GLUE_DIR", raising=False)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     """A saved tiny pre-trained encoder (BertModel) with MiniLM's tokenizer."""
     _, tok = load_model(device="cpu")
-    path = tmp_path_factory.mktemp("tiny-bert")
-    make_tiny_bert(seed=1).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), tok, seed=1)
 
 
 def _manual_predictions(model, tokenizer, task, recipe):
@@ -281,8 +269,7 @@ def test_finetuned_protocol_with_recovery(tmp_path, tokenizer):
 
 def _bare_dir(tmp_path, tokenizer):
     path = tmp_path / "bare"
-    make_tiny_bert().save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    save_tiny_bert(path, tokenizer)
     return str(path)
 
 

@@ -13,7 +13,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 from obce_core import jobs
 from obce_core.cli import main
@@ -32,23 +31,13 @@ from obce_core.jobs import (
     start_job,
 )
 from obce_core.pruning import PruningPlan
-from tests.conftest import GLUE_DIR, make_tiny_bert
+from tests.conftest import GLUE_DIR, save_tiny_bert
 
-pytestmark = pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"real GLUE files not found at {GLUE_DIR}")
+pytestmark = [pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"real GLUE files not found at {GLUE_DIR}"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 QUICK = Recipe(max_length=32, max_steps=3, learning_rate=1e-3, batch_size=8, eval_batch_size=16,
                train_size=24, eval_size=16, seed=1)
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for worker processes
-    monkeypatch.delenv("OBCE_GLUE_DIR", raising=False)
-    monkeypatch.delenv("OBCE_WORKSPACE", raising=False)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +45,7 @@ def tiny_dir(tmp_path_factory):
     from obce_core import load_model
 
     _, tok = load_model(device="cpu")
-    path = tmp_path_factory.mktemp("tiny-bert-jobs")
-    make_tiny_bert(seed=7).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-jobs"), tok, seed=7)
 
 
 def _result(**changes) -> RunResult:

@@ -6,7 +6,7 @@ import torch
 from transformers import BertForSequenceClassification, BertModel, GPT2Config, GPT2Model
 
 from obce_core import ModelLoadError, default_model_dir, load_model, model_fingerprint
-from tests.conftest import make_tiny_bert
+from tests.conftest import make_tiny_bert, save_tiny_bert
 
 
 def test_embedded_default_is_minilm(minilm):
@@ -31,8 +31,7 @@ def test_local_directory_round_trip(tmp_path, tokenizer):
 
 
 def test_num_labels_gives_a_classifier_with_same_encoder(tmp_path, tokenizer):
-    make_tiny_bert().save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
+    save_tiny_bert(tmp_path, tokenizer)
     clf, _ = load_model(tmp_path, num_labels=3)
     bare, _ = load_model(tmp_path)
     assert isinstance(clf, BertForSequenceClassification) and clf.config.num_labels == 3
