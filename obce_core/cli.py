@@ -83,18 +83,40 @@ def _cmd_score(args) -> int:
     return 0
 
 
+def _add_plan_arguments(group, seed_flag: str) -> None:
+    """--plan or the plan's flags; ``seed_flag`` names the random scorer's seed (glue's --seed is the recipe's)."""
+    from obce_core.pruning import COMPENSATIONS, SCORERS
+
+    group.add_argument("--plan", help="a plan JSON file (PruningPlan.to_json); replaces the flags below")
+    group.add_argument("--ffn", type=float, help="percent of FFN units removed per layer, in [0, 100) (default 0)")
+    group.add_argument("--qk", type=float, help="percent of query/key dim pairs removed per head (default 0)")
+    group.add_argument("--v", type=float, help="percent of value dims removed per head (default 0)")
+    group.add_argument("--skip-layers", type=int, help="leave the first N layers unpruned (default 0)")
+    group.add_argument("--compensation", choices=COMPENSATIONS, help="fold removed units into biases (default mean)")
+    group.add_argument("--scorer", choices=SCORERS, help="unit ranking (default rf)")
+    group.add_argument(seed_flag, dest="plan_seed", type=int, help="seed of scorer 'random' (default 0)")
+
+
+def _plan_from_args(args, seed_flag: str):
+    """The ``PruningPlan`` of --plan or the flags; None when neither is given."""
+    from obce_core.pruning import PruningPlan
+
+    flags = {"ffn": args.ffn, "qk": args.qk, "v": args.v, "skip_layers": args.skip_layers,
+             "compensation": args.compensation, "scorer": args.scorer, "seed": args.plan_seed}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if args.plan:
+        if given:
+            names = ", ".join(seed_flag if k == "seed" else "--" + k.replace("_", "-") for k in given)
+            raise CliError(f"--plan cannot be combined with {names}; put those settings in the plan file.")
+        return PruningPlan.from_json(args.plan)
+    return PruningPlan(**given) if given else None
+
+
 def _cmd_prune(args) -> int:
     from obce_core import NeuronScores, load_model
     from obce_core.pruning import PruningPlan, prune, save_pruned
 
-    flags = {k: getattr(args, k) for k in ("ffn", "qk", "v", "skip_layers", "compensation", "scorer", "seed")}
-    if args.plan:
-        given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
-        if given:
-            raise CliError(f"--plan cannot be combined with {', '.join(given)}; put those settings in the plan file.")
-        plan = PruningPlan.from_json(args.plan)
-    else:
-        plan = PruningPlan(**{k: v for k, v in flags.items() if v is not None})
+    plan = _plan_from_args(args, "--seed") or PruningPlan()
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         # Checked before the slow steps; save_pruned checks again.
@@ -108,21 +130,6 @@ def _cmd_prune(args) -> int:
     return 0
 
 
-def _glue_plan(args):
-    """The ``PruningPlan`` of ``glue``'s --plan or flags; None (original only) when neither is given."""
-    from obce_core.pruning import PruningPlan
-
-    flags = {"ffn": args.ffn, "qk": args.qk, "v": args.v, "skip_layers": args.skip_layers,
-             "compensation": args.compensation, "scorer": args.scorer, "seed": args.plan_seed}
-    given = {k: v for k, v in flags.items() if v is not None}
-    if args.plan:
-        if given:
-            names = ", ".join("--" + ("plan-seed" if k == "seed" else k.replace("_", "-")) for k in given)
-            raise CliError(f"--plan cannot be combined with {names}; put those settings in the plan file.")
-        return PruningPlan.from_json(args.plan)
-    return PruningPlan(**given) if given else None
-
-
 def _cmd_glue(args) -> int:
     from obce_core.finetune import Recipe, TrainingCancelled
     from obce_core.jobs import JobSpec, comparison_table, create_job, run_job, start_job
@@ -131,7 +138,7 @@ def _cmd_glue(args) -> int:
         "max_length", "epochs", "max_steps", "learning_rate", "batch_size", "eval_batch_size", "train_size",
         "eval_size", "seed", "warmup_ratio", "weight_decay", "precision") if getattr(args, name) is not None}
     spec = JobSpec(
-        model=args.model, tasks=[t for t in args.tasks.split(",") if t.strip()], plan=_glue_plan(args),
+        model=args.model, tasks=[t for t in args.tasks.split(",") if t.strip()], plan=_plan_from_args(args, "--plan-seed"),
         recipe=Recipe.preset(args.recipe_preset, **overrides), protocol=args.protocol,
         recover_steps=args.recover_steps, scores=args.scores, score_n=args.score_n, score_seed=args.score_seed,
         glue_dir=args.glue_dir, device=args.device,
@@ -204,14 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune_p = sub.add_parser("prune", help="remove low-scoring FFN units and Q/K/V dims; save the smaller model")
     _add_model_argument(prune_p)
     prune_p.add_argument("--scores", required=True, help="per-neuron scores (.parquet from `score --out`) of this model")
-    prune_p.add_argument("--plan", help="a plan JSON file (PruningPlan.to_json); replaces the flags below")
-    prune_p.add_argument("--ffn", type=float, help="percent of FFN units removed per layer, in [0, 100) (default 0)")
-    prune_p.add_argument("--qk", type=float, help="percent of query/key dim pairs removed per head (default 0)")
-    prune_p.add_argument("--v", type=float, help="percent of value dims removed per head (default 0)")
-    prune_p.add_argument("--skip-layers", type=int, help="leave the first N layers unpruned (default 0)")
-    prune_p.add_argument("--compensation", choices=["none", "mean", "mean+std"], help="fold removed units into biases (default mean)")
-    prune_p.add_argument("--scorer", choices=["rf", "std", "magnitude", "random"], help="unit ranking (default rf)")
-    prune_p.add_argument("--seed", type=int, help="seed of scorer 'random' (default 0)")
+    _add_plan_arguments(prune_p, "--seed")
     prune_p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     prune_p.add_argument("--out", required=True, help="directory for the pruned model, plan and report")
     prune_p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
@@ -224,14 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="paper: prune the pre-trained model, fine-tune both; finetuned: prune a fine-tuned classifier")
     glue_p.add_argument("--recover-steps", type=int, default=0, help="finetuned protocol: fine-tune the pruned model this many steps")
     plan_g = glue_p.add_argument_group("pruning (no plan and no flags: the original alone)")
-    plan_g.add_argument("--plan", help="a plan JSON file (PruningPlan.to_json); replaces the flags below")
-    plan_g.add_argument("--ffn", type=float, help="percent of FFN units removed per layer")
-    plan_g.add_argument("--qk", type=float, help="percent of query/key dim pairs removed per head")
-    plan_g.add_argument("--v", type=float, help="percent of value dims removed per head")
-    plan_g.add_argument("--skip-layers", type=int, help="leave the first N layers unpruned")
-    plan_g.add_argument("--compensation", choices=["none", "mean", "mean+std"])
-    plan_g.add_argument("--scorer", choices=["rf", "std", "magnitude", "random"])
-    plan_g.add_argument("--plan-seed", type=int, help="seed of scorer 'random'")
+    _add_plan_arguments(plan_g, "--plan-seed")
     plan_g.add_argument("--scores", help="scores .parquet of --model (default: score each task's training sentences)")
     plan_g.add_argument("--score-n", type=int, default=512, help="training sentences scored per task (default 512)")
     plan_g.add_argument("--score-seed", type=int, default=0)
