@@ -14,6 +14,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+needs_glue = pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"real GLUE files not found at {GLUE_DIR}")
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +54,12 @@ def save_tiny_bert(path, tokenizer, seed=0, **shape):
     make_tiny_bert(seed=seed, **shape).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer):
+    """A saved tiny pre-trained encoder (BertModel) with MiniLM's tokenizer; shared, read-only."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), tokenizer, seed=1)
 
 
 @pytest.fixture

@@ -29,21 +29,13 @@ from obce_core.finetune import (
 from obce_core.jobs import ResultsStore
 from obce_core.pruning import PruningPlan, prune
 from obce_core.scoring import score_model
-from tests.conftest import GLUE_DIR, make_tiny_bert, save_tiny_bert
+from tests.conftest import GLUE_DIR, make_tiny_bert, needs_glue, save_tiny_bert
 
-pytestmark = [pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"real GLUE files not found at {GLUE_DIR}"),
-              pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = [needs_glue, pytest.mark.usefixtures("one_torch_thread")]
 
 # Small enough for seconds on one core, large enough for a tiny model to fit the rows it sees.
 FAST = Recipe(max_length=48, max_steps=60, learning_rate=3e-3, batch_size=16, eval_batch_size=32,
               train_size=64, eval_size=48, seed=3)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A saved tiny pre-trained encoder (BertModel) with MiniLM's tokenizer."""
-    _, tok = load_model(device="cpu")
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), tok, seed=1)
 
 
 def _manual_predictions(model, tokenizer, task, recipe):
@@ -193,12 +185,12 @@ def _scores_on_train(task, n=48):
     return score
 
 
-def test_paper_protocol_end_to_end_and_store(tiny_dir, tmp_path, monkeypatch):
+def test_paper_protocol_end_to_end_and_store(tiny_model_dir, tmp_path, monkeypatch):
     store = ResultsStore(tmp_path / "results.sqlite")
     plan = PruningPlan(ffn=50, qk=50, v=50, skip_layers=1)
     recipe = FAST.replace(max_steps=20)
     phases = []
-    out = run_paper_protocol(str(tiny_dir), _scores_on_train("rte"), plan, "rte", recipe, glue_dir=GLUE_DIR,
+    out = run_paper_protocol(str(tiny_model_dir), _scores_on_train("rte"), plan, "rte", recipe, glue_dir=GLUE_DIR,
                              store=store, progress=lambda e: phases.append(e.get("phase")))
     original, pruned = out["original"], out["pruned"]
     assert "fine-tuning original on rte" in phases and "fine-tuning pruned on rte" in phases
@@ -210,7 +202,7 @@ def test_paper_protocol_end_to_end_and_store(tiny_dir, tmp_path, monkeypatch):
     from transformers import set_seed
 
     set_seed(recipe.seed)
-    fresh, tok = load_model(str(tiny_dir), num_labels=2, device="cpu")
+    fresh, tok = load_model(str(tiny_model_dir), num_labels=2, device="cpu")
     assert finetune.head_fingerprint(fresh) == original.head_fingerprint  # the head is seeded by the recipe
     _, report = prune(fresh, _scores_on_train("rte")(fresh, tok), plan)
     assert pruned.params_total == report.params_after["total"]
@@ -231,14 +223,14 @@ def test_paper_protocol_end_to_end_and_store(tiny_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(finetune, "fine_tune", boom)
     monkeypatch.setattr(finetune, "evaluate", boom)
-    again = run_paper_protocol(str(tiny_dir), _scores_on_train("rte"), plan, "rte", recipe, glue_dir=GLUE_DIR,
+    again = run_paper_protocol(str(tiny_model_dir), _scores_on_train("rte"), plan, "rte", recipe, glue_dir=GLUE_DIR,
                                store=store)
     assert all(r.from_store for r in again.values())
     assert again["original"].metrics == original.metrics and again["pruned"].id == pruned.id
     assert len(store.all_results()) == 2
     # A different recipe is a different run.
     with pytest.raises(AssertionError, match="answered from the store"):
-        run_paper_protocol(str(tiny_dir), None, None, "rte", recipe.replace(seed=4), glue_dir=GLUE_DIR, store=store)
+        run_paper_protocol(str(tiny_model_dir), None, None, "rte", recipe.replace(seed=4), glue_dir=GLUE_DIR, store=store)
 
 
 def test_finetuned_protocol_with_recovery(tmp_path, tokenizer):

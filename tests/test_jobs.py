@@ -31,21 +31,12 @@ from obce_core.jobs import (
     start_job,
 )
 from obce_core.pruning import PruningPlan
-from tests.conftest import GLUE_DIR, save_tiny_bert
+from tests.conftest import GLUE_DIR, needs_glue
 
-pytestmark = [pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"real GLUE files not found at {GLUE_DIR}"),
-              pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = [needs_glue, pytest.mark.usefixtures("one_torch_thread")]
 
 QUICK = Recipe(max_length=32, max_steps=3, learning_rate=1e-3, batch_size=8, eval_batch_size=16,
                train_size=24, eval_size=16, seed=1)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from obce_core import load_model
-
-    _, tok = load_model(device="cpu")
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-jobs"), tok, seed=7)
 
 
 def _result(**changes) -> RunResult:
@@ -164,9 +155,9 @@ def test_missing_split_file_fails_before_starting(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Running jobs
 # ---------------------------------------------------------------------------------------------
-def test_run_job_in_process_then_answered_from_store(tiny_dir, tmp_path, monkeypatch):
+def test_run_job_in_process_then_answered_from_store(tiny_model_dir, tmp_path, monkeypatch):
     ws = tmp_path / "ws"
-    spec = JobSpec(model=str(tiny_dir), tasks=["rte", "mrpc"], plan=PruningPlan(ffn=50, v=25), recipe=QUICK,
+    spec = JobSpec(model=str(tiny_model_dir), tasks=["rte", "mrpc"], plan=PruningPlan(ffn=50, v=25), recipe=QUICK,
                    glue_dir=str(GLUE_DIR), score_n=32)
     first_dir = create_job(spec, ws)
     first = run_job(first_dir)
@@ -191,10 +182,10 @@ def test_run_job_in_process_then_answered_from_store(tiny_dir, tmp_path, monkeyp
     assert {s.job_id for s in list_jobs(ws)} == {first_dir.name, second_dir.name}
 
 
-def test_killed_worker_leaves_a_consistent_store(tiny_dir, tmp_path):
+def test_killed_worker_leaves_a_consistent_store(tiny_model_dir, tmp_path):
     ws = tmp_path / "ws"
     # Original only, three tasks; enough steps per run that the kill lands inside a run.
-    spec = JobSpec(model=str(tiny_dir), tasks=["sst2", "mrpc", "cola"],
+    spec = JobSpec(model=str(tiny_model_dir), tasks=["sst2", "mrpc", "cola"],
                    recipe=QUICK.replace(max_steps=400, train_size=64), glue_dir=str(GLUE_DIR))
     job_id = start_job(spec, ws)
     job_dir = ws / "jobs" / job_id
@@ -219,9 +210,9 @@ def test_killed_worker_leaves_a_consistent_store(tiny_dir, tmp_path):
     assert next(s for s in list_jobs(ws) if s.job_id == job_id).state == "failed"
 
 
-def test_cancel_job_stops_the_worker(tiny_dir, tmp_path):
+def test_cancel_job_stops_the_worker(tiny_model_dir, tmp_path):
     ws = tmp_path / "ws"
-    spec = JobSpec(model=str(tiny_dir), tasks=["sst2"], recipe=QUICK.replace(max_steps=100_000, train_size=64),
+    spec = JobSpec(model=str(tiny_model_dir), tasks=["sst2"], recipe=QUICK.replace(max_steps=100_000, train_size=64),
                    glue_dir=str(GLUE_DIR))
     job_id = start_job(spec, ws)
     job_dir = ws / "jobs" / job_id
@@ -266,8 +257,8 @@ def test_dead_process_is_reported_as_failed(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
-def test_cli_glue_prints_side_by_side_table(tiny_dir, tmp_path, capsys):
-    args = ["glue", "--model", str(tiny_dir), "--tasks", "rte,wnli", "--glue-dir", str(GLUE_DIR), "--ffn", "50",
+def test_cli_glue_prints_side_by_side_table(tiny_model_dir, tmp_path, capsys):
+    args = ["glue", "--model", str(tiny_model_dir), "--tasks", "rte,wnli", "--glue-dir", str(GLUE_DIR), "--ffn", "50",
             "--qk", "50", "--v", "50", "--skip-layers", "1", "--score-n", "32", "--recipe-preset", "smoke",
             "--max-steps", "3", "--train-size", "24", "--eval-size", "16", "--batch-size", "8", "--max-length", "32",
             "--workspace", str(tmp_path / "ws")]
