@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from obce_core import glue
-from obce_core.jsonable import JsonDataclass
+from obce_core.io import JsonDataclass
 from obce_core.models import base_model, hash_tensors_, load_model, model_fingerprint
 
 __all__ = [

@@ -50,7 +50,7 @@ from obce_core.finetune import (
     run_finetuned_protocol,
     run_paper_protocol,
 )
-from obce_core.jsonable import JsonDataclass, write_text_atomic
+from obce_core.io import JsonDataclass, write_text_atomic
 from obce_core.pruning import PruningPlan
 
 __all__ = [

@@ -80,7 +80,7 @@ import torch
 from transformers import BertForSequenceClassification, BertModel
 
 from obce_core.capture import PRUNABLE_COMPONENTS
-from obce_core.jsonable import JsonDataclass
+from obce_core.io import JsonDataclass
 from obce_core.models import base_model, encoder_layers, model_fingerprint
 from obce_core.modeling import (
     ObceBertConfig,

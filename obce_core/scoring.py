@@ -32,7 +32,7 @@ from obce_core.capture import (
     Text,
     capture_activations,
 )
-from obce_core.jsonable import JsonDataclass
+from obce_core.io import JsonDataclass
 from obce_core.models import model_fingerprint
 from obce_core.persistence import CONVENTIONS, persistence_diagram, rf_mean_std_batch
 
