@@ -11,6 +11,7 @@ st.navigation(
         "Explain": [
             st.Page("pages/1_Model_and_data.py", title="Model & data", icon=":material/tune:", default=True),
             st.Page("pages/2_Persistence.py", title="Persistence", icon=":material/scatter_plot:"),
+            st.Page("pages/6_Layer_topology.py", title="Layer topology", icon=":material/hub:"),
         ],
         "Compress": [
             st.Page("pages/3_Prune.py", title="Prune", icon=":material/content_cut:"),

@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere, without installi
     sys.path.insert(0, str(ROOT))
 
 from obce_core import load_model, score_model  # noqa: E402
-from obce_core.capture import cls_embeddings  # noqa: E402
+from obce_core.scoring import cls_embeddings  # noqa: E402
 from obce_core.glue import dataset_texts, load_task  # noqa: E402
 from obce_core.pruning import PruningPlan, build_report, prune, select_units  # noqa: E402
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from obce_core import load_model, score_model
-from obce_core.capture import length_sorted_batches, tokenize_texts
-from obce_core.cli import resolve_texts
+from obce_core.scoring import length_sorted_batches, tokenize_texts
+from obce_core.scoring import resolve_texts
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ the same recipe and seed, then scored on the validation split. Every run goes th
 interrupted run resumes where it stopped. The table is written into the ``## GLUE`` section of
 ``benchmarks/RESULTS.md`` after every plan (``--no-write`` to skip).
 
-    python benchmarks/glue_table.py                        # CPU: all-MiniLM, recipe preset 'cpu'
-    python benchmarks/glue_table.py --model bert-base-uncased --recipe-preset paper --tasks sst2,cola,mrpc,rte,stsb,qnli,qqp,mnli
+    python benchmarks/glue_table.py                        # CPU: all-MiniLM, each task's CPU preset
+    python benchmarks/glue_table.py --model bert-base-uncased --recipe bert-glue --tasks sst2,cola,mrpc,rte,stsb,qnli,qqp,mnli
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from obce_core import glue  # noqa: E402
-from obce_core.finetune import Recipe  # noqa: E402
+from obce_core.training import PRESET_CHOICES, PhaseEvent, Recipe  # noqa: E402
 from obce_core.jobs import JobSpec, create_job, run_job  # noqa: E402
 from obce_core.pruning import PruningPlan  # noqa: E402
 
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", default="sst2,cola,mrpc,rte")
     parser.add_argument("--glue-dir", default=str(REPO.parent / "shared" / "data" / "glue"))
     parser.add_argument("--workspace", default=str(REPO / "obce_workspace"))
-    parser.add_argument("--recipe-preset", default="cpu", choices=["paper", "cpu", "smoke"])
+    parser.add_argument("--recipe", default="cpu", choices=PRESET_CHOICES, help="cpu: each task's CPU preset")
     parser.add_argument("--max-steps", type=int, help="override the preset (quick checks)")
     parser.add_argument("--train-size", type=int, help="override the preset")
     parser.add_argument("--percents", default="30,50,70")
@@ -174,17 +174,18 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {k: v for k, v in (("max_steps", args.max_steps), ("train_size", args.train_size)) if v is not None}
-    recipe = Recipe.preset(args.recipe_preset, **overrides)
     tasks = [glue.get_task(t).name for t in args.tasks.split(",") if t.strip()]
+    recipes = {task: Recipe.preset(args.recipe, task, **overrides) for task in tasks}
+    recipe = recipes[tasks[0]]
     plans = variants([float(p) for p in args.percents.split(",") if p], [float(p) for p in args.random_percents.split(",") if p],
                      args.skip_layers)
     command = "python benchmarks/glue_table.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     started = time.time()
     runs: dict[str, dict] = {}
 
-    def report(event: dict) -> None:
-        if "phase" in event:
-            print(f"[{time.time() - started:7.0f} s] {event['phase']}", flush=True)
+    def report(event) -> None:
+        if isinstance(event, PhaseEvent):
+            print(f"[{time.time() - started:7.0f} s] {event.phase}", flush=True)
 
     def publish(done: list[str]) -> None:
         table, summary = build_table(tasks, [label for label, _ in plans], runs)
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
         device = next((r.device for v in runs.values() for r in v.values()), "?")
         text = f"""{SECTION}
 
-Paper protocol (`obce_core.finetune.run_paper_protocol`): the pre-trained encoder gets a new task head
+Paper protocol (`obce_core.training.run_paper_protocol`): the pre-trained encoder gets a new task head
 (seeded), is pruned on ALL groups (FFN units, query/key pairs, value dims) with the first
 {args.skip_layers} layers left whole, scores from {args.score_n} training sentences of each task at [CLS];
 original and pruned are then fine-tuned with the same recipe and seed and scored on the full GLUE dev
@@ -207,10 +208,10 @@ split. Scores x100; params % = pruned / original (whole model, and the encoder l
 latency = median ms of one forward pass over {recipe.eval_batch_size} dev examples on `{device}` (mean over
 tasks; a shared, busy 2-core CPU, so indicative only).
 
-Model `{args.model}` (all-MiniLM-L6-v2 when `default`); recipe `{args.recipe_preset}`: `{recipe.to_json()}`.
-This is a CPU-sized recipe (~{recipe.train_size or 'all'} training examples, {recipe.max_steps or recipe.epochs:g}
-{'steps' if recipe.max_steps else 'epoch(s)'}), far below the paper's full fine-tuning, so absolute scores are low
-and small tasks (RTE, MRPC, CoLA) are noisy; compare rows with each other, not with published numbers.
+Model `{args.model}` (all-MiniLM-L6-v2 when `default`); recipe `{args.recipe}`:
+{chr(10).join(f"- {t}: `{r.canonical_json()}`" for t, r in recipes.items())}
+
+Small tasks (RTE, MRPC, CoLA) are noisy; compare rows with each other, not with published numbers.
 
 Status: {state}. The runs in the table took {compute_s / 60:.0f} min of fine-tuning + evaluation in all
 (this invocation: {time.time() - started:.0f} s; runs already in the store cost nothing).
@@ -226,16 +227,16 @@ Ratio of GLUE averages, rf p=50 / original: {fmt(100 * r50, 1) + ' %' if r50 is 
 On a GPU, BERT-base with BERT's GLUE recipe (128 tokens, batch 32, lr 2e-5, 3 epochs; download the
 model first on a machine with network access, e.g. `hf download bert-base-uncased --local-dir bert-base-uncased`):
 
-    python benchmarks/glue_table.py --model ./bert-base-uncased --recipe-preset paper --tasks sst2,cola,mrpc,rte,stsb,qnli,qqp,mnli --glue-dir /path/to/glue_data
+    python benchmarks/glue_table.py --model ./bert-base-uncased --recipe bert-glue --tasks sst2,cola,mrpc,rte,stsb,qnli,qqp,mnli --glue-dir /path/to/glue_data
     # or one setting, in the foreground, on several GPUs:
-    accelerate launch -m obce_core glue --model ./bert-base-uncased --recipe-preset paper --precision bf16 --ffn 50 --qk 50 --v 50 --skip-layers 2 --tasks sst2,mrpc --glue-dir /path/to/glue_data
+    accelerate launch -m obce_core glue --model ./bert-base-uncased --recipe bert-glue --precision bf16 --ffn 50 --qk 50 --v 50 --skip-layers 2 --tasks sst2,mrpc --glue-dir /path/to/glue_data
 """
         write_section(text)
 
-    majority = majority_scores(tasks, args.glue_dir, recipe)
+    majority = majority_scores(tasks, args.glue_dir, recipe)  # eval_size and seed: the same in every preset
     done: list[str] = []
     for label, plan in plans:
-        spec = JobSpec(model=args.model, tasks=tasks, plan=plan, recipe=recipe, glue_dir=args.glue_dir,
+        spec = JobSpec(model=args.model, tasks=tasks, plan=plan, recipe=recipe, recipes=recipes, glue_dir=args.glue_dir,
                        score_n=args.score_n, device=args.device)
         print(f"== {label}: {plan.describe()}", flush=True)
         for result in run_job(create_job(spec, args.workspace), progress=report):

@@ -9,7 +9,7 @@ then re-run and timed on the CPU (``python -m obce_core finetune``) before being
     python benchmarks/recipe_search.py --tasks cola,mrpc,rte,sst2 --workers 8 --out search.csv
 
 ``--pooling mean`` also tries each point with a masked mean over tokens in place of the [CLS]
-pooler (all-MiniLM-L6-v2 ships no pooler weights and was trained mean-pooled).
+pooler (``Recipe.pooling``; all-MiniLM-L6-v2 ships no pooler weights and was trained mean-pooled).
 """
 
 from __future__ import annotations
@@ -32,29 +32,6 @@ GRID = {
 }
 
 
-def _mean_pooler(model):
-    """Replace the [CLS] pooler by a masked mean over tokens (search-only variant)."""
-    import torch
-
-    bert = model.bert
-    state = {}
-
-    def remember_mask(module, args, kwargs):
-        state["mask"] = kwargs.get("attention_mask")
-
-    class MeanPool(torch.nn.Module):
-        def forward(self, hidden):
-            mask = state.get("mask")
-            if mask is None:
-                return hidden.mean(1)
-            m = mask.to(hidden.dtype).unsqueeze(-1)
-            return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-
-    model.register_forward_pre_hook(remember_mask, with_kwargs=True)
-    bert.pooler = MeanPool()
-    return model
-
-
 def run_one(args):
     model_src, glue_dir, task, point, pooling, seed = args
     import torch
@@ -65,14 +42,12 @@ def run_one(args):
 
     n, epochs, lr, bs, max_len, warmup = point
     recipe = Recipe(max_length=max_len, epochs=epochs, learning_rate=lr, batch_size=bs,
-                    warmup_ratio=warmup, train_size=n, seed=seed)
+                    warmup_ratio=warmup, train_size=n, seed=seed, pooling=pooling)
     spec = glue.get_task(task)
-    row = {"task": task, "pooling": pooling, **recipe.to_dict()}
+    row = {"task": task, **recipe.to_dict()}
     try:
-        model, tok = load_model(model_src, num_labels=spec.num_labels)
+        model, tok = load_model(model_src, num_labels=spec.num_labels, classifier_pooling=recipe.pooling)
         model = model.float()
-        if pooling == "mean":
-            model = _mean_pooler(model)
         start = time.perf_counter()
         fine_tune(model, tok, task, recipe, glue_dir=glue_dir)
         row["train_s"] = round(time.perf_counter() - start, 1)

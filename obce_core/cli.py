@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
+
+from obce_core.scoring.texts import resolve_texts
 
 __all__ = ["main", "build_parser", "resolve_texts"]
 
@@ -37,20 +38,6 @@ def _add_texts_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--glue-dir", help="local GLUE folder (<TASK>/train.tsv, dev.tsv); default $OBCE_GLUE_DIR, else the hub")
     parser.add_argument("--n", type=int, default=512, help="number of texts, drawn with --seed (default 512)")
     parser.add_argument("--seed", type=int, default=0)
-
-
-def resolve_texts(texts_path=None, task=None, split="validation", glue_dir=None, n=None, seed=0):
-    """(texts, a description of their source) from a file, a GLUE task, or the demo corpus."""
-    from obce_core import corpus
-
-    if texts_path:
-        return corpus.subsample(corpus.read_texts(texts_path), n, seed), f"file {texts_path}"
-    if task:
-        from obce_core import glue
-
-        dataset = glue.load_task(task, split, glue_dir, n=n, seed=seed)
-        return glue.dataset_texts(dataset, task), f"GLUE {task} {split}"
-    return corpus.subsample(corpus.demo_sentences(), n, seed), "obce demo corpus"
 
 
 def _cmd_score(args) -> int:
@@ -130,16 +117,51 @@ def _cmd_prune(args) -> int:
     return 0
 
 
-def _cmd_glue(args) -> int:
-    from obce_core.finetune import Recipe, TrainingCancelled
-    from obce_core.jobs import JobSpec, comparison_table, create_job, run_job, start_job
+_RECIPE_FIELDS = ("max_length", "epochs", "max_steps", "learning_rate", "batch_size", "eval_batch_size", "train_size",
+                  "eval_size", "seed", "warmup_ratio", "weight_decay", "precision", "pooling")
 
-    overrides = {name: getattr(args, name) for name in (
-        "max_length", "epochs", "max_steps", "learning_rate", "batch_size", "eval_batch_size", "train_size",
-        "eval_size", "seed", "warmup_ratio", "weight_decay", "precision") if getattr(args, name) is not None}
+
+def _recipe_for(args, task: str):
+    """The --recipe preset for ``task`` (``cpu`` = the task's CPU preset) with the flags' overrides."""
+    from obce_core.training import Recipe
+
+    overrides = {name: getattr(args, name) for name in _RECIPE_FIELDS if getattr(args, name) is not None}
+    return Recipe.preset(args.recipe, task, **overrides)
+
+
+def _progress_bar(show: bool):
+    """(tqdm bar, progress callback) for the training events: a line per phase, a bar of steps."""
+    from obce_core.training import PhaseEvent, ResultEvent, StepEvent
+
+    bar = tqdm(total=None, unit="step", file=sys.stderr, dynamic_ncols=True, disable=not show)
+
+    def progress(event) -> None:
+        if isinstance(event, (PhaseEvent, ResultEvent)) and show:
+            bar.write(event.phase, file=sys.stderr)
+            bar.set_description(event.phase[:40])
+            bar.set_postfix_str("", refresh=False)
+            bar.reset(total=None)
+        if isinstance(event, StepEvent):
+            if bar.total != event.max_steps:
+                bar.reset(total=event.max_steps)
+            bar.update(event.step - bar.n)
+            if event.loss is not None:
+                bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)
+
+    return bar, progress
+
+
+def _cmd_glue(args) -> int:
+    from obce_core import glue
+    from obce_core.jobs import JobSpec, create_job, run_job, start_job
+    from obce_core.results import STORE_FILE, comparison_table
+    from obce_core.training import TrainingCancelled, is_main_process
+
+    tasks = [glue.get_task(t).name for t in args.tasks.split(",") if t.strip()]
+    recipes = {task: _recipe_for(args, task) for task in tasks}
     spec = JobSpec(
-        model=args.model, tasks=[t for t in args.tasks.split(",") if t.strip()], plan=_plan_from_args(args, "--plan-seed"),
-        recipe=Recipe.preset(args.recipe_preset, **overrides), protocol=args.protocol,
+        model=args.model, tasks=tasks, plan=_plan_from_args(args, "--plan-seed"), recipe=recipes[tasks[0]] if tasks else None,
+        recipes=recipes if len(set(recipes.values())) > 1 else {}, protocol=args.protocol,
         recover_steps=args.recover_steps, scores=args.scores, score_n=args.score_n, score_seed=args.score_seed,
         glue_dir=args.glue_dir, device=args.device,
     )
@@ -148,24 +170,11 @@ def _cmd_glue(args) -> int:
         print(f"Started job {job_id}; follow it with obce_core.jobs.job_status or the dashboard.")
         return 0
     job_dir = create_job(spec, args.workspace)
-    main_process = os.environ.get("RANK", "0") in ("", "0")  # one report under accelerate launch / torchrun
+    main_process = is_main_process()  # one report under accelerate launch / torchrun
     if main_process:
-        print(f"Job {job_dir} | recipe {spec.recipe.to_json()}", file=sys.stderr)
-    bar = tqdm(total=None, unit="step", file=sys.stderr, dynamic_ncols=True, disable=not main_process)
-
-    def progress(event: dict) -> None:
-        if "phase" in event and main_process:
-            bar.write(event["phase"], file=sys.stderr)
-            bar.set_description(event["phase"][:40])
-            bar.set_postfix_str("", refresh=False)
-            bar.reset(total=None)
-        if "step" in event:
-            if bar.total != event["max_steps"]:
-                bar.reset(total=event["max_steps"])
-            bar.update(event["step"] - bar.n)
-            if event.get("loss") is not None:
-                bar.set_postfix(loss=f"{event['loss']:.4f}", refresh=False)
-
+        for task in tasks:
+            print(f"Job {job_dir} | {task} recipe {spec.recipe_for(task).canonical_json()}", file=sys.stderr)
+    bar, progress = _progress_bar(main_process)
     try:
         results = run_job(job_dir, progress=progress)
     except TrainingCancelled as exc:
@@ -181,11 +190,65 @@ def _cmd_glue(args) -> int:
     print("\nGLUE validation scores x100 (params %: pruned / original, whole model and encoder layers alone)")
     with pd.option_context("display.width", 200, "display.max_columns", None):
         print(table.to_string(index=False, float_format=lambda x: f"{x:.2f}", na_rep=""))
-    print(f"\n{len(results)} runs ({cached} answered from the store) in {job_dir.parent.parent / 'results.sqlite'}")
+    print(f"\n{len(results)} runs ({cached} answered from the store) in {job_dir.parent.parent / STORE_FILE}")
     return 0
 
 
+def _cmd_finetune(args) -> int:
+    from obce_core import glue
+    from obce_core.training import TrainingCancelled, finetune_task_model, is_main_process
+
+    task = glue.get_task(args.task).name
+    recipe = _recipe_for(args, task)
+    main_process = is_main_process()
+    if main_process:
+        print(f"Fine-tuning {args.model} on {task} into {args.out} | recipe {recipe.canonical_json()}", file=sys.stderr)
+    bar, progress = _progress_bar(main_process)
+    try:
+        info = finetune_task_model(task, args.out, model=args.model, recipe=recipe, glue_dir=args.glue_dir,
+                                   device=args.device, progress=progress, overwrite=args.overwrite)
+    except TrainingCancelled as exc:
+        raise CliError(f"cancelled: {exc}") from exc
+    except FileExistsError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        bar.close()
+    if main_process:
+        metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in info.metrics.items() if k != "main_score")
+        print(f"{task} dev (x100): {metrics}; main score {100 * info.main_score:.2f}")
+        print(f"trained {info.train_steps} steps in {info.train_s:.1f} s on {info.device}")
+        print(f"Wrote {args.out} (reload with obce_core.load_model({str(args.out)!r}))")
+    return 0
+
+
+def _add_recipe_arguments(parser, *, default: str) -> None:
+    from obce_core.obce_bert.configuration_obce_bert import CLASSIFIER_POOLINGS
+    from obce_core.training import PRECISIONS, PRESET_CHOICES
+
+    rec = parser.add_argument_group("recipe (a preset, then any of these overrides)")
+    rec.add_argument("--recipe", default=default, choices=PRESET_CHOICES,
+                     help="cpu: the task's CPU preset (cpu-sst2, ...); bert-glue: BERT's GLUE recipe (128 tokens, "
+                          "batch 32, lr 2e-5, 3 epochs); obce-40: the OBCE paper's 40 epochs (GPU); smoke: 20 steps "
+                          f"(default {default})")
+    rec.add_argument("--max-length", type=int)
+    rec.add_argument("--epochs", type=float)
+    rec.add_argument("--max-steps", type=int, help="> 0 wins over --epochs")
+    rec.add_argument("--lr", dest="learning_rate", type=float)
+    rec.add_argument("--batch-size", type=int, help="global training batch (split over processes)")
+    rec.add_argument("--eval-batch-size", type=int)
+    rec.add_argument("--train-size", type=int, help="seeded subset of the training split")
+    rec.add_argument("--eval-size", type=int, help="seeded subset of the validation split")
+    rec.add_argument("--seed", type=int)
+    rec.add_argument("--warmup-ratio", type=float)
+    rec.add_argument("--weight-decay", type=float)
+    rec.add_argument("--precision", choices=PRECISIONS)
+    rec.add_argument("--pooling", choices=CLASSIFIER_POOLINGS, help="what a new task head reads: [CLS] or the token mean")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from obce_core import TOKEN_MODES
+    from obce_core.training import PROTOCOLS
+
     parser = argparse.ArgumentParser(
         prog="python -m obce_core",
         description="Explain and compress BERT models with zero-dimensional persistent homology (OBCE).",
@@ -196,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score every neuron by the 0-D persistence (rf) of its outputs")
     _add_model_argument(score)
     _add_texts_arguments(score)
-    score.add_argument("--token", default="cls", choices=["cls", "all", "mean"], help="which token(s) make a sample")
+    score.add_argument("--token", default="cls", choices=TOKEN_MODES, help="which token(s) make a sample")
     score.add_argument("--max-length", type=int, default=128)
     score.add_argument("--batch-size", type=int, default=32)
     score.add_argument("--convention", default="length", choices=["length", "radius"],
@@ -220,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_argument(glue_p)
     glue_p.add_argument("--tasks", required=True, help="comma-separated GLUE tasks, e.g. sst2,mrpc,cola,rte")
     glue_p.add_argument("--glue-dir", help="local GLUE folder (<TASK>/train.tsv, dev.tsv); default $OBCE_GLUE_DIR, else the hub")
-    glue_p.add_argument("--protocol", default="paper", choices=["paper", "finetuned"],
+    glue_p.add_argument("--protocol", default="paper", choices=PROTOCOLS,
                         help="paper: prune the pre-trained model, fine-tune both; finetuned: prune a fine-tuned classifier")
     glue_p.add_argument("--recover-steps", type=int, default=0, help="finetuned protocol: fine-tune the pruned model this many steps")
     plan_g = glue_p.add_argument_group("pruning (no plan and no flags: the original alone)")
@@ -228,25 +291,24 @@ def build_parser() -> argparse.ArgumentParser:
     plan_g.add_argument("--scores", help="scores .parquet of --model (default: score each task's training sentences)")
     plan_g.add_argument("--score-n", type=int, default=512, help="training sentences scored per task (default 512)")
     plan_g.add_argument("--score-seed", type=int, default=0)
-    rec = glue_p.add_argument_group("recipe (a preset, then any of these overrides)")
-    rec.add_argument("--recipe-preset", default="paper", choices=["paper", "cpu", "smoke"],
-                     help="paper: 128 tokens, 3 epochs, lr 2e-5, batch 32; cpu: 64 tokens, 2000 examples, 1 epoch, lr 5e-5; smoke: 20 steps")
-    rec.add_argument("--max-length", type=int)
-    rec.add_argument("--epochs", type=float)
-    rec.add_argument("--max-steps", type=int, help="> 0 wins over --epochs")
-    rec.add_argument("--lr", dest="learning_rate", type=float)
-    rec.add_argument("--batch-size", type=int, help="global training batch (split over processes)")
-    rec.add_argument("--eval-batch-size", type=int)
-    rec.add_argument("--train-size", type=int, help="seeded subset of the training split")
-    rec.add_argument("--eval-size", type=int, help="seeded subset of the validation split")
-    rec.add_argument("--seed", type=int)
-    rec.add_argument("--warmup-ratio", type=float)
-    rec.add_argument("--weight-decay", type=float)
-    rec.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    _add_recipe_arguments(glue_p, default="cpu")
     glue_p.add_argument("--workspace", help="jobs and results.sqlite folder (default $OBCE_WORKSPACE or ./obce_workspace)")
     glue_p.add_argument("--device", help="cpu, cuda ... (default: what Trainer picks)")
     glue_p.add_argument("--background", action="store_true", help="start a background job and return at once")
     glue_p.set_defaults(func=_cmd_glue)
+
+    ft = sub.add_parser("finetune", help="fine-tune a model on one GLUE task and save the classifier (a task model)")
+    _add_model_argument(ft)
+    ft.add_argument("--task", required=True, help="the GLUE task (sst2, cola, mrpc, rte, ...)")
+    ft.add_argument("--out", required=True, help="directory for the task model (reload with obce_core.load_model)")
+    ft.add_argument("--glue-dir", help="local GLUE folder (<TASK>/train.tsv, dev.tsv); default $OBCE_GLUE_DIR, else the hub")
+    _add_recipe_arguments(ft, default="cpu")
+    ft.add_argument("--device", help="cpu, cuda ... (default: what Trainer picks)")
+    ft.add_argument("--overwrite", action="store_true", help="replace --out when it holds an earlier task model")
+    ft.set_defaults(func=_cmd_finetune)
+    from obce_core.topology.cli import add_parser as add_layers_parser  # the `layers` subcommand lives with its package
+
+    add_layers_parser(sub)
     return parser
 
 

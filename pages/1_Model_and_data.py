@@ -1,7 +1,5 @@
 """Model & data: choose a model and the texts to feed it, score every neuron, read the summary."""
 
-from pathlib import Path
-
 import streamlit as st
 
 # The landing page draws its title before the imports below: on a fresh server they load PyTorch
@@ -9,9 +7,11 @@ import streamlit as st
 st.title("Model & data")
 with st.spinner("Starting obce: loading PyTorch and transformers (only on the server's first page view)…"):
     from obce_core import TOKEN_MODES, plots
-    from obce_core.corpus import parse_texts
+    from obce_core.anatomy import ModelAnatomy
     from obce_core.glue import TASKS
-    from obce_dashboard import state
+    from obce_core.scoring import parse_texts
+    from obce_dashboard import session, settings, ui
+    from obce_dashboard.paths import MODEL_DIRS_ENV
 
 MODEL_KINDS = {
     "default": "Embedded default (all-MiniLM-L6-v2)",
@@ -23,58 +23,62 @@ TOKEN_LABELS = {"cls": "[CLS] (paper)", "all": "every token", "mean": "mean over
 
 
 def _looks_local(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
+    # by its shape only: a hub id is "name" or "org/name" (no disk look-up for a visitor's text)
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
 
 
-def facts_ui(facts: dict) -> None:
+def _widths(xs: tuple[int, ...]) -> str:
+    return str(xs[0]) if len(set(xs)) == 1 else ", ".join(map(str, xs))
+
+
+def anatomy_ui(a: ModelAnatomy) -> None:
     top = st.columns(3)
-    top[0].metric("Layers", facts["layers"])
-    top[1].metric("Hidden size", facts["hidden"])
-    top[2].metric("Heads", facts["heads"])
+    top[0].metric("Layers", a.layers)
+    top[1].metric("Hidden size", a.hidden)
+    top[2].metric("Heads", a.heads)
     bottom = st.columns(3)
-    bottom[0].metric("FFN units", facts["ffn"] if "," not in facts["ffn"] else "per layer")
-    bottom[1].metric("Parameters", f"{facts['parameters'] / 1e6:.1f}M")
-    bottom[2].metric("Pruned", "yes" if facts["pruned"] else "no")
-    extra = f"{facts['architecture']} ({facts['model_type']}) on {facts['device']}, weights fingerprint `{facts['fingerprint']}`"
-    if facts["pruned"]:
-        extra += (
-            f". Pruned by obce: FFN units per layer {facts['ffn']}; query/key width {facts['query_key_width']}; "
-            f"value width {facts['value_width']}"
-        )
+    bottom[0].metric("FFN units", a.ffn[0] if len(set(a.ffn)) == 1 else "per layer")
+    bottom[1].metric("Parameters", f"{a.parameters / 1e6:.1f}M")
+    bottom[2].metric("Pruned", "yes" if a.pruned else "no")
+    extra = f"{a.architecture} ({a.model_type}) on {a.device}, weights fingerprint `{a.fingerprint}`"
+    if a.pruned:
+        extra += (f". Pruned by obce: FFN units per layer {_widths(a.ffn)}; query/key width {_widths(a.query_key_width)}; "
+                  f"value width {_widths(a.value_width)}")
     st.caption(extra)
 
 
-def model_ui() -> state.LoadedModel | None:
+def model_ui() -> session.LoadedModel | None:
     ss = st.session_state
     if "model_kind" not in ss:  # derived once per session from the model setting (and so the URL)
         source = ss["model"]
         ss["model_kind"] = "default" if source == "default" else ("local" if _looks_local(source) else "hub")
         ss["model_text"] = "" if source == "default" else source
-    kind = state.widget(st.radio, "Model", "model_kind", options=list(MODEL_KINDS), format_func=MODEL_KINDS.get, horizontal=True)
+    kind = settings.widget(st.radio, "Model", "model_kind", options=list(MODEL_KINDS), format_func=MODEL_KINDS.get, horizontal=True)
     if kind == "default":
         source = "default"
     else:
         hub = kind == "hub"
-        source = state.widget(
+        source = settings.widget(
             st.text_input,
             "Hub id" if hub else "Model directory",
             "model_text",
-            placeholder="e.g. google-bert/bert-base-uncased" if hub else "e.g. obce_workspace/pruned-30 (a folder with config.json)",
+            placeholder="e.g. google-bert/bert-base-uncased" if hub else "e.g. obce_workspace/pruned/qk30-v30-ffn30",
             help=(
                 "Needs network access to the Hugging Face hub; offline, download it elsewhere and use a local directory."
                 if hub
-                else "A folder written by save_pretrained: a BERT checkpoint, a fine-tuned classifier, or a model pruned by obce."
+                else "A folder written by save_pretrained (a BERT checkpoint, a fine-tuned classifier, or a model pruned "
+                f"by obce), inside the workspace or a folder listed in {MODEL_DIRS_ENV}."
             ),
         ).strip()
         if not source:
             st.info("Enter a " + ("hub id" if hub else "directory") + " and press Enter.")
             return None
     ss["model"] = source
-    with state.errors("Could not load the model") as outcome:
-        loaded = state.load_model_cached(source)
+    with ui.errors("Could not load the model") as outcome:
+        loaded = session.load_model_cached(source)
     if not outcome.ok:
         return None
-    facts_ui(loaded.facts)
+    anatomy_ui(loaded.anatomy)
     return loaded
 
 
@@ -83,7 +87,7 @@ def upload_ui() -> None:
     file = st.file_uploader("Texts file", type=["txt", "csv", "tsv"],
                             help="A .txt with one text per line, or a .csv/.tsv with a 'text' or 'sentence' column.")
     if file is not None and ss.get("uploaded_id") != file.file_id:
-        with state.errors(f"Could not read {file.name}") as outcome:
+        with ui.errors(f"Could not read {file.name}") as outcome:
             texts = parse_texts(file.getvalue().decode("utf-8-sig"), file.name)
         if outcome.ok:
             ss["uploaded"] = (file.name, texts)
@@ -94,11 +98,11 @@ def upload_ui() -> None:
 
 
 def data_ui() -> tuple[list, str] | None:
-    glue_tasks, glue_where = state.glue_tasks_available()
+    glue_tasks, glue_where = session.glue_tasks_available()
     sources = ["demo"] + (["glue"] if glue_tasks else []) + ["upload"]
-    data = state.widget(st.radio, "Scoring texts", "data", options=sources, format_func=DATA_LABELS.get, horizontal=True)
+    data = settings.widget(st.radio, "Scoring texts", "data", options=sources, format_func=DATA_LABELS.get, horizontal=True)
     if data == "glue":
-        state.widget(st.selectbox, "GLUE task", "task", options=glue_tasks,
+        settings.widget(st.selectbox, "GLUE task", "task", options=glue_tasks,
                      format_func=lambda t: f"{TASKS[t].dir_name} ({t})")
         st.caption(f"Validation split, from {glue_where}. Pair tasks feed both sentences, as in fine-tuning.")
     elif data == "upload":
@@ -108,26 +112,26 @@ def data_ui() -> tuple[list, str] | None:
                    + ("" if glue_tasks else f" GLUE: {glue_where}."))
     left, right = st.columns(2)
     with left:
-        state.widget(st.number_input, "Number of texts", "n", min_value=2, max_value=state.MAX_TEXTS, step=16,
+        settings.widget(st.number_input, "Number of texts", "n", min_value=2, max_value=settings.MAX_TEXTS, step=16,
                      help="Drawn without replacement with the seed below; more texts give a finer picture and take longer.")
     with right:
-        state.widget(st.radio, "Sample per text", "token", options=list(TOKEN_MODES), format_func=TOKEN_LABELS.get, horizontal=True,
+        settings.widget(st.radio, "Sample per text", "token", options=list(TOKEN_MODES), format_func=TOKEN_LABELS.get, horizontal=True,
                      help="What one point of a neuron's cloud is: its output at [CLS] (the paper), at every token, or averaged.")
     with st.expander("More settings"):
         a, b = st.columns(2)
         with a:
-            state.widget(st.number_input, "Seed", "seed", min_value=0, max_value=2**31 - 1, step=1)
+            settings.widget(st.number_input, "Seed", "seed", min_value=0, max_value=2**31 - 1, step=1)
         with b:
-            state.widget(st.number_input, "Max tokens per text", "max_length", min_value=8, max_value=512, step=8)
-    with state.errors("Could not get the texts") as outcome:
-        texts, label = state.current_texts()
+            settings.widget(st.number_input, "Max tokens per text", "max_length", min_value=8, max_value=512, step=8)
+    with ui.errors("Could not get the texts") as outcome:
+        texts, label = session.current_texts()
     if not outcome.ok:
         return None
     st.info(f"Texts in use: **{label}**", icon=":material/description:")
     return texts, label
 
 
-def score_ui(loaded: state.LoadedModel | None, chosen: tuple[list, str] | None) -> None:
+def score_ui(loaded: session.LoadedModel | None, chosen: tuple[list, str] | None) -> None:
     ss = st.session_state
     ready = loaded is not None and chosen is not None
     if st.button("Score neurons", type="primary", disabled=not ready,
@@ -139,11 +143,11 @@ def score_ui(loaded: state.LoadedModel | None, chosen: tuple[list, str] | None) 
             def progress(done: int, total: int) -> None:
                 bar.progress(min(done / max(total, 1), 1.0), text=f"{done} of {total} texts through the model")
 
-            with state.errors("Scoring failed") as outcome:
-                run = state.score_texts(loaded, texts, data_label=label, token=ss["token"],
+            with ui.errors("Scoring failed") as outcome:
+                run = session.score_texts(loaded, texts, data_label=label, token=ss["token"],
                                         max_length=int(ss["max_length"]), progress=progress)
             if outcome.ok:
-                state.set_current_scored(run)
+                session.set_current_scored(run)
                 bar.progress(1.0, text="Done")
                 status.update(label=f"Scored {len(run.scores.table):,} neurons on {run.scores.n_samples:,} samples",
                               state="complete", expanded=False)
@@ -151,10 +155,10 @@ def score_ui(loaded: state.LoadedModel | None, chosen: tuple[list, str] | None) 
                 status.update(label="Scoring failed", state="error", expanded=True)
 
 
-def results_ui(run: state.ScoredRun) -> None:
+def results_ui(run: session.ScoredRun) -> None:
     sc = run.scores
     st.subheader("Scores")
-    changed = state.changed_settings(run)
+    changed = session.changed_settings(run)
     if changed:
         st.warning(f"These scores were made with other settings ({', '.join(changed)} changed since). "
                    "Press **Score neurons** to update them.")
@@ -177,7 +181,7 @@ def results_ui(run: state.ScoredRun) -> None:
     st.caption("rf quantiles per layer and component; `zero_rf` counts ties at zero. At [CLS], layer 0's "
                "query/key/value see the same input for every text, so all their rf are 0: they say nothing, "
                "which is why pruning usually skips layer 0 there.")
-    st.page_link(state.PAGE_PERSISTENCE, label="See why each neuron scores what it does: Persistence", icon=":material/scatter_plot:")
+    st.page_link(ui.PAGE_PERSISTENCE, label="See why each neuron scores what it does: Persistence", icon=":material/scatter_plot:")
 
 
 def main() -> None:
@@ -191,9 +195,9 @@ def main() -> None:
         st.subheader("Texts")
         chosen = data_ui()
     score_ui(loaded, chosen)
-    run = state.current_scored()
+    run = session.current_scored()
     if run is not None:
         results_ui(run)
 
 
-state.run_page(main)
+ui.run_page(main)

@@ -2,10 +2,13 @@
 
 import streamlit as st
 
-from obce_core import COMPONENTS, PRUNABLE_COMPONENTS, plots
-from obce_dashboard import state
+from obce_core import COMPONENTS, plots
+from obce_core.verdicts import NOT_PRUNABLE, neuron_verdict, neuron_verdicts, plan_cuts
+from obce_dashboard import prune_plan, session, settings, ui
 
 TABLE_COLUMNS = ["layer", "component", "neuron", "rf", "std", "mean", "rank", "rf_ties", "prunable"]
+VERDICT_TEXT = {"pruned": "**pruned**", "kept": "**kept**",
+                NOT_PRUNABLE: "**kept**: it feeds a LayerNorm, which the method never prunes"}
 SCOPES = {"group": "this layer & component", "prunable": "all prunable neurons", "all": "all neurons"}
 
 
@@ -27,25 +30,44 @@ def _select_from_chart() -> None:
             _set_neuron(int(custom))
 
 
-def threshold_ui() -> float:
-    with st.sidebar:
-        pct = state.widget(st.slider, "Threshold percentile", "percentile", min_value=0.0, max_value=95.0, step=5.0,
-                           format="%g%%", help="The share of each group's lowest-rf neurons that pruning would cut first.")
-        st.caption("Shared with the other pages and kept in the page's address.")
-    return pct
+def plan_ui(run: session.ScoredRun):
+    """The selection of the plan in force (the Prune page's settings), or None when they do not
+    make a plan for this model (the error says why)."""
+    with ui.errors("Could not load the scored model") as outcome:
+        loaded = session.load_model_cached(run.model_source)
+    if not outcome.ok:
+        return None
+    with ui.errors("The Prune page's settings do not make a plan for this model",
+                   hint="Change them on the Prune page; the verdicts below wait for a valid plan.") as outcome:
+        selection = prune_plan.current_selection(run.scores, loaded.model)
+    return selection if outcome.ok else None
 
 
-def picker_ui(run: state.ScoredRun):
+def _informative_start(run: session.ScoredRun) -> None:
+    """A first visit opens on the median-rf FFN unit of a middle layer, not on a dead neuron 0."""
+    ss = st.session_state
+    if ss.get("layer") is None:
+        layers = sorted(int(x) for x in run.scores.table["layer"].unique())
+        ss["layer"], ss["component"] = layers[len(layers) // 2], "intermediate"
+    if ss.get("neuron") is None:
+        group = run.scores.group(int(ss["layer"]), ss["component"])
+        ranked = group.sort_values("rank")["neuron"].to_numpy()
+        ss["neuron"] = int(ranked[len(ranked) // 2])
+
+
+def picker_ui(run: session.ScoredRun):
     sc = run.scores
+    _informative_start(run)
     layers = sorted(int(x) for x in sc.table["layer"].unique())
     c1, c2, c3, c4 = st.columns([1, 2, 1.3, 2.2], vertical_alignment="bottom")
     with c1:
-        layer = state.widget(st.selectbox, "Layer", "layer", options=layers, format_func=lambda i: f"L{i}")
+        layer = settings.widget(st.selectbox, "Layer", "layer", options=layers, format_func=lambda i: f"L{i}")
     with c2:
-        component = state.widget(st.selectbox, "Component", "component", options=list(COMPONENTS))
+        component = settings.widget(st.selectbox, "Component", "component", options=list(COMPONENTS))
     group = sc.group(layer, component)
     with c3:
-        neuron = state.widget(st.number_input, "Neuron", "neuron", min_value=0, max_value=len(group) - 1, step=1)
+        neuron = settings.widget(st.number_input, "Neuron", "neuron", min_value=0, max_value=len(group) - 1, step=1,
+                                 help=f"A neuron id from 0 to {len(group) - 1}.")
     with c4:
         ranked = group.sort_values("rank")["neuron"].to_numpy()
         b1, b2, b3 = st.columns(3)
@@ -55,19 +77,22 @@ def picker_ui(run: state.ScoredRun):
     return layer, component, int(neuron), group
 
 
-def neuron_ui(run: state.ScoredRun, layer: int, component: str, neuron: int, group, pct: float) -> None:
+def neuron_ui(run: session.ScoredRun, layer: int, component: str, neuron: int, group, selection) -> None:
     sc = run.scores
     row = group[group["neuron"] == neuron].iloc[0]
     values = sc.values(layer, component, neuron)
     diagram = sc.diagram(layer, component, neuron)
     rf, rank, ties = float(row["rf"]), int(row["rank"]), int(row["rf_ties"])
     color = plots.COMPONENT_COLORS[component]
-    kept = "kept by the paper's method (it feeds a LayerNorm)" if component not in PRUNABLE_COMPONENTS else (
-        "pruned" if rank < plots.threshold_values(group, pct)["n_removed"].iloc[0] else "kept")
     tie_note = f" {ties} neurons of this group share this rf (ties broken by lower std, then index)." if ties > 1 else ""
+    if selection is None:
+        verdict = "the Prune page's settings make no plan for this model, so no verdict"
+    else:
+        verdict = (f"under the Prune page's plan (`{selection.plan.describe()}`) it is "
+                   + VERDICT_TEXT[neuron_verdict(selection, layer, component, neuron)])
     st.markdown(
-        f"**L{layer} {component} neuron {neuron}**: rf = **{rf:.4g}**, rank {rank} of {len(group)} "
-        f"(0 = pruned first); at {pct:g}% it is **{kept}**.{tie_note}"
+        f"**L{layer} {component} neuron {neuron}**: rf = **{rf:.4g}**, rank {rank} of {len(group)} by rf "
+        f"(0 = lowest); {verdict}.{tie_note}"
     )
     if rf == 0:
         why = "all its outputs are equal, so every point merges at 0: it tells no two texts apart."
@@ -78,7 +103,7 @@ def neuron_ui(run: state.ScoredRun, layer: int, component: str, neuron: int, gro
     st.caption("Why: " + why)
     a, b, c = st.columns([5, 4, 4])
     with a:
-        st.plotly_chart(plots.values_strip_figure(values, rf, labels=state.sample_labels(run), color=color,
+        st.plotly_chart(plots.values_strip_figure(values, rf, labels=session.sample_labels(run), color=color,
                                                   title="outputs (histogram and one dot per sample)"))
     with b:
         st.plotly_chart(plots.diagram_figure({component: diagram}, rf=rf, title="0-D persistence diagram"))
@@ -86,26 +111,30 @@ def neuron_ui(run: state.ScoredRun, layer: int, component: str, neuron: int, gro
         st.plotly_chart(plots.barcode_figure(diagram, rf=rf, color=color))
 
 
-def overview_ui(group, component: str, neuron: int, pct: float) -> None:
+def overview_ui(group, neuron: int, selection) -> None:
     st.subheader("Every neuron of this layer and component")
-    st.caption("Sorted by rank; grey neurons fall below the threshold. Click a point to inspect that neuron.")
-    fig = plots.rf_rank_figure(group, threshold_percentile=pct, selected=neuron)
+    st.caption("Sorted by rf; grey neurons are the ones the Prune page's plan removes (per head for query/key/value, "
+               "ranked by the plan's scorer). Click a point to inspect that neuron.")
+    marked = neuron_verdicts(selection, group) if selection is not None else group
+    fig = plots.rf_rank_figure(marked, selected=neuron)
     st.plotly_chart(fig, key="rank_chart", on_select=_select_from_chart, selection_mode="points")
 
 
-def distribution_ui(run: state.ScoredRun, pct: float) -> None:
+def distribution_ui(run: session.ScoredRun, selection) -> None:
     st.subheader("rf across layers and components")
     a, b = st.columns([1, 3])
     with a:
         kind = st.radio("Plot", ["box", "violin"], horizontal=True, key="dist_kind")
     with b:
         log = st.checkbox("Log scale", key="dist_log", help="Zero rf cannot be drawn on a log axis; each panel counts them.")
-    st.plotly_chart(plots.rf_distribution_figure(run.scores.table, pct, log=log, kind=kind))
-    st.caption(f"Red bars: the rf below which a group's lowest {pct:g}% of neurons fall (pruning removes per head "
-               "for query/key/value, so their cut is close to, not exactly, this line).")
+    cuts = plan_cuts(selection, run.scores.table) if selection is not None else None
+    st.plotly_chart(plots.rf_distribution_figure(run.scores.table, cuts, log=log, kind=kind))
+    st.caption("Red bars: the highest rf that the Prune page's plan removes in each layer. With the rf scorer on FFN "
+               "units it is a clean cut; per-head selection of query/key/value, the query/key pair score and the "
+               "control scorers also keep some neurons below it (the hover counts them).")
 
 
-def tables_ui(run: state.ScoredRun, group, layer: int, component: str) -> None:
+def tables_ui(run: session.ScoredRun, group, layer: int, component: str) -> None:
     st.subheader("Most and least important neurons")
     table = run.scores.table
     a, b = st.columns([3, 1])
@@ -144,17 +173,18 @@ def _csv(*frames) -> str:
 
 def main() -> None:
     st.title("Persistence")
-    run = state.current_scored()
+    run = session.current_scored()
     if run is None:
-        state.no_scores_ui("The Persistence page")
+        ui.no_scores_ui("The Persistence page")
         return
     st.caption(f"Scores of `{run.model_source}` on {run.data_label} ({run.scores.n_samples:,} samples per neuron).")
-    pct = threshold_ui()
+    selection = plan_ui(run)
     layer, component, neuron, group = picker_ui(run)
-    neuron_ui(run, layer, component, neuron, group, pct)
-    overview_ui(group, component, neuron, pct)
-    distribution_ui(run, pct)
+    neuron_ui(run, layer, component, neuron, group, selection)
+    st.page_link(ui.PAGE_PRUNE, label="Change the plan on the Prune page", icon=":material/content_cut:")
+    overview_ui(group, neuron, selection)
+    distribution_ui(run, selection)
     tables_ui(run, group, layer, component)
 
 
-state.run_page(main)
+ui.run_page(main)

@@ -1,15 +1,16 @@
 """Prune: choose how much of each group to cut, see what it saves at once, then build and save the model."""
 
 import time
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from obce_core import plots
-from obce_core.jobs import default_workspace
-from obce_core.pruning import COMPENSATIONS, GROUPS, SCORERS, PruningPlan, build_report, prune, save_pruned, select_units
-from obce_dashboard import compress, state
+from obce_core import PruningPlan, build_report, plots, prune, save_pruned
+from obce_core.export import cls_similarity, model_zip
+from obce_core.pruning import COMPENSATIONS, GROUPS, SCORERS, is_obce_saved
+from obce_core.workspace import default_workspace
+from obce_dashboard import prune_plan, session, settings, ui
+from obce_dashboard.paths import SAVE_FOLDER, save_target
 
 SLIDERS = {
     "qk": ("Query/key pairs removed per head (%)",
@@ -20,8 +21,10 @@ SLIDERS = {
     "ffn": ("FFN units removed per layer (%)", "Intermediate (feed-forward) units of each layer, lowest score first."),
 }
 SCORER_LABELS = {"rf": "rf (persistence: the paper)", "std": "std (control)", "magnitude": "weight magnitude (control)",
-                 "random": "random (control)"}
-COMPENSATION_LABELS = {"none": "none", "mean": "mean output into the next bias", "mean+std": "mean + std into the next bias"}
+                 "flap": "FLAP fluctuation (control)", "random": "random (control)"}
+# The compensations the scores alone can give (the fitted ones need calibration tokens).
+COMPENSATION_LABELS = {"none": "none", "cls-mean": "mean output at [CLS] into the next bias",
+                       "cls-mean-std": "mean + std at [CLS] into the next bias"}
 
 
 def plan_ui(num_layers: int) -> None:
@@ -29,32 +32,34 @@ def plan_ui(num_layers: int) -> None:
     for col, name in zip(cols, ("qk", "v", "ffn")):
         label, help_text = SLIDERS[name]
         with col:
-            state.widget(st.slider, label, name, min_value=0.0, max_value=compress.MAX_PERCENT, step=1.0, format="%g%%",
-                         help=help_text)
+            settings.widget(st.slider, label, name, min_value=0.0, max_value=settings.MAX_PERCENT, step=1.0,
+                            format="%g%%", help=help_text)
     a, b, c, d = st.columns([1, 1.4, 1.4, 1])
     with a:
-        state.widget(st.number_input, "Skip first layers", "skip_layers", min_value=0, max_value=num_layers, step=1,
-                     help="Leave the first N layers whole. At [CLS], layer 0's query/key/value outputs are the same for "
-                          "every text, so their rf are all 0 and cannot rank them.")
+        settings.widget(st.number_input, "Skip first layers", "skip_layers", min_value=0, max_value=num_layers, step=1,
+                        help="Leave the first N layers whole. At [CLS], layer 0's query/key/value outputs are the same "
+                             "for every text, so their rf are all 0 and cannot rank them.")
     with b:
-        scorer = state.widget(st.selectbox, "Rank units by", "scorer", options=list(SCORERS), format_func=SCORER_LABELS.get,
-                              help="Lower = removed first. std, weight magnitude and random are controls: they show "
-                                   "whether the topology adds anything.")
+        scorer = settings.widget(st.selectbox, "Rank units by", "scorer", options=list(SCORERS),
+                                 format_func=lambda name: SCORER_LABELS.get(name, name),
+                                 help="Lower = removed first. std, weight magnitude, FLAP and random are controls: "
+                                      "they show whether the topology adds anything.")
     with c:
-        state.widget(st.selectbox, "Compensation", "compensation", options=list(COMPENSATIONS),
-                     format_func=COMPENSATION_LABELS.get,
-                     help="What replaces a removed FFN unit or value dim: its mean output over the scored texts, folded "
-                          "into the next layer's bias (query/key pairs get none: no bias can absorb them).")
+        settings.widget(st.selectbox, "Compensation", "compensation",
+                        options=[name for name in COMPENSATIONS if name in COMPENSATION_LABELS],
+                        format_func=COMPENSATION_LABELS.get,
+                        help="What replaces a removed FFN unit or value dim: its mean output over the scored texts, "
+                             "folded into the next layer's bias (query/key pairs get none: no bias can absorb them).")
     with d:
-        state.widget(st.number_input, "Seed (random)", "prune_seed", min_value=0, max_value=2**31 - 1, step=1,
-                     disabled=scorer != "random", help="Seed of the random scorer.")
+        settings.widget(st.number_input, "Seed (random)", "prune_seed", min_value=0, max_value=2**31 - 1, step=1,
+                        disabled=scorer != "random", help="Seed of the random scorer.")
 
 
 def overrides_ui(num_layers: int) -> None:
     """A layer x group table of the percentages in force; an edited cell becomes a per-layer override."""
     ss = st.session_state
-    layers = compress.overrides()
-    base = compress.current_plan()  # with overrides
+    layers = prune_plan.overrides()
+    base = prune_plan.current_plan()  # with overrides
     plain = PruningPlan(**{**base.to_dict(), "layers": {}})  # what each cell would be without them
     table = pd.DataFrame(
         [{"layer": f"L{i}", **{g: float(base.percent(i, g)) for g in ("qk", "v", "ffn")}} for i in range(num_layers)]
@@ -63,7 +68,7 @@ def overrides_ui(num_layers: int) -> None:
     key = f"_overrides_editor_{version}"
 
     def on_edit() -> None:
-        merged = compress.overrides()
+        merged = prune_plan.overrides()
         for row, cells in ss[key].get("edited_rows", {}).items():
             layer = int(row)
             for group, value in cells.items():
@@ -75,20 +80,22 @@ def overrides_ui(num_layers: int) -> None:
                 else:
                     entry[group] = float(value)
         try:
-            compress.set_overrides(merged)
-        except ValueError as exc:  # the column limits should prevent it; say so rather than fail
+            prune_plan.set_overrides(merged)
+        except ValueError as exc:  # e.g. 150 %: refused with the valid range, never clamped
             ss["_overrides_error"] = str(exc)
         ss["_overrides_version"] = version + 1  # a fresh editor that shows the new overrides as its data
 
     def clear() -> None:
-        compress.set_overrides({})
+        prune_plan.set_overrides({})
         ss["_overrides_version"] = version + 1
 
     title = "Per-layer overrides" + (f" ({sum(len(v) for v in layers.values())} set)" if layers else "")
     with st.expander(title, expanded=bool(layers)):
         st.caption("The percentage in force for each layer and group. Edit a cell to override the sliders (and the "
                    "skipped layers) for that layer; set it back to the slider's value to drop the override.")
-        pct = st.column_config.NumberColumn(min_value=0.0, max_value=compress.MAX_PERCENT, step=1.0, format="%g %%")
+        # No min/max on the column: the browser would clamp an out-of-range entry silently; the
+        # settings' own check refuses it with a message instead.
+        pct = st.column_config.NumberColumn(step=1.0, format="%g %%")
         st.data_editor(table, key=key, on_change=on_edit, hide_index=True, num_rows="fixed", disabled=["layer"],
                        column_config={"layer": st.column_config.TextColumn("layer"), "qk": pct, "v": pct, "ffn": pct})
         problem = ss.pop("_overrides_error", None)
@@ -132,25 +139,25 @@ def _tag(plan: PruningPlan) -> str:
     return tag + (f"{plan.seed}" if plan.scorer == "random" else "") + ("-custom" if plan.layers else "")
 
 
-def apply_ui(loaded: state.LoadedModel, run: state.ScoredRun, plan: PruningPlan) -> None:
+def apply_ui(loaded: session.LoadedModel, run: session.ScoredRun, plan: PruningPlan) -> None:
     ss = st.session_state
     st.subheader("Build the pruned model")
     st.caption("Makes a new, physically smaller model for this session (the loaded model stays as it is).")
     if st.button("Apply: build the pruned model", type="primary", icon=":material/content_cut:"):
         with st.status("Building the pruned model…", expanded=True) as status:
             start = time.perf_counter()
-            with state.errors("Could not prune the model") as outcome:
+            with ui.errors("Could not prune the model") as outcome:
                 model, report = prune(loaded.model, run.scores, plan)
             if outcome.ok:
                 seconds = time.perf_counter() - start
                 st.write(f"Pruned in {seconds:.1f} s; comparing [CLS] outputs with the original…")
                 similarity = None
-                with state.errors("Could not run the sanity check"):
-                    similarity = compress.cls_similarity(loaded.model, model, loaded.tokenizer, run.texts,
+                with ui.errors("Could not run the sanity check"):
+                    similarity = cls_similarity(loaded.model, model, loaded.tokenizer, run.texts,
                                                          max_length=run.scores.settings.max_length)
-                ss["pruned"] = compress.Applied(
+                ss["pruned"] = prune_plan.Applied(
                     model=model, tokenizer=loaded.tokenizer, plan=plan, report=report, source=loaded.source,
-                    source_fingerprint=loaded.facts["fingerprint"], similarity=similarity, seconds=seconds,
+                    source_fingerprint=loaded.anatomy.fingerprint, similarity=similarity, seconds=seconds,
                 )
                 status.update(label=f"Built the pruned model in {seconds:.1f} s", state="complete", expanded=False)
             else:
@@ -160,8 +167,8 @@ def apply_ui(loaded: state.LoadedModel, run: state.ScoredRun, plan: PruningPlan)
         applied_ui(applied, loaded, plan)
 
 
-def applied_ui(applied: compress.Applied, loaded: state.LoadedModel, plan: PruningPlan) -> None:
-    if applied.source_fingerprint != loaded.facts["fingerprint"] or applied.plan != plan:
+def applied_ui(applied: prune_plan.Applied, loaded: session.LoadedModel, plan: PruningPlan) -> None:
+    if applied.source_fingerprint != loaded.anatomy.fingerprint or applied.plan != plan:
         st.info(f"The model below was built earlier from `{applied.source}` with plan `{applied.plan.describe()}`. "
                 "Press **Apply** to build one with the current settings.", icon=":material/history:")
     before = applied.report.params_before["total"]
@@ -183,56 +190,70 @@ def applied_ui(applied: compress.Applied, loaded: state.LoadedModel, plan: Pruni
     a.download_button("Download the plan (JSON)", data=applied.plan.to_json(), file_name=f"obce_plan_{tag}.json",
                       mime="application/json", on_click="ignore", icon=":material/download:")
     b.download_button("Download the model (zip)",
-                      data=lambda: compress.model_zip(applied.model, applied.tokenizer, applied.plan, applied.report, f"obce-{tag}"),
+                      data=lambda: model_zip(applied.model, applied.tokenizer, applied.plan, applied.report, f"obce-{tag}"),
                       file_name=f"obce-{tag}.zip", mime="application/zip", on_click="ignore", icon=":material/download:",
                       help="config, safetensors weights, tokenizer, plan and report; reload with obce_core.load_model(folder).")
     save_ui(applied, tag)
 
 
-def save_ui(applied: compress.Applied, tag: str) -> None:
-    default = str((default_workspace() / "pruned" / tag).resolve())
+def save_ui(applied: prune_plan.Applied, tag: str) -> None:
+    workspace = default_workspace()
     a, b = st.columns([4, 1], vertical_alignment="bottom")
     with a:
-        folder = st.text_input("Save to folder", value=default, key=f"save_folder_{tag}",
-                               help="A new or empty folder (or tick Overwrite). It reloads with obce_core.load_model(folder) "
-                                    "and on Model & data as a local directory.")
+        name = st.text_input("Save as", value=tag, key=f"save_name_{tag}",
+                             help=f"A folder name (letters, digits, '.', '_', '-'), not a path: the model goes to "
+                                  f"{SAVE_FOLDER}/<name> in the workspace ({workspace.resolve()}). Load it again on "
+                                  "Model & data as a local directory.")
     with b:
-        overwrite = st.checkbox("Overwrite", key="save_overwrite")
-    if st.button("Save", icon=":material/save:", disabled=not folder.strip()):
-        with state.errors("Could not save the pruned model") as outcome:
-            path = save_pruned(applied.model, applied.tokenizer, Path(folder.strip()).expanduser(), plan=applied.plan,
-                               report=applied.report, overwrite=overwrite)
+        overwrite = st.checkbox("Overwrite", key="save_overwrite",
+                                help="Replace a model obce saved under this name before (nothing else is ever replaced).")
+    if st.button("Save", icon=":material/save:", disabled=not name.strip()):
+        with ui.errors("Could not save the pruned model") as outcome:
+            target = save_target(name, workspace)
+            existed = target.exists() and (not target.is_dir() or any(target.iterdir()))
+            if existed and not overwrite:
+                raise ValueError(
+                    f"{SAVE_FOLDER}/{target.name} already exists in the workspace. Tick **Overwrite** to replace it "
+                    "(only a model that obce saved is replaced), or choose another name."
+                )
+            if existed and not is_obce_saved(target):
+                raise ValueError(
+                    f"{SAVE_FOLDER}/{target.name} holds something other than a model that obce saved, so Overwrite "
+                    "leaves it as it is. Choose another name."
+                )
+            path = save_pruned(applied.model, applied.tokenizer, target, plan=applied.plan, report=applied.report,
+                               overwrite=overwrite)
         if outcome.ok:
-            st.success(f"Saved to `{path}`. Load it on **Model & data** as a local directory to score or prune it again.")
+            st.success(f"Saved to `{path.resolve()}`. Load it on **Model & data** as a local directory to score or prune it again.")
 
 
 def main() -> None:
     st.title("Prune")
-    run = state.current_scored()
+    run = session.current_scored()
     if run is None:
-        state.no_scores_ui("The Prune page")
+        ui.no_scores_ui("The Prune page")
         return
     st.markdown("Remove each layer's lowest-scoring units. Every number and chart below follows the sliders at once "
                 "(nothing is copied or rebuilt until **Apply**).")
     st.caption(f"Scores of `{run.model_source}` on {run.data_label} ({run.scores.n_samples:,} samples per neuron).")
-    with state.errors("Could not load the scored model") as outcome:
-        loaded = state.load_model_cached(run.model_source)
+    with ui.errors("Could not load the scored model") as outcome:
+        loaded = session.load_model_cached(run.model_source)
     if not outcome.ok:
         return
-    num_layers, heads = int(loaded.facts["layers"]), int(loaded.facts["heads"])
+    num_layers, heads = loaded.anatomy.layers, loaded.anatomy.heads
     plan_ui(num_layers)
     overrides_ui(num_layers)
-    with state.errors("These settings do not make a pruning plan for this model") as outcome:
-        plan = compress.current_plan(num_layers)
-        selection = select_units(run.scores, plan, loaded.model)
+    with ui.errors("These settings do not make a pruning plan for this model") as outcome:
+        selection = prune_plan.current_selection(run.scores, loaded.model)
+        plan = selection.plan
         report = build_report(loaded.model, selection)
     if not outcome.ok:
         return
     metrics_ui(report)
     charts_ui(report, heads)
     apply_ui(loaded, run, plan)
-    st.page_link(state.PAGE_COMPARE, label="Fine-tune and evaluate original vs pruned on GLUE: Compare",
+    st.page_link(ui.PAGE_COMPARE, label="Fine-tune and evaluate original vs pruned on GLUE: Compare",
                  icon=":material/compare_arrows:")
 
 
-state.run_page(main)
+ui.run_page(main)

@@ -1,24 +1,24 @@
 """Compare: fine-tune and evaluate original vs pruned on GLUE in a background job, then read the results."""
 
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from obce_core import finetune, jobs, plots
-from obce_core.finetune import RECIPE_PRESETS, Recipe
+from obce_core import jobs, plots, results, training
+from obce_core.describe import describe_plan, describe_recipe
+from obce_core.export import scores_file
 from obce_core.glue import TASKS
 from obce_core.pruning import PruningPlan
-from obce_dashboard import compress, state
+from obce_core.training import CPU_PRESET, PRESET_CHOICES, PRESET_DESCRIPTIONS, Recipe
+from obce_dashboard import prune_plan, session, ui
+from obce_dashboard.paths import check_model_source
 
 PROTOCOL_LABELS = {
     "paper": "Paper: prune the pre-trained model, then fine-tune original and pruned alike",
     "finetuned": "Fine-tuned: prune a classifier already trained on the task, evaluate at once",
 }
-PRESET_LABELS = {"cpu": "cpu: 2,000 examples, 1 epoch, 64 tokens", "smoke": "smoke: 20 steps (checks that it runs)",
-                 "paper": "paper: BERT's GLUE recipe (whole split, 3 epochs, 128 tokens)"}
 STATE_ICONS = {"queued": ":material/schedule:", "running": ":material/progress_activity:", "done": ":material/check_circle:",
                "failed": ":material/error:", "cancelled": ":material/cancel:"}
 MAX_JOBS_SHOWN = 6
@@ -47,7 +47,7 @@ def no_glue_ui(where: str) -> None:
     )
 
 
-def model_ui(run: state.ScoredRun | None) -> tuple[str, str, int]:
+def model_ui(run: session.ScoredRun | None) -> tuple[str, str, int]:
     """(model source, scores choice 'current'/'task', score_n)."""
     source = run.model_source if run is not None else (st.session_state.get("model") or "default")
     st.markdown(f"**Model:** `{source}` (the one scored on **Model & data**).")
@@ -66,12 +66,18 @@ def model_ui(run: state.ScoredRun | None) -> tuple[str, str, int]:
     return source, choice, int(score_n)
 
 
-def recipe_ui() -> Recipe:
-    presets = list(RECIPE_PRESETS)
-    preset = st.selectbox("Recipe", presets, index=presets.index("cpu"), format_func=lambda p: PRESET_LABELS.get(p, p),
-                          key="compare_preset", persist_state="session",
-                          help="The same recipe and seed fine-tune the original and the pruned model.")
-    base = Recipe.preset(preset)
+def recipe_ui(task: str) -> Recipe:
+    presets = list(PRESET_CHOICES)
+    preset = st.selectbox("Recipe", presets, index=presets.index(CPU_PRESET),
+                          format_func=lambda p: f"{p}: {PRESET_DESCRIPTIONS.get(p, '')}", key="compare_preset",
+                          persist_state="session",
+                          help=f"The same recipe and seed fine-tune the original and the pruned model ('{CPU_PRESET}': "
+                               f"the CPU preset of {task}).")
+    try:
+        base = Recipe.preset(preset, task)
+    except ValueError as exc:  # e.g. a task with no CPU preset
+        st.warning(str(exc))
+        base = Recipe()
     k = f"compare_{preset}_"
     c = st.columns(5)
     train = c[0].number_input("Training examples (0 = all)", min_value=0, value=base.train_size or 0, step=250,
@@ -101,44 +107,35 @@ def estimate_ui(recipe: Recipe, tasks: list[str], protocol: str, recover_steps: 
     parts, total = [], 0.0
     for task in tasks:
         if protocol == "paper":  # original and pruned (the pruned model's steps are a little faster)
-            steps, seconds = finetune.estimate_training(recipe, task, runs=2)
+            steps, seconds = training.estimate_training(recipe, task, runs=2)
             parts.append(f"{task}: 2 x {steps:,} steps ≈ {_minutes(seconds)}")
         else:
-            _, seconds = finetune.estimate_training(recipe, task, runs=0, extra_steps=recover_steps or 0)
+            _, seconds = training.estimate_training(recipe, task, runs=0, extra_steps=recover_steps or 0)
             parts.append(f"{task}: no training" + (f", {recover_steps} recovery steps ≈ {_minutes(seconds)}" if recover_steps else ""))
         total += seconds
-    per_step = finetune.estimate_training(recipe, tasks[0], runs=0, extra_steps=1)[1] if tasks else 0.0
+    per_step = training.estimate_training(recipe, tasks[0], runs=0, extra_steps=1)[1] if tasks else 0.0
     st.caption(
         f"Duration estimate (training only; scoring and evaluation add to it): {'; '.join(parts)}; ≈ **{_minutes(total)}** "
-        f"in all. Measured: ~{finetune.CPU_SECONDS_PER_STEP} s per step of 32 x 64 tokens on this CPU for all-MiniLM "
+        f"in all. Measured: ~{training.CPU_SECONDS_PER_STEP} s per step of 32 x 64 tokens on this CPU for all-MiniLM "
         f"(here {recipe.batch_size} x {recipe.max_length} tokens ≈ {per_step:.1f} s per step); larger models take longer. "
         "The job runs in its own process: you can leave this page and come back."
     )
 
 
 def plan_ui() -> PruningPlan | None:
-    with state.errors("The Prune page's settings do not make a plan") as outcome:
-        plan = compress.current_plan()
+    with ui.errors("The Prune page's settings do not make a plan") as outcome:
+        plan = prune_plan.current_plan()
     if not outcome.ok:
         return None
     st.markdown(f"**Plan:** `{plan.describe()}` (from the **Prune** page's settings).")
-    st.page_link(state.PAGE_PRUNE, label="Change the plan on the Prune page", icon=":material/content_cut:")
+    st.page_link(ui.PAGE_PRUNE, label="Change the plan on the Prune page", icon=":material/content_cut:")
     if not (plan.qk or plan.v or plan.ffn or any(any(o.values()) for o in plan.layers.values())):
         st.warning("This plan removes nothing: the pruned model would be the original.")
     return plan
 
 
-def _scores_file(run: state.ScoredRun, workspace: Path) -> str:
-    """The run's scores as a parquet file in the workspace (written once), for the job's process."""
-    name = run.key or f"{run.scores.model_fingerprint}-{run.scores.texts_fingerprint}"
-    path = workspace / "scores" / f"{name}-{run.scores.settings.token}-{run.scores.settings.max_length}.parquet"
-    if not path.is_file():
-        run.scores.to_parquet(path)
-    return str(path.resolve())
-
-
-def start_ui(workspace: Path, run: state.ScoredRun | None) -> None:
-    tasks_available, where = state.glue_tasks_available()
+def start_ui(workspace: Path, run: session.ScoredRun | None) -> None:
+    tasks_available, where = session.glue_tasks_available()
     if not tasks_available:
         no_glue_ui(where)
         return
@@ -160,20 +157,20 @@ def start_ui(workspace: Path, run: state.ScoredRun | None) -> None:
     source, scores_choice, score_n = model_ui(run)
     fine_tuned_ok = True
     if protocol == "finetuned":
-        with state.errors("Could not load the model") as outcome:
-            facts = state.load_model_cached(source).facts
-        fine_tuned_ok = outcome.ok and "SequenceClassification" in facts["architecture"]
+        with ui.errors("Could not load the model") as outcome:
+            architecture = session.load_model_cached(source).anatomy.architecture
+        fine_tuned_ok = outcome.ok and "SequenceClassification" in architecture
         if outcome.ok and not fine_tuned_ok:
-            st.warning(f"`{source}` is a {facts['architecture']}, not a fine-tuned classifier: the fine-tuned protocol "
+            st.warning(f"`{source}` is a {architecture}, not a fine-tuned classifier: the fine-tuned protocol "
                        "needs one (choose it on **Model & data** and score it), or use the paper protocol.")
     plan = plan_ui()
-    recipe = recipe_ui()
+    recipe = recipe_ui(tasks[0] if tasks else tasks_available[0])
     estimate_ui(recipe, tasks, protocol, recover_steps)
     ready = bool(tasks) and plan is not None and fine_tuned_ok
     if st.button("Start the job", type="primary", icon=":material/play_arrow:", disabled=not ready):
-        with state.errors("Could not start the job") as outcome:
-            scores = _scores_file(run, workspace) if scores_choice == "current" and run is not None else None
-            spec = jobs.JobSpec(model=source, tasks=tasks, plan=plan, recipe=recipe, protocol=protocol,
+        with ui.errors("Could not start the job") as outcome:
+            scores = str(scores_file(run.scores, workspace)) if scores_choice == "current" and run is not None else None
+            spec = jobs.JobSpec(model=check_model_source(source), tasks=tasks, plan=plan, recipe=recipe, protocol=protocol,
                                 recover_steps=recover_steps, scores=scores, score_n=score_n)
             job_id = jobs.start_job(spec, workspace)
         if outcome.ok:
@@ -187,10 +184,12 @@ def start_ui(workspace: Path, run: state.ScoredRun | None) -> None:
 
 def _spec_line(job_dir: Path) -> str:
     try:
-        spec = jobs.JobSpec.from_json(job_dir / jobs.SPEC_FILE)
+        spec = jobs.read_spec(job_dir / jobs.SPEC_FILE)
     except (ValueError, OSError):
         return "(spec unreadable)"
-    plan = spec.plan.describe() if spec.plan is not None else "original only"
+    if isinstance(spec, jobs.FinetuneJobSpec):
+        return f"{spec.task} · fine-tune into `{spec.out}` · `{spec.model}`"
+    plan = describe_plan(spec.plan)
     return f"{', '.join(spec.tasks)} · {spec.protocol} · `{plan}` · `{spec.model}`"
 
 
@@ -236,7 +235,7 @@ def job_ui(workspace: Path, status: jobs.JobStatus) -> None:
 
 
 def _jobs_panel(workspace: Path, polling: bool) -> None:
-    with state.errors("Could not read the jobs"):
+    with ui.errors("Could not read the jobs"):
         listed = jobs.list_jobs(workspace)
         if polling and not any(s.active for s in listed):
             st.rerun(scope="app")  # a job just ended: redraw the results, stop polling
@@ -268,31 +267,18 @@ def jobs_ui(workspace: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _plan_text(plan_json) -> str:
-    if plan_json is None or (isinstance(plan_json, float) and math.isnan(plan_json)):
-        return "original (not pruned)"
-    return PruningPlan.from_dict(json.loads(plan_json)).describe()
-
-
-def _recipe_text(recipe_json: str) -> str:
-    r = Recipe.from_dict(json.loads(recipe_json))
-    train = f"{r.max_steps} steps" if r.max_steps else f"{r.epochs:g} epoch(s)"
-    return (f"{r.train_size or 'all'} train / {r.eval_size or 'all'} eval examples, {train}, {r.max_length} tokens, "
-            f"batch {r.batch_size}, lr {r.learning_rate:g}, seed {r.seed}")
-
-
 def _experiments(frame: pd.DataFrame) -> list[dict]:
     """The core's comparison groups, each with a label for the picker."""
     out = []
-    for group in jobs.comparisons(frame):
+    for group in results.comparisons(frame):
         newest = group["newest"]
-        label = (f"{_plan_text(group['plan'])} · {newest['model_source']} · {group['protocol']} · "
+        label = (f"{describe_plan(group['plan'])} · {newest['model_source']} · {group['protocol']} · "
                  f"{', '.join(group['tasks'])} · {str(newest['created_at'])[:16].replace('T', ' ')}")
         out.append({**group, "label": label})
     return out
 
 
-def comparison_ui(store: jobs.ResultsStore, frame: pd.DataFrame) -> None:
+def comparison_ui(store: results.ResultsStore, frame: pd.DataFrame) -> None:
     experiments = _experiments(frame)
     if not experiments:
         st.caption("No pruned run stored yet: the side-by-side table appears when a job has evaluated a pruned model.")
@@ -300,8 +286,8 @@ def comparison_ui(store: jobs.ResultsStore, frame: pd.DataFrame) -> None:
     pick = st.selectbox("Comparison", range(len(experiments)), format_func=lambda i: experiments[i]["label"],
                         key="compare_experiment", help="Newest first. Each pruned configuration with its original.")
     chosen = experiments[pick]
-    results = store.get(chosen["ids"])
-    table = jobs.comparison_table(results)
+    runs = store.get(chosen["ids"])
+    table = results.comparison_table(runs)
     shown = table.copy()
     roles = [r for r in ROLE_ORDER if r in shown.columns]
     for col in [*roles, "difference"]:
@@ -310,11 +296,11 @@ def comparison_ui(store: jobs.ResultsStore, frame: pd.DataFrame) -> None:
     fmt = {c: st.column_config.NumberColumn(format="%.2f") for c in [*roles, "difference", "params % (all)", "params % (encoder)"]}
     st.dataframe(shown, hide_index=True, column_config=fmt, key="comparison_table")
     st.caption(f"Scores x100 (difference in points: {roles[-1]} minus original); params %: the pruned model's parameters "
-               f"as a share of the original's. Recipe: {_recipe_text(chosen['recipe'])}.")
+               f"as a share of the original's. Recipe: {describe_recipe(chosen['recipe'])}.")
     left, right = st.columns([3, 2])
     with left:
         st.plotly_chart(plots.comparison_bar_figure(table, title="main score per task"), key="comparison_bars")
-    latency = [r for r in results if r.latency_ms is not None]
+    latency = [r for r in runs if r.latency_ms is not None]
     if latency:
         right.markdown("**Latency**")
         by_task: dict[str, dict] = {}
@@ -332,8 +318,8 @@ def comparison_ui(store: jobs.ResultsStore, frame: pd.DataFrame) -> None:
 
 def history_ui(frame: pd.DataFrame) -> None:
     st.subheader("Every stored result")
-    data = frame.assign(plan_text=[_plan_text(p) for p in frame["plan"]],
-                        recipe_text=[_recipe_text(r) for r in frame["recipe"]])
+    data = frame.assign(plan_text=[describe_plan(p) for p in frame["plan"]],
+                        recipe_text=[describe_recipe(r) for r in frame["recipe"]])
     protocols = sorted(data["protocol"].unique())
     if len(protocols) > 1:
         keep = st.selectbox("Protocol", protocols, key="history_protocol",
@@ -356,11 +342,11 @@ def history_ui(frame: pd.DataFrame) -> None:
 
 def results_ui(workspace: Path) -> None:
     st.subheader("Results")
-    path = workspace / jobs.STORE_FILE
+    path = workspace / results.STORE_FILE
     if not path.is_file():
         st.caption("No results stored yet: they appear here as soon as a job finishes a run.")
         return
-    store = jobs.ResultsStore(path)
+    store = results.ResultsStore(path)
     frame = store.all_results()
     if frame.empty:
         st.caption("No results stored yet: they appear here as soon as a job finishes a run.")
@@ -374,7 +360,7 @@ def main() -> None:
     st.markdown("Does the pruned model still do the job? Fine-tune and evaluate the original and the pruned model on "
                 "GLUE with the same recipe, in a background job, and set the scores side by side.")
     workspace = jobs.default_workspace()
-    run = state.current_scored()
+    run = session.current_scored()
     with st.container(border=True):
         st.subheader("Start a comparison")
         start_ui(workspace, run)
@@ -382,4 +368,4 @@ def main() -> None:
     results_ui(workspace)
 
 
-state.run_page(main)
+ui.run_page(main)

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from obce_core import merge_events, persistence_diagram, plots, rf
-from obce_dashboard import state
+from obce_dashboard import settings, ui
 
 # Balls of radius r touch when their centres are 2r apart; the scores on the other pages use the
 # edge length (gudhi's convention), which is twice this radius.
@@ -43,8 +43,8 @@ def cloud_ui() -> np.ndarray:
 def radius_ui(rf_value: float) -> float:
     top = float(max(np.ceil(rf_value * 1.3 * 100) / 100, 0.1))
     st.session_state.setdefault("learn_radius", round(min(rf_value * 0.35, top), 3))
-    # Bound through state.widget: the radius survives new points, a new range and page switches.
-    return state.widget(st.slider, "Radius r", "learn_radius", min_value=0.0, max_value=top, step=top / 200, format="%.3f",
+    # Bound through settings.widget: the radius survives new points, a new range and page switches.
+    return settings.widget(st.slider, "Radius r", "learn_radius", min_value=0.0, max_value=top, step=top / 200, format="%.3f",
                         help="Grow a ball of radius r around every point; touching balls join into one component.")
 
 
@@ -102,4 +102,4 @@ def main() -> None:
     explain_ui()
 
 
-state.run_page(main)
+ui.run_page(main)

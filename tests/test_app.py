@@ -9,6 +9,8 @@ that scores stays small.
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import numpy as np
@@ -109,25 +111,85 @@ def test_score_through_the_button_then_inspect_a_neuron(app):
     assert app.selectbox(key="_w_layer").value == 3 and app.session_state["neuron"] == int(best["neuron"])
 
 
-def test_threshold_slider_and_url_sync(app):
+def _verdict_shown(at: AppTest, layer: int, component: str, neuron: int) -> str:
+    at.selectbox(key="_w_layer").set_value(layer).run()
+    at.selectbox(key="_w_component").set_value(component).run()
+    at.number_input(key="_w_neuron").set_value(neuron).run()
+    assert not at.exception, [e.value for e in at.exception]
+    line = next(m.value for m in at.markdown if f"**L{layer} {component} neuron {neuron}**" in m.value)
+    return next(v for v in ("pruned", "kept") if f"it is **{v}**" in line)
+
+
+def test_persistence_verdicts_follow_the_prune_plan(monkeypatch):
+    """The verdict shown for a neuron is select_units' under the plan of the Prune page's settings
+    (from the URL here): a skipped layer, a per-layer override and the std scorer."""
+    from obce_core import PruningPlan, load_model, select_units
+
+    monkeypatch.delenv("OBCE_GLUE_DIR", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params = {"n": "16", "scorer": "std", "skip_layers": "2", "ffn": "40", "overrides": '{"3": {"ffn": 70}}'}
+    at.run()
+    at.button[0].click().run()
+    at.switch_page(PERSISTENCE_PAGE).run()
+    _clean(at)
+    assert not at.slider  # no percentile of its own: the Prune page's plan decides
+    table = at.session_state["scored"].scores.table
+    model, _ = load_model(device="cpu")
+    plan = PruningPlan(ffn=40, qk=30, v=30, skip_layers=2, scorer="std", layers={3: {"ffn": 70}})
+    selection = select_units(at.session_state["scored"].scores, plan, model)
+
+    # Oracle 1, by hand: FFN units are ranked by std alone (then index), floor(p * 1536) go.
+    def lowest_std(layer: int, percent: float) -> tuple[int, int]:
+        g = table[(table["layer"] == layer) & (table["component"] == "intermediate")].sort_values(["std", "neuron"])
+        k = int(np.floor(percent * 1536 / 100))
+        return int(g["neuron"].iloc[k - 1]), int(g["neuron"].iloc[k])  # the last removed, the first kept
+
+    removed3, kept3 = lowest_std(3, 70)  # the override, not the 40 % slider
+    removed4, kept4 = lowest_std(4, 40)
+    assert _verdict_shown(at, 3, "intermediate", removed3) == "pruned"
+    assert _verdict_shown(at, 3, "intermediate", kept3) == "kept"
+    assert _verdict_shown(at, 4, "intermediate", removed4) == "pruned"
+    assert _verdict_shown(at, 4, "intermediate", kept4) == "kept"
+    assert _verdict_shown(at, 1, "intermediate", lowest_std(1, 40)[0]) == "kept"  # layer 1 is skipped
+    # Oracle 2: select_units itself, on query/value neurons (per head, pair score).
+    for layer, component, group in ((2, "query", "qk"), (2, "key", "qk"), (5, "value", "v")):
+        removed = set(selection.removed(layer, group).tolist())
+        first_removed = min(removed)
+        first_kept = min(set(range(384)) - removed)
+        assert _verdict_shown(at, layer, component, first_removed) == "pruned"
+        assert _verdict_shown(at, layer, component, first_kept) == "kept"
+    # The rank chart greys exactly the removed neurons of the shown group.
+    chart = next(c for c in at.get("plotly_chart") if "rank by rf" in c.proto.spec)
+    points = json.loads(chart.proto.spec)["data"][0]
+    ids = points["customdata"]  # plotly sends numeric arrays as base64 typed arrays
+    ids = np.frombuffer(base64.b64decode(ids["bdata"]), dtype=ids["dtype"]) if isinstance(ids, dict) else ids
+    grey = {int(n) for n, c in zip(ids, points["marker"]["color"]) if c == plots.REMOVED_COLOR}
+    assert grey == set(selection.removed(5, "v").tolist())
+
+
+def test_persistence_opens_on_the_median_ffn_unit_of_a_middle_layer(app):
     _score(app, 16)
     app.switch_page(PERSISTENCE_PAGE).run()
-    app.slider(key="_w_percentile").set_value(50.0).run()
     _clean(app)
-    assert app.session_state["percentile"] == 50.0
-    assert app.query_params.get("percentile") == "50" and app.query_params.get("n") == "16"
+    table = app.session_state["scored"].scores.table
+    g = table[(table["layer"] == 3) & (table["component"] == "intermediate")].sort_values("rank")
+    assert app.session_state["layer"] == 3 and app.session_state["component"] == "intermediate"
+    assert app.session_state["neuron"] == int(g["neuron"].iloc[len(g) // 2])
+    assert app.number_input(key="_w_neuron").max == len(g) - 1  # only valid ids
 
 
 def test_url_parameters_set_the_first_values(monkeypatch):
     monkeypatch.delenv("OBCE_GLUE_DIR", raising=False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params = {"n": "24", "token": "mean", "percentile": "40", "seed": "oops"}
+    at.query_params = {"n": "24", "token": "mean", "ffn": "40", "seed": "oops"}
     at.run()
     assert not at.exception
     assert at.number_input(key="_w_n").value == 24
     assert at.radio(key="_w_token").value == "mean"
-    assert at.session_state["percentile"] == 40.0
+    assert at.session_state["ffn"] == 40.0
     assert at.session_state["seed"] == 0 and any("seed=oops" in w.value for w in at.warning)
+    at.number_input(key="_w_n").set_value(16).run()
+    assert at.query_params.get("n") == "16" and at.query_params.get("ffn") == "40"
 
 
 def test_learn_slider_moves_and_the_page_follows(app):
@@ -160,12 +222,14 @@ def test_a_bad_model_path_shows_an_error_not_a_traceback(app):
     app.radio(key="_w_model_kind").set_value("local").run()
     app.text_input(key="_w_model_text").input("/no/such/model/dir").run()
     assert not app.exception
-    assert len(app.error) == 1 and "does not exist" in app.error[0].value
+    assert len(app.error) == 1 and "OBCE_MODEL_DIRS" in app.error[0].value
     assert app.button[0].disabled  # nothing to score with
 
 
-def test_a_local_model_directory_is_loaded_and_scored(app, tmp_path, tokenizer):
+def test_a_local_model_directory_is_loaded_and_scored(app, tmp_path, tokenizer, monkeypatch):
     from tests.conftest import save_tiny_bert
+
+    monkeypatch.setenv("OBCE_MODEL_DIRS", str(tmp_path))
 
     save_tiny_bert(tmp_path / "tiny", tokenizer, seed=1, hidden=24, heads=3, layers=2, ffn=37)
     app.radio(key="_w_model_kind").set_value("local").run()
@@ -228,11 +292,11 @@ def test_the_error_helper_never_shows_a_bare_traceback():
     def script():
         import streamlit as st
 
-        from obce_dashboard import state
+        from obce_dashboard import ui
 
-        with state.errors("Could not do the thing") as first:
+        with ui.errors("Could not do the thing") as first:
             raise ValueError("the value was 3; expected 4. Use 4.")
-        with state.errors("Could not do the other thing") as second:
+        with ui.errors("Could not do the other thing") as second:
             raise RuntimeError("boom")
         st.write(f"{first.ok} {second.ok}")
 
@@ -279,27 +343,37 @@ def test_strip_shades_the_largest_gap():
     assert "rf = 1.4" in " ".join(a.text for a in fig.layout.annotations)
 
 
-def test_threshold_values_follow_the_floor_rule():
-    rng = np.random.default_rng(0)
-    table = pd.DataFrame({"layer": 0, "component": "intermediate", "neuron": np.arange(37), "rf": rng.random(37)})
-    th = plots.threshold_values(table, 30).iloc[0]
-    assert th["n_removed"] == 11  # floor(0.3 * 37)
-    assert th["threshold"] == np.sort(table["rf"])[11]
-    assert (table["rf"] < th["threshold"]).sum() == 11
-    with pytest.raises(ValueError, match=r"percentile must be in \[0, 100\)"):
-        plots.threshold_values(table, 100)
+def test_plan_cuts_and_the_distribution_marks_follow_the_selection():
+    from types import SimpleNamespace
 
+    from obce_core.verdicts import neuron_verdicts, plan_cuts
 
-def test_distribution_marks_thresholds_in_red_only_for_prunable_components():
-    rows = [
-        {"layer": layer, "component": c, "neuron": k, "rf": float(k + layer)}
-        for layer in range(2) for c in ("query", "intermediate", "output") for k in range(10)
-    ]
-    fig = plots.rf_distribution_figure(pd.DataFrame(rows), 30)
+    # A hand-made selection: layer 0 removes FFN units 0, 1, 2 (the lowest rf), layer 1 removes
+    # FFN units 5 and 9 and query/key pair 1 (not the lowest rf: a control scorer's choice).
+    removed = {(0, "ffn"): [0, 1, 2], (1, "ffn"): [5, 9], (0, "qk"): [], (1, "qk"): [1]}
+    selection = SimpleNamespace(num_layers=2, removed=lambda layer, group: np.array(removed.get((layer, group), []), int))
+    rows = [{"layer": layer, "component": c, "neuron": k, "rf": float(k + layer)}
+            for layer in range(2) for c in ("query", "intermediate", "output") for k in range(10)]
+    table = pd.DataFrame(rows)
+    marked = neuron_verdicts(selection, table)
+    assert set(marked[marked["pruned"]].apply(lambda r: (r.layer, r.component, r.neuron), axis=1)) == {
+        (0, "intermediate", 0), (0, "intermediate", 1), (0, "intermediate", 2), (1, "intermediate", 5),
+        (1, "intermediate", 9), (1, "query", 1)}
+    cuts = plan_cuts(selection, table).set_index(["layer", "component"])
+    assert cuts.loc[(0, "intermediate"), "rf_cut"] == 2.0 and cuts.loc[(0, "intermediate"), "kept_below"] == 0
+    assert cuts.loc[(1, "intermediate"), "rf_cut"] == 10.0 and cuts.loc[(1, "intermediate"), "kept_below"] == 8  # rf 1..9 but 6
+    assert cuts.loc[(0, "query"), "n_removed"] == 0
+    fig = plots.rf_distribution_figure(table, plan_cuts(selection, table))
     marks = [t for t in fig.data if t.type == "scatter"]
     assert len(marks) == 2  # query and intermediate; output feeds a LayerNorm and is kept
     assert all(t.marker.color == plots.HIGHLIGHT_COLOR for t in marks)
-    assert sorted(marks[0].y) == [3.0, 4.0]  # rank floor(0.3 * 10) = 3 in each layer
+    assert sorted(marks[1].y) == [2.0, 10.0] and list(marks[0].y) == [2.0]  # intermediate; query (layer 1 only)
+    rank = plots.rf_rank_figure(marked[(marked["layer"] == 0) & (marked["component"] == "intermediate")].assign(
+        rank=range(10), rf_ties=1))
+    assert [s.x0 for s in rank.layout.shapes] == [2.5]  # the three lowest ranks removed: one clean cut
+    rank = plots.rf_rank_figure(marked[(marked["layer"] == 1) & (marked["component"] == "intermediate")].assign(
+        rank=range(10), rf_ties=1))
+    assert not rank.layout.shapes  # removed neurons 5 and 9 are not the lowest ranks: no single line
 
 
 def test_learn_figure_counts_components_like_a_graph_oracle():

@@ -21,9 +21,10 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from obce_core import jobs, load_model
-from obce_core.finetune import Recipe, RunResult
+from obce_core import jobs, load_model, results
+from obce_core.jobs.process import process_start_time
 from obce_core.pruning import PLAN_FILE, PruningPlan, build_report, select_units
+from obce_core.training import Recipe, RunResult
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -143,7 +144,33 @@ def test_prune_settings_come_from_the_url(monkeypatch, workspace):
     assert any("L2: ffn 90 %" in c.value for c in at.caption)
 
 
-def test_apply_builds_the_reported_model_and_saves_it(scored, tmp_path):
+def _save_refusals(at: AppTest, workspace: Path, tmp_path: Path) -> None:
+    """Names that lead out of the workspace are refused and touch nothing; Overwrite never
+    replaces a folder that obce did not save."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("precious")
+    (workspace / "pruned" / "link").symlink_to(outside, target_is_directory=True)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    at.checkbox(key="save_overwrite").check().run()
+    for name in ("../../outside", "..", "~", "~/x", str(outside), "/tmp/obce-escape", "a/b", "link"):
+        next(t for t in at.text_input if t.label == "Save as").input(name).run()
+        _button(at, "Save").click().run()
+        assert not at.exception, name
+        assert not at.success and any("Could not save" in e.value for e in at.error), name
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing created, moved or deleted
+    assert (outside / "keep.txt").read_text() == "precious" and not Path("/tmp/obce-escape").exists()
+    # A folder inside the workspace that obce did not write: Overwrite leaves it alone.
+    other = workspace / "pruned" / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("mine")
+    next(t for t in at.text_input if t.label == "Save as").input("notes").run()
+    _button(at, "Save").click().run()
+    assert not at.exception and (other / "todo.txt").read_text() == "mine"
+    assert any("other than a model that obce saved" in e.value for e in at.error)
+
+
+def test_apply_builds_the_reported_model_and_saves_it(scored, tmp_path, workspace):
     at = scored
     at.switch_page(PRUNE_PAGE).run()
     at.slider(key="_w_ffn").set_value(50.0).run()
@@ -162,7 +189,7 @@ def test_apply_builds_the_reported_model_and_saves_it(scored, tmp_path):
     assert sum(p.numel() for p in shared.parameters()) == expected.params_before["total"]
 
     # The zip the download button serves reloads into the same model.
-    from obce_dashboard.compress import model_zip
+    from obce_core.export import model_zip
 
     data = model_zip(applied.model, applied.tokenizer, applied.plan, applied.report, "pruned")
     with zipfile.ZipFile(__import__("io").BytesIO(data)) as zf:
@@ -174,16 +201,18 @@ def test_apply_builds_the_reported_model_and_saves_it(scored, tmp_path):
     with torch.inference_mode():
         assert torch.equal(reloaded(**enc).last_hidden_state, applied.model(**enc).last_hidden_state)
 
-    # Save to a folder; a second save to the same non-empty folder is refused with an error, not a traceback.
-    target = tmp_path / "saved"
-    next(t for t in at.text_input if t.label == "Save to folder").input(str(target)).run()
+    # Save by name into the workspace; a second save under the same name asks for Overwrite, in browser terms.
+    target = workspace / "pruned" / "mine"
+    next(t for t in at.text_input if t.label == "Save as").input("mine").run()
     _button(at, "Save").click().run()
     _clean(at)
     assert (target / "config.json").is_file() and (target / PLAN_FILE).is_file()
-    assert any(str(target) in s.value for s in at.success)
+    assert any(str(target.resolve()) in s.value for s in at.success)
     _button(at, "Save").click().run()
     assert not at.exception
-    assert any("exists and is not empty" in e.value for e in at.error)
+    assert any("already exists" in e.value and "Overwrite" in e.value for e in at.error)
+    assert not any("overwrite=True" in e.value for e in at.error)
+    _save_refusals(at, workspace, tmp_path)
 
 
 def test_scores_of_other_weights_show_the_core_error(scored):
@@ -253,7 +282,7 @@ def test_an_active_job_shows_progress_and_can_be_cancelled(scored, workspace):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
     try:
         # With its start time, cancel's escalation thread can never signal a process that reuses the pid.
-        start = jobs._proc_start_time(sleeper.pid)
+        start = process_start_time(sleeper.pid)
         (job_dir / jobs.PID_FILE).write_text(json.dumps({"pid": sleeper.pid, "start": start, "detached": True}))
         status = jobs.JobStatus(job_id=job_dir.name, state="running", pid=sleeper.pid, detached=True, task="sst2",
                                 phase="fine-tuning original on sst2", step=5, max_steps=20, loss=0.693, eta_s=30.0)
@@ -283,7 +312,7 @@ def _result(task, role, score, params, *, plan=None, latency=10.0, metric="accur
 def test_stored_results_render_side_by_side_and_on_the_tradeoff_chart(scored, workspace):
     at = scored
     plan = PruningPlan(ffn=50, qk=30, v=30, skip_layers=1).to_dict()
-    store = jobs.ResultsStore(workspace / jobs.STORE_FILE)
+    store = results.ResultsStore(workspace / results.STORE_FILE)
     for r in (
         _result("sst2", "original", 0.80, 22_700_000, latency=20.0),
         _result("sst2", "pruned", 0.75, 18_000_000, plan=plan, latency=12.0),

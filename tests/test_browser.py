@@ -43,12 +43,12 @@ def _free_port() -> int:
 
 def _seeded_workspace(root: Path) -> Path:
     """A workspace whose results store holds two plans on two tasks, for the Compare page's charts."""
-    from obce_core.finetune import Recipe, RunResult
-    from obce_core.jobs import STORE_FILE, ResultsStore
+    from obce_core.results import STORE_FILE, ResultsStore
+    from obce_core.training import Recipe, RunResult
     from obce_core.pruning import PruningPlan
 
     store = ResultsStore(root / STORE_FILE)
-    recipe = Recipe.preset("cpu").to_dict()
+    recipe = Recipe.for_task("sst2").to_dict()
     runs = [("original", None, 22_713_216, {"sst2": 0.86, "rte": 0.58})]
     for p, params, scores in ((30, 20_113_456, {"sst2": 0.84, "rte": 0.57}), (50, 18_282_816, {"sst2": 0.80, "rte": 0.55})):
         runs.append(("pruned", PruningPlan(ffn=p, qk=p, v=p, skip_layers=1).to_dict(), params, scores))

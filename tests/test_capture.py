@@ -1,6 +1,8 @@
 """Captured activations equal a manual forward pass written out from the weights."""
 
 import math
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -8,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from obce_core import COMPONENTS, MemoryBudgetError, capture_activations
+from obce_core.scoring import TRUNCATE_CHARS_PER_TOKEN, cls_embeddings, model_lock, tokenize_texts
+from tests.conftest import make_tiny_bert
 
 
 def manual_components(model, tokenizer, text):
@@ -101,8 +105,12 @@ def test_memory_budget_checked_before_running(tiny_bert, tokenizer, sentences):
 @pytest.mark.parametrize(
     "kwargs, texts, message",
     [
-        ({"token": "first"}, ["a", "b"], "token must be one of"),
+        ({"token": "first"}, ["a", "b"], "'token' parameter of capture_activations must be one of"),
         ({"batch_size": 0}, ["a", "b"], "batch_size"),
+        ({"memory_budget_gb": float("nan")}, ["a", "b"], "'memory_budget_gb' parameter .* finite number > 0"),
+        ({"memory_budget_gb": float("inf")}, ["a", "b"], "memory_budget_gb"),
+        ({"memory_budget_gb": 0}, ["a", "b"], "memory_budget_gb"),
+        ({}, [("a", 3)], "pairs of strings"),
         ({}, [], "No texts"),
         ({}, ["a", 3], "expected str"),
         ({}, [("a", "b"), "c"], "mix"),
@@ -111,3 +119,81 @@ def test_memory_budget_checked_before_running(tiny_bert, tokenizer, sentences):
 def test_bad_capture_input(tiny_bert, tokenizer, kwargs, texts, message):
     with pytest.raises(ValueError, match=message):
         capture_activations(tiny_bert, tokenizer, texts, **kwargs)
+
+
+def test_model_lock_is_one_reentrant_lock_per_encoder():
+    head = make_tiny_bert(classifier=True)
+    other = make_tiny_bert()
+    assert model_lock(head) is model_lock(head.bert)  # hooks sit on the encoder: one lock for both
+    assert model_lock(head) is not model_lock(other)
+    with model_lock(head):
+        with model_lock(head.bert):  # re-entrant: a capture may call cls_embeddings from `progress`
+            pass
+
+
+def test_capture_leaves_no_hooks_and_restores_training_mode(tiny_bert, tokenizer, sentences):
+    tiny_bert.train()
+    capture_activations(tiny_bert, tokenizer, sentences, batch_size=5)
+    assert tiny_bert.training
+    assert not any(m._forward_hooks for m in tiny_bert.modules())
+
+
+def test_other_forward_passes_wait_for_the_model_lock(tiny_bert, tokenizer, sentences):
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (cls_embeddings(tiny_bert, tokenizer, sentences), done.set()))
+    with model_lock(tiny_bert):
+        worker.start()
+        time.sleep(0.3)
+        assert not done.is_set()  # blocked while someone else holds the model
+    worker.join(timeout=30)
+    assert done.is_set()
+
+
+def test_unlocked_forward_passes_during_capture_are_not_recorded(tiny_bert, tokenizer, sentences):
+    """A caller that skips the lock still cannot write into another capture's activations."""
+    solo = capture_activations(tiny_bert, tokenizer, sentences, batch_size=2)
+    # two rows, like the capture's batches, so a hook firing here could write into its rows unnoticed
+    other = tokenizer(["Completely different words here, many of them.", "And more."], padding=True, return_tensors="pt")
+    stop = threading.Event()
+    errors = []
+
+    def hammer():
+        with torch.inference_mode():
+            while not stop.is_set():
+                try:
+                    tiny_bert(**other)  # no lock: the capture's hooks must ignore this thread
+                except Exception as exc:  # a hook misfiring here shows up as a shape error
+                    errors.append(exc)
+                    return
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        for _ in range(3):
+            acts = capture_activations(tiny_bert, tokenizer, sentences, batch_size=2)
+            assert np.array_equal(acts.values, solo.values)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+
+
+def test_texts_are_cut_by_characters_before_tokenizing(tokenizer):
+    class Recorder:
+        """Passes calls to the real tokenizer and remembers the longest text it was given."""
+
+        longest = 0
+
+        def __call__(self, *texts, **kwargs):
+            Recorder.longest = max(len(t) for column in texts for t in column)
+            return tokenizer(*texts, **kwargs)
+
+    long = "word " * 10_000
+    enc = tokenize_texts(Recorder(), [long, "short"], max_length=16)
+    assert Recorder.longest == TRUNCATE_CHARS_PER_TOKEN * 16
+    assert enc[0]["input_ids"] == tokenizer(long, truncation=True, max_length=16)["input_ids"]
+    pairs = tokenize_texts(Recorder(), [(long, long), ("a", "b")], max_length=16)
+    assert Recorder.longest == TRUNCATE_CHARS_PER_TOKEN * 16
+    # (the tokenizer itself cannot take this pair whole: its pair truncation ran out of memory)
+    prefix = long[:2000]
+    assert pairs[0]["input_ids"] == tokenizer(prefix, prefix, truncation=True, max_length=16)["input_ids"]

@@ -14,19 +14,23 @@ import pytest
 import torch
 
 from obce_core import glue, load_model
-from obce_core import finetune
-from obce_core.finetune import (
+from obce_core.results import ResultsStore
+from obce_core.training import protocols
+from obce_core.training import (
+    PRESET_CHOICES,
     RECIPE_PRESETS,
+    PhaseEvent,
+    StepEvent,
     Recipe,
     TrainingCancelled,
     evaluate,
     fine_tune,
+    head_fingerprint,
     measure_latency,
     parameter_counts,
     run_finetuned_protocol,
     run_paper_protocol,
 )
-from obce_core.jobs import ResultsStore
 from obce_core.pruning import PruningPlan, prune
 from obce_core.scoring import score_model
 from tests.conftest import GLUE_DIR, make_tiny_bert, needs_glue, save_tiny_bert
@@ -66,10 +70,35 @@ def test_recipe_json_round_trip_and_presets(tmp_path):
     assert Recipe.from_dict(json.loads(r.to_json())) == r
     # 3 and 3.0 epochs are one recipe, with one JSON (the store key)
     assert Recipe(epochs=3).to_json() == Recipe(epochs=3.0).to_json()
-    assert Recipe.preset("paper") == Recipe()
-    cpu = Recipe.preset("cpu", seed=1)
-    assert (cpu.max_length, cpu.train_size, cpu.epochs, cpu.seed) == (64, 2000, 1.0, 1)
-    assert set(RECIPE_PRESETS) == {"paper", "cpu", "smoke"}
+    assert Recipe.preset("bert-glue") == Recipe()  # BERT's GLUE recipe is the default
+    assert (Recipe().max_length, Recipe().batch_size, Recipe().learning_rate, Recipe().epochs) == (128, 32, 2e-5, 3.0)
+    assert Recipe.preset("obce-40") == Recipe(epochs=40)  # the OBCE paper's 40 epochs, else BERT's
+    assert set(RECIPE_PRESETS) == {"bert-glue", "obce-40", "smoke", "cpu-sst2", "cpu-cola", "cpu-mrpc", "cpu-rte",
+                                   "cpu-wnli"}
+    assert PRESET_CHOICES[0] == "cpu" and set(PRESET_CHOICES[1:]) == set(RECIPE_PRESETS)
+
+
+def test_cpu_presets_per_task():
+    sst2 = Recipe.preset("cpu", "SST-2", seed=1)  # "cpu" = the task's CPU preset
+    assert sst2 == Recipe.for_task("sst2", seed=1) == Recipe.preset("cpu-sst2", seed=1)
+    assert (sst2.max_length, sst2.epochs, sst2.learning_rate, sst2.batch_size, sst2.warmup_ratio, sst2.train_size,
+            sst2.pooling, sst2.seed) == (64, 1.0, 1e-4, 32, 0.06, 30000, "cls", 1)
+    cola, mrpc, rte, wnli = (Recipe.for_task(t) for t in ("cola", "mrpc", "rte", "wnli"))
+    assert (cola.max_length, cola.epochs, cola.learning_rate, cola.batch_size, cola.warmup_ratio, cola.pooling) == \
+        (64, 3.0, 5e-5, 16, 0.1, "cls")
+    assert (mrpc.max_length, mrpc.epochs, mrpc.learning_rate, mrpc.batch_size, mrpc.pooling) == (128, 3.0, 1e-4, 16, "mean")
+    assert (rte.max_length, rte.epochs, rte.learning_rate, rte.batch_size, rte.pooling) == (128, 6.0, 5e-5, 16, "cls")
+    assert wnli == rte.replace(epochs=3.0)
+    assert mrpc.train_size is None and cola.train_size is None  # whole training splits
+    with pytest.raises(ValueError, match="'qnli' has no CPU preset"):
+        Recipe.for_task("qnli")
+    with pytest.raises(ValueError, match="name the task"):
+        Recipe.preset("cpu")
+    # pooling is checked, and "cls" keeps the store key of recipes from before the field existed
+    with pytest.raises(ValueError, match="pooling"):
+        Recipe(pooling="max")
+    assert "pooling" not in json.loads(Recipe().canonical_json())
+    assert json.loads(Recipe(pooling="mean").canonical_json())["pooling"] == "mean"
 
 
 @pytest.mark.parametrize(
@@ -95,7 +124,7 @@ def test_recipe_rejects_bad_values(changes, words):
 def test_recipe_rejects_unknown_keys_and_presets():
     with pytest.raises(ValueError, match="Unknown recipe key"):
         Recipe.from_dict({"lr": 1e-5})
-    with pytest.raises(ValueError, match="Unknown recipe preset 'fast'"):
+    with pytest.raises(ValueError, match="'preset' parameter.*got 'fast'"):
         Recipe.preset("fast")
 
 
@@ -108,9 +137,11 @@ def test_fine_tune_lowers_loss_and_evaluate_matches_independent_metrics(tokenize
     out = fine_tune(model, tokenizer, "sst2", FAST, glue_dir=GLUE_DIR, progress=events.append)
     assert out is model and not model.training
     # progress: every step once, in order, with the planned total and an ETA that reaches 0
-    assert [e["step"] for e in events] == list(range(1, FAST.max_steps + 1))
-    assert {e["max_steps"] for e in events} == {FAST.max_steps}
-    assert events[-1]["eta_s"] == 0 and events[-1]["loss"] is not None
+    assert all(isinstance(e, StepEvent) for e in events)
+    assert [e.step for e in events] == list(range(1, FAST.max_steps + 1))
+    assert {e.max_steps for e in events} == {FAST.max_steps}
+    assert events[-1].eta_s == 0 and events[-1].loss is not None
+    assert out.obce_train_steps == FAST.max_steps
     losses = [loss for _, loss in model.obce_train_losses]
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses
 
@@ -141,7 +172,7 @@ def test_should_stop_cancels_and_raises(tokenizer):
     model = make_tiny_bert(seed=2, classifier=True)
     steps = []
     with pytest.raises(TrainingCancelled, match="cancelled at step 3"):
-        fine_tune(model, tokenizer, "sst2", FAST, glue_dir=GLUE_DIR, progress=lambda e: steps.append(e["step"]),
+        fine_tune(model, tokenizer, "sst2", FAST, glue_dir=GLUE_DIR, progress=lambda e: steps.append(e.step),
                   should_stop=lambda: len(steps) >= 3)
     assert steps == [1, 2, 3]
 
@@ -191,7 +222,7 @@ def test_paper_protocol_end_to_end_and_store(tiny_model_dir, tmp_path, monkeypat
     recipe = FAST.replace(max_steps=20)
     phases = []
     out = run_paper_protocol(str(tiny_model_dir), _scores_on_train("rte"), plan, "rte", recipe, glue_dir=GLUE_DIR,
-                             store=store, progress=lambda e: phases.append(e.get("phase")))
+                             store=store, progress=lambda e: phases.append(e.phase) if isinstance(e, PhaseEvent) else None)
     original, pruned = out["original"], out["pruned"]
     assert "fine-tuning original on rte" in phases and "fine-tuning pruned on rte" in phases
     assert pruned.params_total < original.params_total and pruned.params_encoder < original.params_encoder
@@ -203,7 +234,7 @@ def test_paper_protocol_end_to_end_and_store(tiny_model_dir, tmp_path, monkeypat
 
     set_seed(recipe.seed)
     fresh, tok = load_model(str(tiny_model_dir), num_labels=2, device="cpu")
-    assert finetune.head_fingerprint(fresh) == original.head_fingerprint  # the head is seeded by the recipe
+    assert head_fingerprint(fresh) == original.head_fingerprint  # the head is seeded by the recipe
     _, report = prune(fresh, _scores_on_train("rte")(fresh, tok), plan)
     assert pruned.params_total == report.params_after["total"]
     assert pruned.params_encoder == report.params_after["encoder"]
@@ -221,8 +252,8 @@ def test_paper_protocol_end_to_end_and_store(tiny_model_dir, tmp_path, monkeypat
     def boom(*args, **kwargs):
         raise AssertionError("should have been answered from the store")
 
-    monkeypatch.setattr(finetune, "fine_tune", boom)
-    monkeypatch.setattr(finetune, "evaluate", boom)
+    monkeypatch.setattr(protocols, "fine_tune", boom)
+    monkeypatch.setattr(protocols, "evaluate", boom)
     again = run_paper_protocol(str(tiny_model_dir), _scores_on_train("rte"), plan, "rte", recipe, glue_dir=GLUE_DIR,
                                store=store)
     assert all(r.from_store for r in again.values())
@@ -314,9 +345,9 @@ def test_regression_and_mnli_paths(tmp_path, tokenizer):
 
 
 def test_training_estimate_hand_computed():
-    from obce_core.finetune import CPU_SECONDS_PER_STEP, estimate_training
+    from obce_core.training import CPU_SECONDS_PER_STEP, estimate_training
 
-    cpu = Recipe.preset("cpu")  # 2,000 examples, batch 32, 1 epoch, 64 tokens
+    cpu = Recipe(max_length=64, epochs=1.0, train_size=2000)  # 2,000 examples, batch 32, 1 epoch, 64 tokens
     steps, seconds = estimate_training(cpu, "sst2", runs=2)
     assert steps == 63  # ceil(2000 / 32)
     assert seconds == pytest.approx(2 * 63 * CPU_SECONDS_PER_STEP)

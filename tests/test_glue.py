@@ -238,7 +238,7 @@ def test_subsample_is_seeded():
     full = _real("rte", "validation")
     assert a[3]["sentence1"] == full[expected[3]]["sentence1"]
     assert len(load_task("rte", "validation", GLUE_DIR, n=10_000)) == 277
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="integer >= 1"):
         load_task("rte", "validation", GLUE_DIR, n=0)
 
 
@@ -380,7 +380,9 @@ def test_hub_failure_is_wrapped(monkeypatch):
     def boom(*args, **kwargs):
         raise ConnectionError("no route to huggingface.co")
 
-    monkeypatch.setattr(glue, "_hub_offline", lambda: False)
+    import obce_core.glue.data as glue_data
+
+    monkeypatch.setattr(glue_data, "hub_offline", lambda: False)
     monkeypatch.setattr(datasets, "load_dataset", boom)
     with pytest.raises(GlueDataError, match="no route") as info:
         load_task("cola", "train")

@@ -14,15 +14,14 @@ import time
 
 import pytest
 
-from obce_core import jobs
 from obce_core.cli import main
-from obce_core.finetune import Recipe, RunResult
+from obce_core.training import Recipe, RunResult, protocols
 from obce_core.jobs import (
+    FinetuneJobSpec,
+    JobError,
     JobSpec,
     JobStatus,
-    ResultsStore,
     cancel_job,
-    comparison_table,
     create_job,
     job_results,
     job_status,
@@ -30,7 +29,10 @@ from obce_core.jobs import (
     run_job,
     start_job,
 )
+from obce_core.jobs.process import pid_alive, process_start_time
+from obce_core.jobs.status import write_json_atomic, write_status
 from obce_core.pruning import PruningPlan
+from obce_core.results import ResultsStore, ResultsStoreError, comparison_table, quarantine_store
 from tests.conftest import GLUE_DIR, needs_glue
 
 pytestmark = [needs_glue, pytest.mark.usefixtures("one_torch_thread")]
@@ -68,7 +70,8 @@ def test_store_add_lookup_unique_key(tmp_path):
     b = store.add(_result(role="pruned", plan=plan.to_dict(), fingerprint="p" * 16, main_score=0.7,
                           metrics={"accuracy": 0.7, "main_score": 0.7}, params_total=800, params_encoder=200))
     again = store.add(_result(main_score=0.1, metrics={"accuracy": 0.1, "main_score": 0.1}))  # same key
-    assert again.id == a.id and again.main_score == 0.75  # the first one stays
+    assert again.id == a.id and again.main_score == 0.75  # the first one stays...
+    assert again.from_store and not a.from_store  # ...and the caller is told its run was answered by it
     assert store.lookup("f" * 16, None, "SST-2", QUICK).id == a.id
     assert store.lookup("p" * 16, plan, "sst2", QUICK.to_dict()).id == b.id
     assert store.lookup("p" * 16, plan.to_dict(), "sst2", QUICK, head_fingerprint="h" * 16).id == b.id
@@ -84,7 +87,7 @@ def test_store_add_lookup_unique_key(tmp_path):
     rows = conn.execute("SELECT plan, recipe, metrics FROM results ORDER BY id").fetchall()
     conn.close()
     assert len(rows) == 2 and rows[0][0] is None
-    assert json.loads(rows[1][0]) == plan.to_dict() and json.loads(rows[0][1]) == QUICK.to_dict()
+    assert json.loads(rows[1][0]) == plan.to_dict() and json.loads(rows[0][1]) == {k: v for k, v in QUICK.to_dict().items() if k != "pooling"}  # cls: the old key
     frame = store.all_results()
     assert list(frame["role"]) == ["original", "pruned"] and frame["plan"].iloc[0] is None
     assert store.integrity_check() == "ok"
@@ -167,13 +170,11 @@ def test_run_job_in_process_then_answered_from_store(tiny_model_dir, tmp_path, m
     assert set(ResultsStore(ws / "results.sqlite").all_results()["job_id"]) == {first_dir.name}
     assert {(r.task, r.role) for r in first} == {(t, role) for t in ("rte", "mrpc") for role in ("original", "pruned")}
 
-    from obce_core import finetune
-
     def boom(*args, **kwargs):
         raise AssertionError("trained although the run is stored")
 
-    monkeypatch.setattr(finetune, "fine_tune", boom)
-    monkeypatch.setattr(finetune, "evaluate", boom)
+    monkeypatch.setattr(protocols, "fine_tune", boom)
+    monkeypatch.setattr(protocols, "evaluate", boom)
     second_dir = create_job(spec, ws)
     second = run_job(second_dir)
     st2 = job_status(second_dir)
@@ -220,7 +221,7 @@ def test_cancel_job_stops_the_worker(tiny_model_dir, tmp_path):
     st = cancel_job(job_dir, grace_s=30)
     assert st.state == "cancelled" and "cancelled" in st.error.lower(), st
     pid = json.loads((job_dir / "worker.pid").read_text())["pid"]
-    assert not jobs._pid_alive(pid)
+    assert not pid_alive(pid)
     assert ResultsStore(ws / "results.sqlite").all_results().empty  # nothing half-done was stored
 
 
@@ -233,9 +234,9 @@ def test_cancel_escalates_to_sigterm_when_the_flag_is_ignored(tmp_path):
             "time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     time.sleep(0.5)  # let it install its handler
-    jobs._write_json_atomic(job_dir / "worker.pid", {"pid": proc.pid, "start": jobs._proc_start_time(proc.pid),
+    write_json_atomic(job_dir / "worker.pid", {"pid": proc.pid, "start": process_start_time(proc.pid),
                                                      "detached": True})
-    jobs._write_status(job_dir, JobStatus(job_id=job_dir.name, state="running", pid=proc.pid, detached=True))
+    write_status(job_dir, JobStatus(job_id=job_dir.name, state="running", pid=proc.pid, detached=True))
     start = time.monotonic()
     st = cancel_job(job_dir, grace_s=0.5)
     proc.wait(timeout=10)  # (cancel_job may already have reaped it)
@@ -247,7 +248,7 @@ def test_dead_process_is_reported_as_failed(tmp_path):
     job_dir = create_job(JobSpec(tasks=["rte"], glue_dir=str(GLUE_DIR), recipe=QUICK), tmp_path / "ws")
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    jobs._write_status(job_dir, JobStatus(job_id=job_dir.name, state="running", pid=proc.pid, phase="fine-tuning"))
+    write_status(job_dir, JobStatus(job_id=job_dir.name, state="running", pid=proc.pid, phase="fine-tuning"))
     st = job_status(job_dir)
     assert st.state == "failed" and "worker died" in st.error and str(proc.pid) in st.error
     assert json.loads((job_dir / "status.json").read_text())["state"] == "failed"  # persisted
@@ -259,7 +260,7 @@ def test_dead_process_is_reported_as_failed(tmp_path):
 # ---------------------------------------------------------------------------------------------
 def test_cli_glue_prints_side_by_side_table(tiny_model_dir, tmp_path, capsys):
     args = ["glue", "--model", str(tiny_model_dir), "--tasks", "rte,wnli", "--glue-dir", str(GLUE_DIR), "--ffn", "50",
-            "--qk", "50", "--v", "50", "--skip-layers", "1", "--score-n", "32", "--recipe-preset", "smoke",
+            "--qk", "50", "--v", "50", "--skip-layers", "1", "--score-n", "32", "--recipe", "smoke",
             "--max-steps", "3", "--train-size", "24", "--eval-size", "16", "--batch-size", "8", "--max-length", "32",
             "--workspace", str(tmp_path / "ws")]
     assert main(args) == 0
@@ -284,7 +285,8 @@ def test_cli_glue_prints_side_by_side_table(tiny_model_dir, tmp_path, capsys):
         (["--tasks", "sst5"], ["Unknown GLUE task 'sst5'"]),
         (["--tasks", "sst2", "--lr", "-1"], ["learning_rate", "-1"]),
         (["--tasks", "sst2", "--batch-size", "0"], ["batch_size"]),
-        (["--tasks", "qnli"], ["QNLI", "does not exist"]),
+        (["--tasks", "qnli", "--recipe", "bert-glue"], ["QNLI", "does not exist"]),
+        (["--tasks", "qnli"], ["'qnli' has no CPU preset"]),
         (["--tasks", "sst2", "--plan", "p.json", "--ffn", "10"], ["--plan cannot be combined with --ffn"]),
     ],
 )
@@ -299,3 +301,74 @@ def test_cli_glue_unknown_protocol_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["glue", "--tasks", "sst2", "--protocol", "distill"])
     assert info.value.code == 2 and "invalid choice: 'distill'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# A damaged results store; identical jobs
+# ---------------------------------------------------------------------------------------------
+GARBAGE = bytes(range(256)) * 64  # 16 KiB that are no SQLite database (not even its header)
+
+
+def test_corrupt_store_fails_the_job_with_its_reason_and_can_be_moved_aside(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "results.sqlite").write_bytes(GARBAGE)
+    with pytest.raises(ResultsStoreError, match="results.sqlite' cannot be read.*quarantine_store"):
+        ResultsStore(ws / "results.sqlite")
+
+    job_dir = create_job(JobSpec(tasks=["rte"], glue_dir=str(GLUE_DIR), recipe=QUICK), ws)
+    with pytest.raises(ResultsStoreError):
+        run_job(job_dir)
+    st = job_status(job_dir)  # failed, not queued forever, and the reason names the file
+    assert st.state == "failed" and "results.sqlite" in st.error and "cannot be read" in st.error
+
+    rc = main(["glue", "--tasks", "rte", "--glue-dir", str(GLUE_DIR), "--workspace", str(ws), "--recipe", "smoke"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and "Traceback" not in err and len(lines) == 1 and "results.sqlite" in lines[0]
+
+    (ws / "results.sqlite-wal").write_bytes(b"wal")  # (SQLite itself drops a WAL it cannot use)
+    moved = quarantine_store(ws / "results.sqlite")  # moved, never deleted: the bytes are all there
+    assert moved.parent == ws and moved.name.startswith("results.sqlite.broken-")
+    assert moved.read_bytes() == GARBAGE and (ws / (moved.name + "-wal")).read_bytes() == b"wal"
+    assert not (ws / "results.sqlite").exists() and not (ws / "results.sqlite-wal").exists()
+    assert ResultsStore(ws / "results.sqlite").all_results().empty  # a new store starts empty
+    with pytest.raises(ResultsStoreError, match="not a file"):
+        quarantine_store(ws / "missing.sqlite")
+
+
+def test_identical_running_job_is_refused_with_its_id(tmp_path):
+    ws = tmp_path / "ws"
+    spec = JobSpec(tasks=["rte"], glue_dir=str(GLUE_DIR), recipe=QUICK)
+    first = create_job(spec, ws)
+    # Not started yet (no worker): it blocks nothing, e.g. after its creator died.
+    create_job(spec, ws)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_status(first, JobStatus(job_id=first.name, state="running", pid=proc.pid))
+        with pytest.raises(JobError, match=f"identical job, {first.name}, is already running"):
+            create_job(spec, ws)
+        create_job(JobSpec(tasks=["rte"], glue_dir=str(GLUE_DIR), recipe=QUICK.replace(seed=2)), ws)  # differs
+    finally:
+        proc.kill()
+        proc.wait()
+    create_job(spec, ws)  # the first is gone (reported failed): no longer blocks
+
+
+def test_finetune_job_saves_a_task_model(tiny_model_dir, tmp_path):
+    from obce_core.training import read_task_model_info
+
+    ws, out = tmp_path / "ws", tmp_path / "ws" / "models" / "rte"
+    spec = FinetuneJobSpec(task="RTE", out=str(out), model=str(tiny_model_dir), recipe=QUICK, glue_dir=str(GLUE_DIR))
+    assert FinetuneJobSpec.from_json(spec.to_json()) == spec
+    assert FinetuneJobSpec(task="mrpc", out="x").recipe == Recipe.for_task("mrpc")  # default: the CPU preset
+    job_dir = create_job(spec, ws)
+    steps = []
+    info = run_job(job_dir, progress=lambda e: steps.append(getattr(e, "step", None)))
+    st = job_status(job_dir)
+    assert st.state == "done" and st.kind == "finetune" and st.output == str(out) and st.task == "rte"
+    assert read_task_model_info(out) == info and info.train_steps == QUICK.max_steps
+    assert [s for s in steps if s is not None] == list(range(1, QUICK.max_steps + 1))
+    assert next(s for s in list_jobs(ws) if s.job_id == job_dir.name).kind == "finetune"
+    with pytest.raises(ValueError, match="'out' parameter"):
+        FinetuneJobSpec(task="rte", out="")

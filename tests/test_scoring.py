@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import obce_core.scoring as scoring
+import obce_core.scoring.scores as scoring
 from obce_core import NeuronScores, ScoresFileError, score_model
-from obce_core.corpus import demo_sentences, subsample
+from obce_core.scoring import CaptureError
+from obce_core.scoring.texts import demo_sentences, subsample
 from tests.test_persistence import gudhi_deaths
 
 
@@ -40,10 +41,14 @@ def test_cache_hit_and_miss(tiny_bert, tokenizer, sentences, tmp_path, monkeypat
     real = scoring.capture_activations
     monkeypatch.setattr(scoring, "capture_activations", lambda *a, **k: calls.append(1) or real(*a, **k))
     a = score_model(tiny_bert, tokenizer, sentences, cache_dir=tmp_path)
-    b = score_model(tiny_bert, tokenizer, sentences, cache_dir=tmp_path, batch_size=4)  # batching is not in the key
+    b = score_model(tiny_bert, tokenizer, sentences, cache_dir=tmp_path)
     assert len(calls) == 1
     pd.testing.assert_frame_equal(a.table, b.table)
     assert np.array_equal(a.activations, b.activations)
+    # batching changes float rounding (and can swap near-ties), so the batch size is in the key
+    c = score_model(tiny_bert, tokenizer, sentences, cache_dir=tmp_path, batch_size=4)
+    assert len(calls) == 2 and c.settings.batch_size == 4
+    np.testing.assert_allclose(c.activations, a.activations, rtol=1e-5, atol=1e-6)
     score_model(tiny_bert, tokenizer, sentences[:-1], cache_dir=tmp_path)  # other texts
     score_model(tiny_bert, tokenizer, sentences, cache_dir=tmp_path, token="mean")  # other settings
     with pytest.MonkeyPatch.context() as m:
@@ -51,9 +56,9 @@ def test_cache_hit_and_miss(tiny_bert, tokenizer, sentences, tmp_path, monkeypat
             tiny_bert.encoder.layer[0].intermediate.dense.bias[0] += 1.0  # other weights
         score_model(tiny_bert, tokenizer, sentences, cache_dir=tmp_path)
         del m
-    assert len(calls) == 4
+    assert len(calls) == 5
     entries = list((tmp_path / "scores").iterdir())
-    assert len(entries) == 4 and not any(e.name.startswith(".") for e in entries)  # no temp leftovers
+    assert len(entries) == 5 and not any(e.name.startswith(".") for e in entries)  # no temp leftovers
 
 
 def test_damaged_cache_entry_is_recomputed(tiny_bert, tokenizer, sentences, tmp_path):
@@ -82,6 +87,36 @@ def test_parquet_round_trip_and_errors(tiny_bert, tokenizer, sentences, tmp_path
         NeuronScores.from_parquet(tmp_path / "plain.parquet")
     with pytest.raises(KeyError, match="layers are"):
         s.group(7, "query")
+
+
+@pytest.mark.parametrize(
+    "broken, error, message",
+    [
+        (lambda a: a.values.__setitem__((3, 5), 1e30), CaptureError, "'rf' holds 1 value.* beyond"),
+        (lambda a: setattr(a, "sample_text", a.sample_text[:-1]), CaptureError, "sample_text"),
+        (lambda a: a.values.__setitem__((3, 5), np.nan), ValueError, "NaN"),  # refused by rf_batch itself
+    ],
+)
+def test_inconsistent_result_is_raised_and_not_cached(tiny_bert, tokenizer, sentences, tmp_path, monkeypatch,
+                                                       broken, error, message):
+    real = scoring.capture_activations
+
+    def capture(*args, **kwargs):
+        acts = real(*args, **kwargs)
+        broken(acts)
+        return acts
+
+    monkeypatch.setattr(scoring, "capture_activations", capture)
+    with pytest.raises(error, match=message):
+        score_model(tiny_bert, tokenizer, sentences, cache_dir=tmp_path)
+    assert not (tmp_path / "scores").exists() or not any((tmp_path / "scores").iterdir())
+
+
+def test_fresh_scores_pass_their_own_check(tiny_bert, tokenizer, sentences):
+    for token in ("cls", "all"):
+        s = score_model(tiny_bert, tokenizer, sentences, token=token, use_cache=False)
+        assert s.problem() is None
+        assert s.n_samples == (len(sentences) if token == "cls" else int(np.bincount(s.sample_text).sum()))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,227 @@
+"""What a job is asked to do: ``JobSpec`` (a GLUE comparison) and ``FinetuneJobSpec`` (a task model).
+
+Both check themselves and round-trip through ``spec.json``; the ``kind`` field tells them apart
+(``read_spec`` dispatches on it; a spec.json without ``kind`` is a GLUE comparison, as written
+before task-model jobs existed). ``absolute()`` makes local paths absolute so a worker started in
+another folder finds them; ``check_data()`` fails early, naming the file, when a local GLUE copy
+lacks a split the job needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from obce_core import glue
+from obce_core.io import JsonDataclass
+from obce_core.pruning import PruningPlan
+from obce_core.training import PROTOCOLS, Recipe
+from obce_core.training.protocols import as_plan
+from obce_core.validation import check_choice, check_int, invalid
+
+__all__ = ["JOB_KINDS", "FinetuneJobSpec", "JobSpec", "read_spec"]
+
+JOB_KINDS = ("glue", "finetune")
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def _absolute_glue_dir(glue_dir: str | None) -> str | None:
+    root = glue_dir if glue_dir is not None else glue.default_glue_dir()
+    return _absolute(None if root is None else str(root))
+
+
+def _absolute_model(model: str) -> str:
+    if model not in ("default", "") and Path(model).expanduser().exists():
+        return _absolute(model)
+    return model  # "default" or a hub id
+
+
+def _check_splits(glue_dir: str | None, needs: dict[str, list[str]]) -> None:
+    """GlueDataError naming the file when a local GLUE copy lacks a split in ``needs`` (task -> splits)."""
+    root = Path(glue_dir).expanduser() if glue_dir is not None else glue.default_glue_dir()
+    if root is None:
+        return  # the hub; load_task reports what went wrong
+    for name, splits in needs.items():
+        spec = glue.get_task(name)
+        for split in splits:
+            path = root / spec.dir_name / spec.split_file(split)
+            if not path.is_file():
+                raise glue.GlueDataError(
+                    f"GLUE task {spec.name!r} needs split {split!r}: file {path} does not exist. Copy the "
+                    f"{spec.dir_name}/{path.name} file of a GLUE download there, or drop {spec.name!r} "
+                    f"from the tasks (found locally: {glue.available_local_tasks(root) or 'none'})."
+                )
+
+
+def _dev_splits(task: str) -> list[str]:
+    return [s for s in glue.get_task(task).splits if s.startswith("validation")]
+
+
+@dataclass
+class JobSpec(JsonDataclass):
+    """One GLUE comparison job (original vs pruned); checks itself and round-trips through JSON.
+
+    ``model``: ``"default"``, a local directory or a hub id (a fine-tuned classifier for
+    protocol ``finetuned``). ``plan``: a ``PruningPlan`` (or its dict), ``None`` for the original
+    alone. ``recipe`` trains and evaluates every task, except those named in ``recipes`` (per-task
+    recipes, e.g. each task's CPU preset). ``scores``: a ``.parquet`` written by
+    ``python -m obce_core score --out``; without it each task's scores come from ``score_n``
+    training sentences drawn with ``score_seed`` (``score_token``, ``score_max_length``).
+    ``recover_steps``: protocol ``finetuned`` only.
+    """
+
+    _json_name = "job spec"
+
+    kind: str = "glue"
+    model: str = "default"
+    tasks: list[str] = field(default_factory=lambda: ["sst2"])
+    plan: PruningPlan | None = None
+    recipe: Recipe = field(default_factory=Recipe)
+    recipes: dict[str, Recipe] = field(default_factory=dict)
+    protocol: str = "paper"
+    recover_steps: int = 0
+    scores: str | None = None
+    score_n: int = 512
+    score_seed: int = 0
+    score_token: str = "cls"
+    score_max_length: int = 128
+    glue_dir: str | None = None
+    device: str | None = None
+
+    def __post_init__(self):
+        from obce_core import TOKEN_MODES
+
+        o = "JobSpec"
+        check_choice(self.kind, "kind", o, ("glue",), fix="A task-model job is a FinetuneJobSpec.")
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise invalid("model", o, "'default', a model directory or a hub id", self.model)
+        tasks = self.tasks.split(",") if isinstance(self.tasks, str) else self.tasks
+        if not isinstance(tasks, (list, tuple)) or not tasks:
+            raise invalid("tasks", o, "a non-empty list of GLUE task names", self.tasks,
+                          f"Valid names: {', '.join(glue.TASKS)}.")
+        names = [glue.get_task(t).name for t in tasks]  # unknown names raise with the valid list
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise invalid("tasks", o, "a list naming each task once", self.tasks, f"{dupes} named more than once; list each task once.")
+        self.tasks = names
+        self.plan = as_plan(self.plan)
+        self.recipe = Recipe.from_dict(self.recipe)
+        if not isinstance(self.recipes, dict):
+            raise invalid("recipes", o, "a dict {task: recipe}", self.recipes)
+        self.recipes = {glue.get_task(t).name: Recipe.from_dict(r) for t, r in self.recipes.items()}
+        extra = sorted(set(self.recipes) - set(self.tasks))
+        if extra:
+            raise invalid("recipes", o, f"recipes for tasks of the job {self.tasks}", sorted(self.recipes),
+                          f"Drop {extra} or add them to the tasks.")
+        check_choice(self.protocol, "protocol", o, PROTOCOLS,
+                     fix="'paper' prunes the pre-trained model and fine-tunes both; 'finetuned' prunes a fine-tuned "
+                         "classifier.")
+        check_int(self.recover_steps, "recover_steps", o, low=0, fix="0 = no recovery fine-tune.")
+        if self.recover_steps and self.protocol != "finetuned":
+            raise invalid("recover_steps", o, "0 for protocol 'paper'", self.recover_steps,
+                          "The paper protocol fine-tunes the pruned model in full; recovery applies to protocol 'finetuned' only.")
+        if self.protocol == "finetuned" and len(self.tasks) != 1:
+            raise invalid("tasks", o, "ONE task for protocol 'finetuned' (a classifier is fine-tuned for one task)",
+                          self.tasks, "Start one job per fine-tuned model.")
+        for name in ("score_n", "score_max_length"):
+            check_int(getattr(self, name), name, o, low=2)
+        check_int(self.score_seed, "score_seed", o)
+        check_choice(self.score_token, "score_token", o, TOKEN_MODES)
+        if self.scores is not None:
+            self.scores = str(self.scores)
+            if not Path(self.scores).expanduser().is_file():
+                raise ValueError(f"Scores file {self.scores!r} does not exist; write one with `python -m obce_core "
+                                 "score --model ... --out scores.parquet`, or leave scores unset to score each task's "
+                                 "training sentences.")
+        if self.glue_dir is not None:
+            self.glue_dir = str(self.glue_dir)
+
+    def recipe_for(self, task: str) -> Recipe:
+        """The recipe that trains and evaluates ``task`` in this job."""
+        return self.recipes.get(glue.get_task(task).name, self.recipe)
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["plan"] = None if self.plan is None else self.plan.to_dict()
+        data["recipe"] = self.recipe.to_dict()
+        data["recipes"] = {t: r.to_dict() for t, r in self.recipes.items()}
+        return data
+
+    def absolute(self) -> "JobSpec":
+        """A copy whose local paths are absolute, so a worker in another folder finds them."""
+        return dataclasses.replace(self, model=_absolute_model(self.model), scores=_absolute(self.scores),
+                                   glue_dir=_absolute_glue_dir(self.glue_dir))
+
+    def check_data(self) -> None:
+        """Fail early, naming the file, when a local GLUE folder lacks a split a job needs."""
+        trains = self.protocol == "paper" or self.recover_steps or (self.scores is None and self.plan is not None)
+        _check_splits(self.glue_dir, {t: _dev_splits(t) + (["train"] if trains else []) for t in self.tasks})
+
+
+@dataclass
+class FinetuneJobSpec(JsonDataclass):
+    """One task-model job: fine-tune ``model`` on ``task`` and save the classifier in ``out``.
+
+    ``recipe``: default the task's CPU preset. ``out`` must not exist, be empty, or (with
+    ``overwrite``) hold an earlier task model (see ``finetune_task_model``).
+    """
+
+    _json_name = "finetune job spec"
+
+    kind: str = "finetune"
+    task: str = "sst2"
+    out: str = ""
+    model: str = "default"
+    recipe: Recipe | None = None
+    overwrite: bool = False
+    glue_dir: str | None = None
+    device: str | None = None
+
+    def __post_init__(self):
+        o = "FinetuneJobSpec"
+        check_choice(self.kind, "kind", o, ("finetune",), fix="A GLUE comparison job is a JobSpec.")
+        self.task = glue.get_task(self.task).name
+        if not isinstance(self.out, str) or not self.out.strip():
+            raise invalid("out", o, "the directory to save the task model in", self.out,
+                          "Name a new folder, e.g. obce_workspace/models/sst2.")
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise invalid("model", o, "'default', a model directory or a hub id", self.model)
+        self.recipe = Recipe.for_task(self.task) if self.recipe is None else Recipe.from_dict(self.recipe)
+        if not isinstance(self.overwrite, bool):
+            raise invalid("overwrite", o, "True or False", self.overwrite)
+        if self.glue_dir is not None:
+            self.glue_dir = str(self.glue_dir)
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["recipe"] = self.recipe.to_dict()
+        return data
+
+    def absolute(self) -> "FinetuneJobSpec":
+        """A copy whose local paths are absolute, so a worker in another folder finds them."""
+        return dataclasses.replace(self, model=_absolute_model(self.model), out=_absolute(self.out),
+                                   glue_dir=_absolute_glue_dir(self.glue_dir))
+
+    def check_data(self) -> None:
+        """Fail early, naming the file, when a local GLUE folder lacks the training or dev split."""
+        _check_splits(self.glue_dir, {self.task: ["train", *_dev_splits(self.task)]})
+
+
+def read_spec(path: str | Path) -> JobSpec | FinetuneJobSpec:
+    """The spec in a ``spec.json``, of the class its ``kind`` names (no ``kind``: a GLUE comparison)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"Could not read the job spec {str(path)!r}: {exc}.") from exc
+    kind = data.get("kind", "glue") if isinstance(data, dict) else None
+    if kind == "finetune":
+        return FinetuneJobSpec.from_dict(data)
+    if kind == "glue":
+        return JobSpec.from_dict(data)
+    raise invalid("kind", f"the job spec {str(path)!r}", f"one of {JOB_KINDS}", kind)

@@ -1,0 +1,78 @@
+"""Pruning BERT by per-neuron scores, one concept per module.
+
+The steps are separate so a dashboard can move a slider without touching the model:
+
+- ``plan``: ``PruningPlan``, what to remove (a percentile per group, per-layer overrides, scorer,
+  compensation); it checks itself and round-trips through JSON.
+- ``importance``: the scorers (rf, std, magnitude, flap, random), each an object returning one
+  score per unit of a group, registered by name.
+- ``selection``: ``select_units(scores, plan, model) -> PruningSelection``, which units each layer
+  keeps: ranks and cuts only. Every pruned/kept verdict comes from here.
+- ``report``: ``build_report(model, selection) -> PruningReport`` (parameters, bytes, kept units,
+  estimated FLOPs, in closed form) and ``layer_shapes(model)``, the per-layer sizes.
+- ``calibration``: ``capture_calibration``, the inputs of the layers that read pruned units,
+  captured once from the scoring texts (what ``token-mean``, ``lsq`` and ``auto`` fit with).
+- ``compensation``: what replaces removed units (none, token-mean, cls-mean, cls-mean-std, lsq)
+  and ``auto``'s per-layer choice on held-out tokens.
+- ``surgery``: ``prune(model, scores, plan, calibration=...) -> (pruned_model, report)``, slicing
+  and writing the compensation.
+- ``stability``: ``ranking_stability``, how much of a scorer's ranking survives a change of texts.
+- ``files``: ``save_pruned`` / ``load_plan``, a pruned model as one directory on disk.
+- ``cache``: caches kept on the model or scores object they describe.
+"""
+
+from obce_core.pruning.calibration import DEFAULT_LSQ_DAMPINGS, Calibration, capture_calibration
+from obce_core.pruning.compensation import (
+    AUTO_CANDIDATES,
+    COMPENSATION_ALIASES,
+    COMPENSATIONS,
+    CompensationWarning,
+    LayerCompensation,
+)
+from obce_core.pruning.files import PLAN_FILE, REPORT_FILE, is_obce_saved, load_plan, save_pruned
+from obce_core.pruning.importance import (
+    GROUPS,
+    IMPORTANCES,
+    Importance,
+    UnitScores,
+    make_importance,
+    register_importance,
+)
+from obce_core.pruning.plan import SCORERS, PruningPlan, n_removed
+from obce_core.pruning.report import DEFAULT_FLOPS_SEQ_LEN, PruningReport, build_report, layer_shapes
+from obce_core.pruning.selection import PruningSelection, select_units
+from obce_core.pruning.stability import ranking_stability
+from obce_core.pruning.surgery import prune
+
+__all__ = [
+    "AUTO_CANDIDATES",
+    "COMPENSATIONS",
+    "COMPENSATION_ALIASES",
+    "DEFAULT_LSQ_DAMPINGS",
+    "Calibration",
+    "CompensationWarning",
+    "LayerCompensation",
+    "capture_calibration",
+    "ranking_stability",
+    "DEFAULT_FLOPS_SEQ_LEN",
+    "GROUPS",
+    "IMPORTANCES",
+    "PLAN_FILE",
+    "REPORT_FILE",
+    "SCORERS",
+    "Importance",
+    "PruningPlan",
+    "PruningReport",
+    "PruningSelection",
+    "UnitScores",
+    "build_report",
+    "is_obce_saved",
+    "layer_shapes",
+    "load_plan",
+    "make_importance",
+    "n_removed",
+    "prune",
+    "register_importance",
+    "save_pruned",
+    "select_units",
+]

@@ -1,0 +1,164 @@
+"""``PruningPlan``: what to remove, checked on creation and round-tripped through JSON.
+
+Rules
+-----
+* ``ffn``: FFN units (``intermediate`` neurons). Percentile ``p`` removes
+  ``floor(p * n / 100)`` of the ``n`` units of a layer, capped at ``n - 1`` (one unit always stays).
+* ``v``: value dims. ``floor(p * d / 100)`` dims are removed from EVERY head (``d`` = the layer's
+  value head size), capped at ``d - 1``; each head keeps its own best-scoring dims. All heads must
+  keep the same size because attention views the value projection as ``heads x d``. The share
+  removed from a layer is therefore ``floor(p * d / 100) / d``, which can be a little under ``p``
+  (for d = 32 and p = 30: 9 of 32 = 28.1 %).
+* ``qk``: query and key dims, removed as matched pairs. Same per-head count rule as ``v``.
+* ``skip_layers = k`` leaves the first ``k`` layers unpruned (at the [CLS] token, layer 0's
+  query/key/value see the same input for every sentence, so their rf is 0 and says nothing). An
+  explicit ``layers[i]`` override wins over ``skip_layers``.
+* ``scorer`` names a registered importance (``obce_core.pruning.importance``); ``seed`` feeds the
+  random one. ``compensation`` is what replaces a removed unit (``obce_core.pruning.compensation``):
+  ``auto`` (the default), ``none``, ``token-mean``, ``cls-mean``, ``cls-mean-std`` or ``lsq``. Plans
+  written before these names existed said ``mean`` (read as ``cls-mean``, what it computed) and
+  ``mean+std`` (read as ``cls-mean-std``); a plan read back says the new name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+from obce_core.io import JsonDataclass
+from obce_core.pruning.compensation import COMPENSATION_ALIASES, COMPENSATIONS
+from obce_core.pruning.importance import GROUP_NAMES, GROUPS, IMPORTANCES
+from obce_core.validation import check_choice, check_int, check_number, invalid
+
+__all__ = ["COMPENSATIONS", "GROUPS", "SCORERS", "PruningPlan", "n_removed"]
+
+SCORERS = tuple(IMPORTANCES)
+_OWNER = "PruningPlan"
+
+
+def _check_percent(value, name: str, group: str) -> None:
+    check_number(value, name, _OWNER, low=0, high=100, high_open=True,
+                 fix=f"It is the percentage of {GROUP_NAMES[group]} removed, e.g. 30 for 30 % "
+                     "(100 would remove every unit; each head keeps at least one dim).")
+
+
+def n_removed(percent: float, n: int) -> int:
+    """``floor(percent * n / 100)``, capped at ``n - 1``.
+
+    The rounding guard keeps float noise (29 * 100 / 100 written as 28.999...) from losing a unit.
+    """
+    if percent <= 0 or n <= 1:
+        return 0
+    return min(int(math.floor(round(percent * n / 100.0, 9))), n - 1)
+
+
+@dataclass
+class PruningPlan(JsonDataclass):
+    """What to prune. Percentiles are in [0, 100); see the module docstring for the rules.
+
+    ``layers`` maps a layer index (int, or its string form as JSON writes it) to overrides such as
+    ``{"ffn": 70, "qk": 0}``; an override wins over the global value and over ``skip_layers``.
+    """
+
+    _json_name = "pruning plan"
+    _json_hint = " (Per-layer settings go under 'layers', e.g. {\"layers\": {\"3\": {\"ffn\": 70}}}.)"
+
+    ffn: float = 0
+    qk: float = 0
+    v: float = 0
+    skip_layers: int = 0
+    compensation: str = "auto"
+    scorer: str = "rf"
+    seed: int = 0
+    layers: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for group in GROUPS:
+            _check_percent(getattr(self, group), group, group)
+        check_int(self.skip_layers, "skip_layers", _OWNER, low=0,
+                  fix="It is how many first layers stay unpruned; use 0 to prune every layer.")
+        if isinstance(self.compensation, str):
+            self.compensation = COMPENSATION_ALIASES.get(self.compensation, self.compensation)
+        check_choice(self.compensation, "compensation", _OWNER, COMPENSATIONS,
+                     fix="'auto' picks, per layer, what reconstructs the layer's output best on held-out "
+                         "tokens (none without calibration data); 'none' adds nothing.")
+        check_choice(self.scorer, "scorer", _OWNER, IMPORTANCES,
+                     fix="'rf' is the paper's persistence score; std, magnitude, flap and random are controls.")
+        check_int(self.seed, "seed", _OWNER, low=0, fix="It seeds scorer 'random'.")
+        if not isinstance(self.layers, dict):
+            raise invalid("layers", _OWNER, "a dict {layer index: {group: percent}}", self.layers,
+                          "Example: {3: {'ffn': 70}}.")
+        layers: dict[int, dict[str, float]] = {}
+        for key, overrides in self.layers.items():
+            index = _layer_index(key)
+            if index in layers:
+                raise invalid("layers", _OWNER, "a dict naming each layer once", self.layers,
+                              f"Layer {index} appears twice; merge its overrides.")
+            if not isinstance(overrides, dict):
+                raise invalid(f"layers[{index}]", _OWNER, "a dict {group: percent}", overrides,
+                              "Example: {'ffn': 70}.")
+            unknown = [g for g in overrides if g not in GROUPS]
+            if unknown:
+                raise invalid(f"layers[{index}]", _OWNER, f"a dict whose keys are among {', '.join(GROUPS)}",
+                              overrides, f"Unknown group(s) {unknown}: ffn = FFN units, qk = query/key pairs, "
+                                         "v = value dims.")
+            for group, value in overrides.items():
+                _check_percent(value, f"layers[{index}][{group!r}]", group)
+            layers[index] = dict(overrides)
+        self.layers = layers
+
+    # -- rules -----------------------------------------------------------------------------
+    def percent(self, layer: int, group: str) -> float:
+        """The percentile that applies to ``group`` in ``layer`` (override > skip_layers > global)."""
+        check_choice(group, "group", "PruningPlan.percent", GROUPS)
+        override = self.layers.get(layer, {})
+        if group in override:
+            return override[group]
+        if layer < self.skip_layers:
+            return 0
+        return getattr(self, group)
+
+    def check_layers(self, num_layers: int) -> None:
+        """Refuse layer indices and ``skip_layers`` that do not fit a model with ``num_layers``."""
+        if self.skip_layers > num_layers:
+            raise invalid("skip_layers", _OWNER, f"at most the model's {num_layers} layers", self.skip_layers,
+                          f"Use 0..{num_layers}.")
+        bad = sorted(i for i in self.layers if i >= num_layers)
+        if bad:
+            raise invalid("layers", _OWNER, f"overrides of layers 0..{num_layers - 1} (the model has "
+                                            f"{num_layers} layers)", {i: self.layers[i] for i in bad},
+                          "Remove or renumber those overrides.")
+
+    # -- serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["layers"] = {str(k): dict(v) for k, v in sorted(self.layers.items())}
+        return data
+
+    def describe(self) -> str:
+        text = (
+            f"ffn={self.ffn:g} qk={self.qk:g} v={self.v:g} skip_layers={self.skip_layers} "
+            f"compensation={self.compensation} scorer={self.scorer}"
+        )
+        if self.scorer == "random":
+            text += f" seed={self.seed}"
+        if self.layers:
+            text += " layers=" + json.dumps({str(k): v for k, v in sorted(self.layers.items())})
+        return text
+
+
+def _layer_index(key) -> int:
+    """A ``layers`` key as a layer index: an int, or its string form as JSON writes it."""
+    try:
+        index = int(key)
+        if isinstance(key, (bool, float)) or (isinstance(key, str) and key.strip() != str(index)):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise invalid("layers", _OWNER, "a dict keyed by layer indices (0-based integers, or their "
+                                        "string form such as '3')", key,
+                      f"Rename the key {key!r} to the index of the layer it overrides.") from None
+    if index < 0:
+        raise invalid("layers", _OWNER, "a dict keyed by layer indices >= 0 (layer indices start at 0)", index)
+    return index

@@ -1,0 +1,268 @@
+"""What a pruning selection does to a model: parameters, bytes, kept units, estimated FLOPs.
+
+``build_report(model, selection)`` computes ``PruningReport`` in closed form from the config and
+the selection (the model is not copied). ``layer_shapes(model)`` is the one reading of a model's
+per-layer sizes (heads, Q/K and V head sizes, FFN units) for everything that needs them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from obce_core.loading import base_model, encoder_layers
+from obce_core.pruning.importance import GROUPS
+from obce_core.pruning.plan import PruningPlan
+from obce_core.validation import check_int
+
+if TYPE_CHECKING:
+    from obce_core.pruning.selection import PruningSelection
+
+__all__ = ["DEFAULT_FLOPS_SEQ_LEN", "PruningReport", "build_report", "layer_shapes"]
+
+DEFAULT_FLOPS_SEQ_LEN = 128
+
+
+def layer_shapes(model) -> list[dict[str, int]]:
+    """Per encoder layer: ``heads``, ``qk`` and ``v`` (dims per head) and ``ffn`` (units).
+
+    Read from the modules, so it holds for BERT, obce_bert and any model pruned in between.
+    """
+    shapes = []
+    for layer in encoder_layers(model):
+        att = layer.attention.self
+        heads = int(att.num_attention_heads)
+        shapes.append(
+            {
+                "heads": heads,
+                "qk": int(att.query.out_features) // heads,
+                "v": int(att.value.out_features) // heads,
+                "ffn": int(layer.intermediate.dense.out_features),
+            }
+        )
+    return shapes
+
+
+def _layer_params(hidden: int, heads: int, qk: int, v: int, ffn: int) -> dict[str, int]:
+    """Closed-form parameter count of one encoder layer, by group.
+
+    qk: query and key Linear (weights + biases); v: value Linear + attention.output.dense's input
+    columns; ffn: intermediate Linear + output.dense's input columns; fixed: the two output biases
+    and the two LayerNorms, which pruning never touches.
+    """
+    dqk, dv = heads * qk, heads * v
+    out = {
+        "qk": 2 * (hidden * dqk + dqk),
+        "v": hidden * dv + dv + dv * hidden,
+        "ffn": hidden * ffn + ffn + ffn * hidden,
+        "fixed": 6 * hidden,
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def _layer_macs(hidden: int, heads: int, qk: int, v: int, ffn: int, seq_len: int) -> int:
+    # Per token: Q,K,V and output projections, attention scores and context, FFN.
+    dqk, dv = heads * qk, heads * v
+    return 2 * hidden * dqk + hidden * dv + dv * hidden + seq_len * (dqk + dv) + 2 * hidden * ffn
+
+
+@dataclass
+class PruningReport:
+    """What a selection does to a model, computed from config + selection (the model is not copied).
+
+    ``params_before``/``params_after``: total, embeddings, encoder, pooler, head. ``layers``: one
+    dict per layer with sizes and parameters before/after by group. ``flops_ratio_estimate`` is an
+    ESTIMATE: dense matmul multiply-adds per token at ``flops_seq_len`` tokens (projections,
+    attention scores and context, FFN), ignoring embeddings, softmax, LayerNorm, GELU and the head.
+    ``units``: one row per unit (layer, group, unit, score, kept) for a heatmap; for ``qk`` a unit
+    is a query/key pair. ``compensations``: one dict per (layer, group) that lost units, saying
+    which compensation was requested and which was applied (``auto``'s choice, or a fallback),
+    the lsq damping and the held-out errors compared (empty for a report of a selection alone).
+    """
+
+    plan: PruningPlan
+    model_fingerprint: str
+    architecture: str
+    params_before: dict[str, int]
+    params_after: dict[str, int]
+    layers: list[dict[str, Any]]
+    flops_ratio_estimate: float
+    flops_seq_len: int
+    units: pd.DataFrame = field(repr=False)
+    compensations: list[dict] = field(default_factory=list)
+
+    BYTES_PER_PARAM = 4  # float32
+
+    @property
+    def bytes_before(self) -> int:
+        return self.params_before["total"] * self.BYTES_PER_PARAM
+
+    @property
+    def bytes_after(self) -> int:
+        return self.params_after["total"] * self.BYTES_PER_PARAM
+
+    @property
+    def fraction_removed(self) -> float:
+        """Share of ALL parameters removed (embeddings included)."""
+        return 1 - self.params_after["total"] / self.params_before["total"]
+
+    @property
+    def encoder_fraction_removed(self) -> float:
+        return 1 - self.params_after["encoder"] / self.params_before["encoder"]
+
+    def kept_frame(self) -> pd.DataFrame:
+        """Per layer and group: units kept and before (qk: pairs, v: dims, over all heads)."""
+        rows = []
+        for info in self.layers:
+            for group in GROUPS:
+                rows.append(
+                    {"layer": info["layer"], "group": group, "kept": info["kept"][group],
+                     "total": info["units_before"][group]}
+                )
+        return pd.DataFrame(rows)
+
+    def to_dict(self, include_units: bool = True) -> dict:
+        """JSON-serialisable; ``units`` is stored column-wise to stay compact."""
+        data = {
+            "plan": self.plan.to_dict(),
+            "model_fingerprint": self.model_fingerprint,
+            "architecture": self.architecture,
+            "params_before": dict(self.params_before),
+            "params_after": dict(self.params_after),
+            "bytes_before_float32": self.bytes_before,
+            "bytes_after_float32": self.bytes_after,
+            "fraction_removed": self.fraction_removed,
+            "encoder_fraction_removed": self.encoder_fraction_removed,
+            "flops_ratio_estimate": self.flops_ratio_estimate,
+            "flops_note": (
+                f"estimate: dense matmul multiply-adds per token at sequence length {self.flops_seq_len} "
+                "(Q/K/V/output projections, attention scores and context, FFN); embeddings, softmax, "
+                "LayerNorm, GELU and the task head are ignored"
+            ),
+            "layers": self.layers,
+            "compensations": [_jsonable_row(row) for row in self.compensations],
+        }
+        if include_units:
+            data["units"] = {
+                "layer": self.units["layer"].tolist(),
+                "group": self.units["group"].astype(str).tolist(),
+                "unit": self.units["unit"].tolist(),
+                "score": [None if not math.isfinite(x) else x for x in self.units["score"].tolist()],
+                "kept": self.units["kept"].tolist(),
+            }
+        return data
+
+    def summary(self) -> str:
+        """Plain-text report (what the CLI prints)."""
+        b, a = self.params_before, self.params_after
+        mib = 2**20
+        lines = [
+            f"Plan: {self.plan.describe()}",
+            f"Parameters: {b['total']:,} -> {a['total']:,} ({-100 * self.fraction_removed:+.1f} %)",
+            f"  encoder:  {b['encoder']:,} -> {a['encoder']:,} ({-100 * self.encoder_fraction_removed:+.1f} %)",
+            f"  embeddings {b['embeddings']:,}, pooler {b['pooler']:,}, head {b['head']:,} (unchanged)",
+            f"Size (float32): {self.bytes_before / mib:.1f} MiB -> {self.bytes_after / mib:.1f} MiB",
+            f"FLOPs per token after/before: {self.flops_ratio_estimate:.3f} (estimate, dense matmuls at "
+            f"{self.flops_seq_len} tokens)",
+            "",
+            f"{'layer':>5}  {'qk dims/head':>12}  {'v dims/head':>11}  {'ffn units':>11}  {'params after/before':>22}",
+        ]
+        for info in self.layers:
+            sb, sa = info["sizes_before"], info["sizes_after"]
+            lines.append(
+                f"{info['layer']:>5}  {sa['qk']:>5} / {sb['qk']:<4}  {sa['v']:>5} / {sb['v']:<3}  "
+                f"{sa['ffn']:>5} / {sb['ffn']:<4}  {info['params_after']['total']:>10,} / {info['params_before']['total']:<10,}"
+            )
+        if self.compensations:
+            lines += ["", "Compensation (requested -> applied per layer and group):"]
+            for row in self.compensations:
+                extra = f" damping {row['damping']:g}" if row.get("damping") is not None else ""
+                note = f" ({row['note']})" if row.get("note") else ""
+                lines.append(f"  layer {row['layer']} {row['group']}: {row['requested']} -> {row['method']}{extra}{note}")
+        return "\n".join(lines)
+
+
+def _jsonable_row(row: dict) -> dict:
+    """A compensation row with NaN errors written as None (JSON has no NaN)."""
+    errors = {k: (None if not math.isfinite(v) else v) for k, v in row.get("heldout_mse", {}).items()}
+    return {**row, "heldout_mse": errors}
+
+
+def build_report(model, selection: PruningSelection, *, flops_seq_len: int = DEFAULT_FLOPS_SEQ_LEN,
+                 compensations: list[dict] | None = None) -> PruningReport:
+    """The report of ``selection`` applied to ``model``, in closed form (nothing is copied).
+
+    ``compensations`` are the per-layer rows ``prune`` records (see ``PruningReport``).
+    """
+    check_int(flops_seq_len, "flops_seq_len", "build_report", low=1,
+              fix="It is the sequence length the FLOPs estimate assumes, e.g. 128.")
+    cfg = model.config
+    hidden = int(cfg.hidden_size)
+    bert = base_model(model)
+    embeddings = (int(cfg.vocab_size) + int(cfg.max_position_embeddings) + int(cfg.type_vocab_size)) * hidden + 2 * hidden
+    pooler = hidden * hidden + hidden if getattr(bert, "pooler", None) is not None else 0
+    # The task head is whatever lies outside the encoder; pruning never changes it.
+    head = 0
+    if bert is not model:
+        inner = {id(p) for p in bert.parameters()}
+        head = sum(p.numel() for p in model.parameters() if id(p) not in inner)
+    after_sizes = selection.sizes_after()
+    layers, enc_before, enc_after, macs_before, macs_after = [], 0, 0, 0, 0
+    for i, (sb, sa) in enumerate(zip(selection.shapes, after_sizes)):
+        pb = _layer_params(hidden, sb["heads"], sb["qk"], sb["v"], sb["ffn"])
+        pa = _layer_params(hidden, sa["heads"], sa["qk"], sa["v"], sa["ffn"])
+        enc_before += pb["total"]
+        enc_after += pa["total"]
+        macs_before += _layer_macs(hidden, sb["heads"], sb["qk"], sb["v"], sb["ffn"], flops_seq_len)
+        macs_after += _layer_macs(hidden, sa["heads"], sa["qk"], sa["v"], sa["ffn"], flops_seq_len)
+        layers.append(
+            {
+                "layer": i,
+                "sizes_before": {"qk": sb["qk"], "v": sb["v"], "ffn": sb["ffn"]},
+                "sizes_after": {"qk": sa["qk"], "v": sa["v"], "ffn": sa["ffn"]},
+                "units_before": {g: int(len(selection.scores[i][g])) for g in GROUPS},
+                "kept": {g: int(len(selection.kept[i][g])) for g in GROUPS},
+                "percent": {g: selection.plan.percent(i, g) for g in GROUPS},
+                "params_before": pb,
+                "params_after": pa,
+            }
+        )
+
+    def totals(encoder: int) -> dict[str, int]:
+        return {"total": embeddings + encoder + pooler + head, "embeddings": embeddings, "encoder": encoder,
+                "pooler": pooler, "head": head}
+
+    frames = []
+    for i in range(selection.num_layers):
+        for group in GROUPS:
+            sc = selection.scores[i][group]
+            kept = np.zeros(len(sc), dtype=bool)
+            kept[selection.kept[i][group]] = True
+            frames.append((np.full(len(sc), i), np.full(len(sc), GROUPS.index(group)), np.arange(len(sc)), sc, kept))
+    cols = [np.concatenate(c) for c in zip(*frames)]
+    units = pd.DataFrame(
+        {
+            "layer": cols[0].astype(np.int64),
+            "group": pd.Categorical.from_codes(cols[1], categories=list(GROUPS)),
+            "unit": cols[2].astype(np.int64),
+            "score": cols[3].astype(np.float64),
+            "kept": cols[4],
+        }
+    )
+    return PruningReport(
+        plan=selection.plan,
+        model_fingerprint=selection.model_fingerprint,
+        architecture=type(model).__name__,
+        params_before=totals(enc_before),
+        params_after=totals(enc_after),
+        layers=layers,
+        flops_ratio_estimate=macs_after / macs_before,
+        flops_seq_len=flops_seq_len,
+        units=units,
+        compensations=list(compensations or []),
+    )

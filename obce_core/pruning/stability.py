@@ -1,0 +1,116 @@
+"""Ranking stability: how much of a scorer's ranking is the texts, and how much is noise.
+
+``ranking_stability`` scores two disjoint halves of the texts (or the texts and ``other_texts``)
+and compares, per layer, group and scorer, what each half would prune:
+
+* ``spearman``: Spearman's rank correlation of the unit scores of the two halves (NaN where one
+  half gives every unit the same score, e.g. rf = 0 for layer 0's query/key/value at [CLS]);
+* ``overlap``: the share of the units removed at ``percent`` under the first half's scores that
+  are also removed under the second's (per-head cuts, as ``select_units`` makes them);
+  ``chance_overlap`` is what two random choices of the same size would share on average.
+
+With ``splits > 1`` the texts are halved that many times (each split a fresh seeded permutation)
+and the columns are the mean over splits, with ``spearman_min`` the worst split. Scorers that do
+not read the texts (``magnitude``; ``random`` with a fixed seed) are stable by construction and
+give 1.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from obce_core.pruning.importance import GROUPS, IMPORTANCES
+from obce_core.pruning.plan import PruningPlan
+from obce_core.pruning.selection import select_units
+from obce_core.validation import check_choice, check_int, check_number
+
+__all__ = ["compare_rankings", "ranking_stability"]
+
+_OWNER = "ranking_stability"
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def compare_rankings(model, scores_a, scores_b, *, scorers: Sequence[str], percent: float) -> pd.DataFrame:
+    """One row per layer x group x scorer comparing the selections of two scores of ``model``."""
+    rows = []
+    for scorer in scorers:
+        plan = PruningPlan(ffn=percent, qk=percent, v=percent, scorer=scorer)
+        sel_a, sel_b = select_units(scores_a, plan, model), select_units(scores_b, plan, model)
+        for layer in range(sel_a.num_layers):
+            for group in GROUPS:
+                removed_a, removed_b = sel_a.removed(layer, group), sel_b.removed(layer, group)
+                n = len(sel_a.scores[layer][group])
+                shared = len(np.intersect1d(removed_a, removed_b))
+                rows.append({
+                    "layer": layer, "group": group, "scorer": scorer,
+                    "spearman": _spearman(sel_a.scores[layer][group], sel_b.scores[layer][group]),
+                    "overlap": shared / len(removed_a) if len(removed_a) else float("nan"),
+                    "chance_overlap": len(removed_a) / n if n else float("nan"),
+                    "removed": len(removed_a), "units": n,
+                })
+    return pd.DataFrame(rows)
+
+
+def ranking_stability(
+    model,
+    tokenizer,
+    texts: Sequence,
+    *,
+    scorers: Sequence[str] = ("rf", "std", "flap"),
+    percent: float = 50.0,
+    splits: int = 1,
+    seed: int = 0,
+    other_texts: Sequence | None = None,
+    **score_options,
+) -> pd.DataFrame:
+    """Per layer x group x scorer: Spearman of the two halves' scores and overlap of their cuts.
+
+    ``texts`` are split into two disjoint halves of ``len(texts) // 2`` (``splits`` times, seeded by
+    ``seed``); with ``other_texts`` the two sets are ``texts`` and ``other_texts`` as given (and
+    ``splits`` must be 1). ``score_options`` go to ``score_model`` (``token``, ``batch_size``,
+    ``max_length``, ``cache_dir``, ``use_cache``...). Columns: layer, group, scorer, spearman,
+    spearman_min, overlap, chance_overlap, removed, units, splits.
+    """
+    from obce_core.scoring import score_model
+
+    for scorer in scorers:
+        check_choice(scorer, "scorers", _OWNER, IMPORTANCES)
+    check_number(percent, "percent", _OWNER, low=0, high=100, low_open=True, high_open=True,
+                 fix="It is the percentile whose removed sets are compared, e.g. 50.")
+    check_int(splits, "splits", _OWNER, low=1)
+    check_int(seed, "seed", _OWNER, low=0)
+    texts = list(texts)
+    if other_texts is not None:
+        if splits != 1:
+            raise ValueError("splits must be 1 when other_texts is given: the two sets are fixed.")
+        pairs = [(texts, list(other_texts))]
+    else:
+        if len(texts) < 4:
+            raise ValueError(f"ranking_stability needs at least 4 texts to make two halves of 2; got {len(texts)}.")
+        half = len(texts) // 2
+        pairs = []
+        for s in range(splits):
+            order = np.random.default_rng([seed, s]).permutation(len(texts))
+            pairs.append(([texts[i] for i in order[:half]], [texts[i] for i in order[half:2 * half]]))
+    frames = []
+    for s, (a, b) in enumerate(pairs):
+        scores_a = score_model(model, tokenizer, a, **score_options)
+        scores_b = score_model(model, tokenizer, b, **score_options)
+        frames.append(compare_rankings(model, scores_a, scores_b, scorers=scorers, percent=percent).assign(split=s))
+    every = pd.concat(frames, ignore_index=True)
+    keys = ["layer", "group", "scorer"]
+    out = every.groupby(keys, sort=False).agg(
+        spearman=("spearman", "mean"), spearman_min=("spearman", "min"), overlap=("overlap", "mean"),
+        chance_overlap=("chance_overlap", "first"), removed=("removed", "first"), units=("units", "first"),
+        splits=("split", "nunique"),
+    )
+    return out.reset_index()

@@ -1,0 +1,85 @@
+"""Tables of stored GLUE results: one comparison side by side, and the comparisons the store holds.
+
+``comparison_table`` sets original, pruned (and recovered) runs side by side per task and metric;
+``comparisons`` groups the rows of ``ResultsStore.all_results`` into such comparisons.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from obce_core.training import RunResult
+
+__all__ = ["ROLES", "comparison_table", "comparisons"]
+
+# A run's role in a comparison, in table order.
+ROLES = ("original", "pruned", "recovered")
+
+
+def comparison_table(results: list[RunResult]) -> pd.DataFrame:
+    """Side by side per task and metric: original, pruned (and recovered), difference, params %.
+
+    ``difference`` is the last variant minus the original. ``params_total_pct`` and
+    ``params_encoder_pct`` are the pruned model's parameters as a percentage of the original's
+    (whole model, and encoder layers alone). With several tasks a ``glue_average`` row (mean of
+    ``main_score``) closes the table.
+    """
+    by_task: dict[str, dict[str, RunResult]] = {}
+    for r in results:
+        by_task.setdefault(r.task, {})[r.role] = r
+    rows = []
+    roles = [role for role in ROLES if any(role in v for v in by_task.values())]
+    averages: dict[str, list[float]] = {role: [] for role in roles}
+    for task, runs in by_task.items():
+        original = runs.get("original")
+        variant = runs.get("recovered") or runs.get("pruned")
+        metrics = [m for m in (original or variant).metrics if m != "main_score"] + ["main_score"]
+        for metric in metrics:
+            row = {"task": task, "metric": metric}
+            for role in roles:
+                row[role] = runs[role].metrics.get(metric) if role in runs else None
+            if original is not None and variant is not None and variant is not original:
+                row["difference"] = variant.metrics.get(metric, float("nan")) - original.metrics.get(metric, float("nan"))
+                row["params_total_pct"] = 100.0 * variant.params_total / original.params_total
+                row["params_encoder_pct"] = 100.0 * variant.params_encoder / original.params_encoder
+            rows.append(row)
+        for role in roles:
+            if role in runs:
+                averages[role].append(runs[role].main_score)
+    if len(by_task) > 1:
+        row = {"task": "glue_average", "metric": "main_score"}
+        complete = {role: v for role, v in averages.items() if len(v) == len(by_task)}
+        for role in roles:
+            row[role] = sum(complete[role]) / len(complete[role]) if role in complete else None
+        last = roles[-1]
+        if "original" in complete and last in complete and last != "original":
+            row["difference"] = row[last] - row["original"]
+        rows.append(row)
+    columns = ["task", "metric", *roles, "difference", "params_total_pct", "params_encoder_pct"]
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+
+def comparisons(frame: pd.DataFrame) -> list[dict]:
+    """Stored runs grouped to set side by side, newest first.
+
+    Each group is one pruned configuration (source weights, plan, protocol, recipe) with the
+    originals of the same source, protocol, recipe and tasks, and (protocol ``finetuned``) the
+    recovered runs of the same plan. A group is a dict: ``ids`` (result ids), ``plan``,
+    ``protocol``, ``recipe``, ``tasks`` (sorted), ``newest`` (the newest pruned row as a dict).
+    """
+    rows = frame.to_dict("records")
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["role"] == "pruned":
+            groups.setdefault((r["source_fingerprint"], r["plan"], r["protocol"], r["recipe"]), []).append(r)
+    out = []
+    for (source_fp, plan, protocol, recipe), pruned in groups.items():
+        tasks = {r["task"] for r in pruned}
+        originals = [r for r in rows if r["role"] == "original" and r["source_fingerprint"] == source_fp
+                     and r["protocol"] == protocol and r["recipe"] == recipe and r["task"] in tasks]
+        recovered = [r for r in rows if r["role"] == "recovered" and r["source_fingerprint"] == source_fp
+                     and r["plan"] == plan and r["task"] in tasks] if protocol == "finetuned" else []
+        out.append({"ids": [int(r["id"]) for r in originals + pruned + recovered], "plan": plan, "protocol": protocol,
+                    "recipe": recipe, "tasks": sorted(tasks), "newest": max(pruned, key=lambda r: r["id"])})
+    return sorted(out, key=lambda g: -g["newest"]["id"])

@@ -1,0 +1,202 @@
+"""``Recipe``: how a model is fine-tuned and evaluated, its named presets, and a training-time estimate.
+
+Presets (``RECIPE_PRESETS``), named for what they are:
+
+* ``bert-glue``: BERT's GLUE recipe (Devlin et al. 2019): 128 tokens, batch 32, lr 2e-5, 3 epochs.
+  It is NOT the OBCE paper's recipe, which fine-tunes for 40 epochs.
+* ``obce-40``: the OBCE paper's 40 epochs on top of ``bert-glue``; sized for a GPU.
+* ``cpu-<task>``: per-task recipes that make the embedded all-MiniLM-L6-v2 clearly learn the task
+  on a 2-core CPU in minutes. Chosen by a grid search of obce's own training code on a GPU
+  (``benchmarks/recipe_search.py``), then re-measured on the CPU (``benchmarks/RESULTS.md``).
+  ``cpu`` alone names the CPU preset of the task at hand (``resolve_preset``).
+* ``smoke``: seconds; checks that everything runs and measures nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from obce_core import glue
+from obce_core.io import JsonDataclass
+from obce_core.obce_bert.configuration_obce_bert import CLASSIFIER_POOLINGS
+from obce_core.validation import check_choice, check_int, check_number
+
+__all__ = [
+    "CPU_PRESET",
+    "CPU_SECONDS_PER_STEP",
+    "PRECISIONS",
+    "PRESET_CHOICES",
+    "PRESET_DESCRIPTIONS",
+    "RECIPE_PRESETS",
+    "Recipe",
+    "cpu_preset_name",
+    "estimate_training",
+    "resolve_preset",
+]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+# The alias for "the CPU preset of the task at hand" (cpu-sst2 for sst2, ...).
+CPU_PRESET = "cpu"
+
+_CPU_PAIR = {"max_length": 128, "batch_size": 16, "warmup_ratio": 0.1}
+RECIPE_PRESETS: dict[str, dict[str, Any]] = {
+    # BERT's GLUE recipe (Devlin et al. 2019): 128 tokens, batch 32, lr 2e-5, 3 epochs. Not the
+    # OBCE paper's recipe (40 epochs, below).
+    "bert-glue": {},
+    # The OBCE paper fine-tunes for 40 epochs; otherwise bert-glue. Hours per task: a GPU recipe.
+    "obce-40": {"epochs": 40.0},
+    # Per-task CPU recipes for all-MiniLM-L6-v2 (benchmarks/recipe_search.py on a GPU, re-timed on
+    # the 2-core CPU). SST-2 is large: 30,000 examples for one epoch learn it in minutes.
+    "cpu-sst2": {"max_length": 64, "epochs": 1.0, "learning_rate": 1e-4, "batch_size": 32, "warmup_ratio": 0.06,
+                 "train_size": 30000, "pooling": "cls"},
+    "cpu-cola": {"max_length": 64, "epochs": 3.0, "learning_rate": 5e-5, "batch_size": 16, "warmup_ratio": 0.1,
+                 "pooling": "cls"},
+    "cpu-mrpc": {**_CPU_PAIR, "epochs": 3.0, "learning_rate": 1e-4, "pooling": "mean"},
+    "cpu-rte": {**_CPU_PAIR, "epochs": 6.0, "learning_rate": 5e-5, "pooling": "cls"},
+    # WNLI is adversarial (dev pairs contradict train pairs); BERT does not beat the majority class
+    # on it either, so three epochs of the RTE recipe are as good as more.
+    "cpu-wnli": {**_CPU_PAIR, "epochs": 3.0, "learning_rate": 5e-5, "pooling": "cls"},
+    # Seconds: checks that everything runs, measures nothing.
+    "smoke": {"max_length": 64, "max_steps": 20, "learning_rate": 5e-5, "train_size": 256, "eval_size": 128},
+}
+# Every name a user may give where the task is known (the CLI's --recipe, the dashboard).
+PRESET_CHOICES = (CPU_PRESET, *RECIPE_PRESETS)
+# One line per name, for menus and help texts.
+PRESET_DESCRIPTIONS: dict[str, str] = {
+    CPU_PRESET: "the task's CPU preset (minutes on a 2-core CPU for all-MiniLM-L6-v2)",
+    "bert-glue": "BERT's GLUE recipe: whole split, 3 epochs, 128 tokens, lr 2e-5 (GPU)",
+    "obce-40": "the OBCE paper's 40 epochs on BERT's GLUE recipe (GPU, hours per task)",
+    **{f"{CPU_PRESET}-{t}": f"CPU preset of {t}" for t in ("sst2", "cola", "mrpc", "rte", "wnli")},
+    "smoke": "20 steps: checks that it runs, measures nothing",
+}
+
+
+def cpu_preset_name(task: str) -> str:
+    """The name of the CPU preset of ``task`` (``cpu-sst2``); ValueError when it has none."""
+    name = f"{CPU_PRESET}-{glue.get_task(task).name}"
+    if name not in RECIPE_PRESETS:
+        have = [p.split("-", 1)[1] for p in RECIPE_PRESETS if p.startswith(CPU_PRESET + "-")]
+        raise ValueError(
+            f"GLUE task {glue.get_task(task).name!r} has no CPU preset; CPU presets exist for {', '.join(have)}. "
+            "Name another preset (e.g. 'bert-glue' on a GPU) or give the recipe's fields."
+        )
+    return name
+
+
+def resolve_preset(name: str, task: str | None = None) -> str:
+    """A preset name with the ``cpu`` alias resolved for ``task``; ValueError for unknown names."""
+    if name == CPU_PRESET:
+        if task is None:
+            raise ValueError(f"Preset {CPU_PRESET!r} means the task's CPU preset; name the task, or one of "
+                             f"{', '.join(RECIPE_PRESETS)}.")
+        return cpu_preset_name(task)
+    check_choice(name, "preset", "Recipe.preset", PRESET_CHOICES,
+                 fix="bert-glue = BERT's GLUE recipe, obce-40 = the OBCE paper's 40 epochs, cpu = the task's CPU "
+                     "preset, smoke = seconds.")
+    return name
+
+
+@dataclass(frozen=True)
+class Recipe(JsonDataclass):
+    """How a model is fine-tuned and evaluated. Every field is part of a result's key.
+
+    ``epochs`` is used unless ``max_steps > 0``, which wins. ``batch_size`` is the global batch
+    (split over processes under ``accelerate launch``/``torchrun``). ``warmup_ratio`` is the share
+    of steps with a linear warm-up. ``train_size``/``eval_size`` draw seeded subsets (``None`` =
+    the whole split) with ``glue.load_task(..., n=, seed=seed)``. ``seed`` also seeds the new task
+    head, the data order and dropout. ``precision`` is ``fp32`` or mixed ``bf16``/``fp16`` (GPU).
+    ``pooling`` is what a NEW task head reads: ``cls`` (BERT's pooler on [CLS]) or ``mean`` (the
+    mean of the real tokens' last hidden states); a classifier that already has a head keeps its own.
+    """
+
+    _json_name = "recipe"
+
+    max_length: int = 128
+    epochs: float = 3.0
+    max_steps: int = 0
+    learning_rate: float = 2e-5
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.0
+    train_size: int | None = None
+    eval_size: int | None = None
+    seed: int = 42
+    precision: str = "fp32"
+    pooling: str = "cls"
+
+    def __post_init__(self):
+        o = "Recipe"
+        check_int(self.max_length, "max_length", o, low=8, high=8192,
+                  fix="Tokens per example after truncation: BERT uses 128 for GLUE; 64 is a fast CPU setting.")
+        check_number(self.epochs, "epochs", o, low=0, low_open=True,
+                     fix="Use e.g. 3, or set max_steps > 0 to train for a fixed number of steps.")
+        check_int(self.max_steps, "max_steps", o, low=0, fix="0 trains for `epochs`; or give a step count.")
+        check_number(self.learning_rate, "learning_rate", o, low=0, high=1, low_open=True, high_open=True,
+                     fix="BERT fine-tuning uses 2e-5 to 5e-5; small models on a CPU up to 1e-4.")
+        for name in ("batch_size", "eval_batch_size"):
+            check_int(getattr(self, name), name, o, low=1, fix="Use e.g. 32 for training, 64 for evaluation.")
+        check_number(self.weight_decay, "weight_decay", o, low=0, fix="Use 0.01 (the usual BERT setting) or 0.")
+        check_number(self.warmup_ratio, "warmup_ratio", o, low=0, high=1, high_open=True,
+                     fix="The share of steps with a linear warm-up: 0 or e.g. 0.1.")
+        for name in ("train_size", "eval_size"):
+            check_int(getattr(self, name), name, o, low=1, allow_none=True,
+                      fix="None is the whole split; otherwise the number of examples to draw.")
+        check_int(self.seed, "seed", o, low=0, fix="Use e.g. 42.")
+        check_choice(self.precision, "precision", o, PRECISIONS,
+                     fix="Mixed precision (bf16/fp16) needs a GPU; use fp32 on the CPU.")
+        check_choice(self.pooling, "pooling", o, CLASSIFIER_POOLINGS,
+                     fix="'cls' reads BERT's pooler on [CLS]; 'mean' averages the real tokens (mean-pooled "
+                         "encoders such as all-MiniLM-L6-v2).")
+        # Canonical types, so equal recipes give equal JSON (3 and 3.0 epochs are one recipe).
+        for name in ("epochs", "learning_rate", "weight_decay", "warmup_ratio"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("max_length", "max_steps", "batch_size", "eval_batch_size", "seed"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, task: str | None = None, **overrides) -> "Recipe":
+        """A named recipe (``RECIPE_PRESETS``; ``cpu`` = the CPU preset of ``task``) with some fields replaced."""
+        return cls(**{**RECIPE_PRESETS[resolve_preset(name, task)], **overrides})
+
+    @classmethod
+    def for_task(cls, task: str, **overrides) -> "Recipe":
+        """The task's CPU preset (``cpu-<task>``) with some fields replaced."""
+        return cls.preset(cpu_preset_name(task), **overrides)
+
+    def replace(self, **changes) -> "Recipe":
+        return dataclasses.replace(self, **changes)
+
+    def canonical_json(self) -> str:
+        """Compact JSON with sorted keys: equal recipes give equal text (the store's key).
+
+        ``pooling`` is left out when it is ``cls``: recipes from before the field existed trained
+        [CLS] heads, so their stored results keep answering the same recipe.
+        """
+        data = self.to_dict()
+        if data["pooling"] == "cls":
+            del data["pooling"]
+        return json.dumps(data, sort_keys=True)
+
+
+# Measured on this project's 2-core CPU: ~1.3 s per optimizer step of 32 x 64 tokens for
+# all-MiniLM-L6-v2; a step scales about linearly with batch x tokens. Larger models take longer.
+CPU_SECONDS_PER_STEP = 1.3
+
+
+def estimate_training(recipe: Recipe, task: str, *, runs: int = 1, extra_steps: int = 0) -> tuple[int, float]:
+    """(optimizer steps per run, ESTIMATED CPU seconds for ``runs`` runs plus ``extra_steps``).
+
+    Uses the official training-split size when ``recipe.train_size`` is None; an estimate for
+    all-MiniLM on a 2-core CPU, not a measurement of the model at hand.
+    """
+    rows = glue.get_task(task).train_rows
+    n = min(recipe.train_size or rows, rows) if rows else (recipe.train_size or 0)
+    steps = recipe.max_steps or math.ceil(n / recipe.batch_size * recipe.epochs)
+    per_step = CPU_SECONDS_PER_STEP * (recipe.batch_size / 32) * (recipe.max_length / 64)
+    return steps, (runs * steps + extra_steps) * per_step

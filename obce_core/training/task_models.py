@@ -1,0 +1,177 @@
+"""Task models: an encoder fine-tuned on one GLUE task, saved as a classifier directory.
+
+``finetune_task_model`` loads an encoder with a new head (pooling from ``Recipe.pooling``),
+fine-tunes it, scores it on the dev split and publishes the directory atomically: config, weights,
+tokenizer and ``obce_task.json`` (``TaskModelInfo``: task, recipe, dev metrics, main score,
+training time and steps, device, source model, creation time, obce version). The directory is an
+ordinary classifier that ``load_model(DIR)`` reloads; the protocol ``finetuned`` and the
+retraining-free evaluation prune such models. ``read_task_model_info`` reads the JSON back and
+``list_task_models`` finds every task model under a folder.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from obce_core import glue
+from obce_core.io import JsonDataclass, publish_directory
+from obce_core.loading import load_model
+from obce_core.training.progress import PhaseEvent, Progress, ShouldStop, is_main_process
+from obce_core.training.recipe import Recipe
+from obce_core.training.trainer import evaluate, fine_tune
+
+__all__ = ["TASK_MODEL_FILE", "TaskModelInfo", "finetune_task_model", "list_task_models", "read_task_model_info"]
+
+TASK_MODEL_FILE = "obce_task.json"
+
+
+def _obce_version() -> str:
+    try:
+        return importlib.metadata.version("obce")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class TaskModelInfo(JsonDataclass):
+    """What ``obce_task.json`` holds: how a task model was made and what it scores on dev.
+
+    ``metrics`` are ``evaluate``'s (GLUE metrics as fractions plus ``main_score``) on the task's
+    validation split under ``recipe`` (its ``eval_size`` subset, when set). ``train_s`` is the
+    wall time of the fine-tune alone, ``train_steps`` its optimizer steps.
+    """
+
+    _json_name = "task model info"
+
+    task: str
+    recipe: Recipe
+    metrics: dict
+    main_score: float
+    train_s: float
+    train_steps: int
+    device: str
+    source_model: str
+    created_at: str
+    obce_version: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "task", glue.get_task(self.task).name)
+        object.__setattr__(self, "recipe", Recipe.from_dict(self.recipe))
+
+    def to_dict(self) -> dict:
+        data = super().to_dict()
+        data["recipe"] = self.recipe.to_dict()
+        return data
+
+
+def read_task_model_info(directory: str | os.PathLike) -> TaskModelInfo | None:
+    """The ``TaskModelInfo`` of a task model directory; None when it has no ``obce_task.json``.
+
+    A file that exists but does not parse raises ``ValueError`` naming it.
+    """
+    path = Path(directory).expanduser() / TASK_MODEL_FILE
+    if not path.is_file():
+        return None
+    return TaskModelInfo.from_json(path)
+
+
+def list_task_models(root: str | os.PathLike) -> list[tuple[Path, TaskModelInfo]]:
+    """``(directory, info)`` of every task model directly under ``root``, newest first.
+
+    Folders with an unreadable ``obce_task.json`` are skipped; a missing ``root`` lists nothing.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return []
+    found = []
+    for child in sorted(root.iterdir()):
+        if child.name.startswith(".") or not child.is_dir():
+            continue  # publish_directory's temp folders start with "."
+        try:
+            info = read_task_model_info(child)
+        except ValueError:
+            continue
+        if info is not None:
+            found.append((child, info))
+    return sorted(found, key=lambda item: item[1].created_at, reverse=True)
+
+
+def _replaceable(overwrite: bool):
+    def replace(directory: Path) -> bool:
+        # Only an empty folder or an earlier task model: never a folder of someone else's files.
+        return not any(directory.iterdir()) or (overwrite and (directory / TASK_MODEL_FILE).is_file())
+    return replace
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not (out.is_dir() and _replaceable(overwrite)(out)):
+        what = "an earlier task model; pass overwrite=True (--overwrite) to replace it" \
+            if (out / TASK_MODEL_FILE).is_file() else "not an empty folder nor a task model, so it is never replaced"
+        raise FileExistsError(f"Output {str(out)!r} exists and is {what}; or choose another directory.")
+
+
+def finetune_task_model(
+    task: str,
+    out_dir: str | os.PathLike,
+    *,
+    model: str | os.PathLike | None = None,
+    recipe: Recipe | dict | None = None,
+    glue_dir: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    overwrite: bool = False,
+) -> TaskModelInfo:
+    """Fine-tune ``model`` on ``task`` and save the classifier in ``out_dir``; returns its info.
+
+    ``model``: what ``load_model`` takes (default: the embedded all-MiniLM-L6-v2); a new head with
+    ``recipe.pooling`` is put on it. ``recipe``: default the task's CPU preset (``Recipe.for_task``).
+    ``out_dir`` must not exist, be empty, or (with ``overwrite``) hold an earlier task model; it is
+    written atomically, so a failure or ``TrainingCancelled`` leaves nothing behind.
+    """
+    from transformers import set_seed
+
+    spec = glue.get_task(task)
+    recipe = Recipe.from_dict(recipe) if recipe is not None else Recipe.for_task(spec.name)
+    out = Path(out_dir).expanduser()
+    _check_out_dir(out, overwrite)  # before the slow steps; publish_directory checks again
+    say = progress or (lambda event: None)
+    source = "default" if model is None or str(model) in ("", "default") else str(model)
+    say(PhaseEvent(f"loading {source} for {spec.name}"))
+    set_seed(recipe.seed)  # the new head is drawn from this seed
+    net, tokenizer = load_model(None if source == "default" else source, num_labels=spec.num_labels,
+                                classifier_pooling=recipe.pooling, device=device)
+    if not spec.is_regression:  # label names in the config, in the hub's id order
+        net.config.id2label = dict(enumerate(spec.label_names))
+        net.config.label2id = {name: i for i, name in enumerate(spec.label_names)}
+    net.config.finetuning_task = spec.name
+    say(PhaseEvent(f"fine-tuning on {spec.name}"))
+    start = time.perf_counter()
+    fine_tune(net, tokenizer, spec.name, recipe, glue_dir=glue_dir, device=device, progress=progress,
+              should_stop=should_stop)
+    train_s = time.perf_counter() - start
+    say(PhaseEvent(f"evaluating on {spec.name}"))
+    metrics = evaluate(net, tokenizer, spec.name, recipe, glue_dir=glue_dir, device=device)
+    info = TaskModelInfo(
+        task=spec.name, recipe=recipe, metrics={k: float(v) for k, v in metrics.items()},
+        main_score=float(metrics["main_score"]), train_s=round(train_s, 3), train_steps=int(net.obce_train_steps),
+        device=str(next(net.parameters()).device), source_model=source,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), obce_version=_obce_version(),
+    )
+    say(PhaseEvent(f"saving {out}"))
+
+    def fill(tmp: Path) -> None:
+        net.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        info.to_json(tmp / TASK_MODEL_FILE)
+
+    if is_main_process():  # one writer under accelerate launch / torchrun
+        publish_directory(out, fill, replace=_replaceable(overwrite))
+    return info
