@@ -175,23 +175,26 @@ def load_model(
                       f"{str(source)!r} is not a sequence classifier: pass num_labels as well to build one.")
     repool = classifier_pooling is not None and classifier_pooling != getattr(config, "classifier_pooling", "cls")
     no_code = {"trust_remote_code": False}
+    # Weights in float32 whatever the checkpoint stores: scoring, pruning and CPU training all
+    # compute in float32 (mixed precision is a training setting, Recipe.precision).
+    load = {**no_code, "dtype": torch.float32}
     try:
         if repool:
             model = ObceBertForSequenceClassification.from_pretrained(
                 path, config=_with_pooling(config, classifier_pooling, num_labels), ignore_mismatched_sizes=True,
-                **no_code,
+                **load,
             )
         elif num_labels is not None:
             if is_classifier and config.num_labels == num_labels:
-                model = AutoModelForSequenceClassification.from_pretrained(path, **no_code)
+                model = AutoModelForSequenceClassification.from_pretrained(path, **load)
             else:
                 model = AutoModelForSequenceClassification.from_pretrained(
-                    path, num_labels=num_labels, ignore_mismatched_sizes=True, **no_code
+                    path, num_labels=num_labels, ignore_mismatched_sizes=True, **load
                 )
         elif is_classifier:
-            model = AutoModelForSequenceClassification.from_pretrained(path, **no_code)
+            model = AutoModelForSequenceClassification.from_pretrained(path, **load)
         else:
-            model = AutoModel.from_pretrained(path, **no_code)
+            model = AutoModel.from_pretrained(path, **load)
         tokenizer = AutoTokenizer.from_pretrained(path, **no_code)
     except ModelLoadError:
         raise

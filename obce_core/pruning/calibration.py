@@ -10,7 +10,9 @@ each layer and each of these two readers, what a compensation needs:
   them come each unit's mean over all tokens (``token-mean``) and the covariance that the
   least-squares refit (``lsq``) solves with.
 * ``heldout``: the reader's input at up to ``max_heldout_tokens`` tokens of OTHER texts (float32),
-  on which ``auto`` compares the candidate compensations and ``lsq`` chooses its damping.
+  and ``heldout_sum``, the input of the LayerNorm that follows the reader (reader output plus
+  residual) at the same tokens: on these ``auto`` compares the candidate compensations and
+  ``lsq`` chooses its damping, by the error of the layer's real output (after the LayerNorm).
 
 Texts, not tokens, are split between the two (tokens of one sentence are correlated, so a
 held-out token of a training sentence would flatter the fit). Every non-padding token counts,
@@ -43,6 +45,7 @@ __all__ = [
 # with the lowest held-out error wins. 1e-3 is what the prototype of issue 9 used.
 DEFAULT_LSQ_DAMPINGS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 READERS = {"ffn": "output.dense", "v": "attention.output.dense"}
+NORMS = {"ffn": "output.LayerNorm", "v": "attention.output.LayerNorm"}
 
 
 @dataclass
@@ -54,6 +57,7 @@ class ReaderMoments:
     sum2: np.ndarray  # (n, n) float64: sum of (x - shift)(x - shift)^T
     n_train: int
     heldout: np.ndarray  # (m, n) float32
+    heldout_sum: np.ndarray | None = None  # (m, hidden) float32: the following LayerNorm's input
 
     @property
     def mean(self) -> np.ndarray:
@@ -92,7 +96,8 @@ class Calibration:
         return min(len(r.heldout) for r in self.readers.values())
 
     def nbytes(self) -> int:
-        return sum(r.sum2.nbytes + r.heldout.nbytes for r in self.readers.values())
+        return sum(r.sum2.nbytes + r.heldout.nbytes + (0 if r.heldout_sum is None else r.heldout_sum.nbytes)
+                   for r in self.readers.values())
 
 
 def _split_texts(n_texts: int, heldout_share: float, seed: int) -> np.ndarray:
@@ -155,8 +160,16 @@ def capture_calibration(
 
     layers = encoder_layers(model)
     modules = {(i, g): layer.get_submodule(name) for i, layer in enumerate(layers) for g, name in READERS.items()}
-    acc = {key: {"shift": None, "sum1": 0.0, "sum2": 0.0, "n": 0, "held": []} for key in modules}
+    norms = {(i, g): layer.get_submodule(name) for i, layer in enumerate(layers) for g, name in NORMS.items()}
+    acc = {key: {"shift": None, "sum1": 0.0, "sum2": 0.0, "n": 0, "held": [], "held_sum": []} for key in modules}
     state: dict = {}
+
+    def make_norm_hook(key):
+        def hook(_module, inputs):
+            rows = state["rows"]["heldout"]
+            if len(rows[0]):
+                acc[key]["held_sum"].append(inputs[0][rows].float().cpu().numpy())
+        return hook
 
     def make_hook(key):
         def hook(_module, inputs):
@@ -183,6 +196,7 @@ def capture_calibration(
     device = next(model.parameters()).device
     with model_lock(model):
         hooks = [m.register_forward_pre_hook(make_hook(k)) for k, m in modules.items()]
+        hooks += [m.register_forward_pre_hook(make_norm_hook(k)) for k, m in norms.items()]
         was_training = model.training
         try:
             model.eval()
@@ -214,7 +228,8 @@ def capture_calibration(
             raise ValueError("No training tokens were captured; pass more texts (at least 2).")
         readers[key] = ReaderMoments(
             shift=a["shift"].cpu().numpy(), sum1=a["sum1"].cpu().numpy(), sum2=a["sum2"].cpu().numpy(),
-            n_train=int(a["n"]), heldout=held_x)
+            n_train=int(a["n"]), heldout=held_x,
+            heldout_sum=np.concatenate(a["held_sum"]) if a["held_sum"] else None)
         if not (np.isfinite(readers[key].sum2).all() and np.isfinite(held_x).all()):
             raise ValueError(
                 f"The inputs of layer {key[0]} {READERS[key[1]]} are NaN or infinite on the calibration texts: "
