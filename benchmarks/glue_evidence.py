@@ -12,6 +12,10 @@ by side; each unit appends JSON lines to ``--rows``:
 
     python benchmarks/glue_evidence.py --all --workers 8 --rows rows.jsonl   # every unit
     python benchmarks/glue_evidence.py --table rows.jsonl                    # the markdown tables
+
+Scores in the tables are x100 (MRPC: accuracy / F1; CoLA: Matthews correlation). Random rows are
+the mean ± std over 3 seeds. A task counts in the headline only when the original beats the
+majority class by more than 2 points.
 """
 
 from __future__ import annotations
@@ -110,6 +114,89 @@ def _num_labels(task):
     return glue.get_task(task).num_labels
 
 
+def _majority(task, glue_dir) -> float:
+    import numpy as np
+
+    from obce_core import glue
+
+    labels = np.asarray(glue.load_task(task, "validation", glue_dir)["label"])
+    values, counts = np.unique(labels, return_counts=True)
+    guess = np.full(len(labels), values[counts.argmax()])
+    onehot = np.eye(glue.get_task(task).num_labels)[guess]
+    return glue.main_score(task, glue.compute_metrics(task, onehot, labels))
+
+
+def _original_sizes(task) -> dict:
+    """Parameter counts of the unpruned classifier the task's preset builds (its pooling decides the pooler)."""
+    from obce_core import glue, load_model
+    from obce_core.training import Recipe, parameter_counts
+
+    model, _ = load_model(num_labels=glue.get_task(task).num_labels, classifier_pooling=Recipe.for_task(task).pooling)
+    return parameter_counts(model)
+
+
+def _cell(scores, task_metrics=None) -> str:
+    import statistics
+
+    if not scores:
+        return "—"
+    mean = 100 * statistics.fmean(scores)
+    return f"{mean:.1f}" if len(scores) == 1 else f"{mean:.1f} ± {100 * statistics.stdev(scores):.1f}"
+
+
+def _shown(task, metrics) -> str:
+    keys = {"mrpc": ["accuracy", "f1"], "cola": ["matthews_correlation"]}.get(task, ["accuracy"])
+    return " / ".join(f"{100 * metrics[k]:.1f}" for k in keys)
+
+
+def tables(rows_path: str, glue_dir) -> str:
+    """The markdown tables of a rows file: retraining-free (finetuned) and paper protocol."""
+    import pandas as pd
+
+    rows = [json.loads(line) for line in open(rows_path, encoding="utf-8") if line.strip()]
+    originals = {r["task"]: r for r in rows if r["kind"] == "original"}
+    tasks = [t for t in TASKS if t in originals]
+    out = []
+    majority = {t: _majority(t, glue_dir) for t in tasks}
+    learned = [t for t in tasks if originals[t]["main_score"] - majority[t] > 0.02]
+    out.append("| task | original (dev) | majority class | learned |\n|---|---|---|---|")
+    for t in tasks:
+        out.append(f"| {t} | {_shown(t, originals[t]['metrics'])} | {100 * majority[t]:.1f} | "
+                   f"{'yes' if t in learned else 'no'} |")
+    fin = pd.DataFrame([r for r in rows if r["kind"] == "finetuned" and r["percentile"] > 0])
+    for comp, part in fin.groupby("compensation", sort=False):
+        out.append(f"\nRetraining-free (finetuned protocol), all groups, compensation `{comp}`; "
+                   "main score x100 (MRPC: mean of accuracy and F1):\n")
+        head = "| scorer | " + " | ".join(f"{t} p={p:g}" for t in tasks for p in SWEEP_P) + " |"
+        out += [head, "|" + "---|" * (1 + len(tasks) * len(SWEEP_P))]
+        out.append("| original | " + " | ".join(_cell([originals[t]["main_score"]]) for t in tasks for _ in SWEEP_P) + " |")
+        for scorer in ("rf", "std", "magnitude", "random"):
+            cells = [_cell(list(part[(part.task == t) & (part.scorer == scorer) & (part.percentile == p)]["main_score"]))
+                     for t in tasks for p in SWEEP_P]
+            out.append(f"| {scorer} | " + " | ".join(cells) + " |")
+    paper = pd.DataFrame([r for r in rows if r["kind"] == "paper"])
+    if len(paper):
+        out.append("\nPaper protocol (prune the pre-trained encoder at p = 50, all groups, then fine-tune with the "
+                   "same recipe); main score x100; params % = pruned / unpruned, mean over tasks:\n")
+        out += ["| model | params % (all) | params % (encoder) | " + " | ".join(tasks) + " | avg of learned tasks | "
+                "/ original |", "|" + "---|" * (5 + len(tasks))]
+        base = sum(originals[t]["main_score"] for t in learned) / max(1, len(learned))
+        out.append("| original | 100.0 | 100.0 | " + " | ".join(_cell([originals[t]["main_score"]]) for t in tasks)
+                   + f" | {100 * base:.1f} | 100.0 % |")
+        full = {t: _original_sizes(t) for t in tasks}
+        for scorer in ("rf", "std", "random"):
+            part = paper[paper.scorer == scorer]
+            if not len(part):
+                continue
+            means = {t: list(part[part.task == t]["main_score"]) for t in tasks}
+            avg = sum(sum(v) / len(v) for t, v in means.items() if t in learned and v) / max(1, len(learned))
+            share = {k: 100 * sum(r[f"params_{k}"] / full[r["task"]][k] for _, r in part.iterrows()) / len(part)
+                     for k in ("total", "encoder")}
+            out.append(f"| {scorer} p=50 | {share['total']:.1f} | {share['encoder']:.1f} | "
+                       + " | ".join(_cell(means[t]) for t in tasks) + f" | {100 * avg:.1f} | {100 * avg / base:.1f} % |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--unit", action="append", default=[])
@@ -126,7 +213,11 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="the smoke recipe: checks the plumbing, measures nothing")
+    p.add_argument("--table", default=None, help="print the markdown tables of this rows file and exit")
     a = p.parse_args(argv)
+    if a.table:
+        print(tables(a.table, a.glue_dir))
+        return 0
     units = list(a.unit)
     if a.all:
         for task in a.tasks.split(","):

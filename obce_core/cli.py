@@ -79,7 +79,8 @@ def _add_plan_arguments(group, seed_flag: str) -> None:
     group.add_argument("--qk", type=float, help="percent of query/key dim pairs removed per head (default 0)")
     group.add_argument("--v", type=float, help="percent of value dims removed per head (default 0)")
     group.add_argument("--skip-layers", type=int, help="leave the first N layers unpruned (default 0)")
-    group.add_argument("--compensation", choices=COMPENSATIONS, help="fold removed units into biases (default mean)")
+    group.add_argument("--compensation", choices=COMPENSATIONS, help="what replaces removed units (default auto: per layer, the best on held-out tokens "
+                            "of the scoring texts; none when no texts are at hand)")
     group.add_argument("--scorer", choices=SCORERS, help="unit ranking (default rf)")
     group.add_argument(seed_flag, dest="plan_seed", type=int, help="seed of scorer 'random' (default 0)")
 
@@ -221,6 +222,19 @@ def _cmd_finetune(args) -> int:
     return 0
 
 
+def _cmd_export_onnx(args) -> int:
+    from obce_core import load_model
+    from obce_core.export import export_onnx
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CliError(f"Output {args.out!r} exists; pass --overwrite or choose another --out.")
+    model, tokenizer = load_model(None if args.model_dir == "default" else args.model_dir, device="cpu")
+    report = export_onnx(model, tokenizer, out, opset=args.opset, max_length=args.max_length)
+    print(report.summary())
+    return 0
+
+
 def _add_recipe_arguments(parser, *, default: str) -> None:
     from obce_core.obce_bert.configuration_obce_bert import CLASSIFIER_POOLINGS
     from obce_core.training import PRECISIONS, PRESET_CHOICES
@@ -306,7 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--device", help="cpu, cuda ... (default: what Trainer picks)")
     ft.add_argument("--overwrite", action="store_true", help="replace --out when it holds an earlier task model")
     ft.set_defaults(func=_cmd_finetune)
-    from obce_core.topology.cli import add_parser as add_layers_parser  # the `layers` subcommand lives with its package
+    from obce_core.export import ONNX_OPSET
+
+    onnx_p = sub.add_parser("export-onnx", help="write a model (pruned or not) as ONNX, checked against PyTorch in ONNX Runtime")
+    onnx_p.add_argument("model_dir", metavar="DIR", help="a saved model directory ('default': the embedded all-MiniLM-L6-v2)")
+    onnx_p.add_argument("--out", required=True, help="the .onnx file to write")
+    onnx_p.add_argument("--opset", type=int, default=ONNX_OPSET, help=f"ONNX opset (default {ONNX_OPSET})")
+    onnx_p.add_argument("--max-length", type=int, default=128, help="longest input in tokens (default 128)")
+    onnx_p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    onnx_p.set_defaults(func=_cmd_export_onnx)
+    from obce_core.evidence.cli import add_parser as add_sweep_parser  # the `sweep` subcommand lives with its package
+    from obce_core.topology.cli import add_parser as add_layers_parser
+
+    add_sweep_parser(sub)  # the `layers` subcommand lives with its package
 
     add_layers_parser(sub)
     return parser

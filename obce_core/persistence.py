@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,6 +30,8 @@ __all__ = [
     "rf_batch",
     "rf_mean_std_batch",
     "merge_events",
+    "LastMerge",
+    "last_merge",
 ]
 
 CONVENTIONS = ("length", "radius")
@@ -123,6 +126,47 @@ def merge_events(points, *, convention: str = "length") -> list[tuple[int, int, 
     src, dst, length = _mst_edges(_as_points(points))
     order = np.argsort(length, kind="stable")
     return [(int(src[k]), int(dst[k]), float(length[k] * scale)) for k in order]
+
+
+@dataclass(frozen=True)
+class LastMerge:
+    """The two clusters that the last merge of a 1-D cloud joins: the samples below and above its
+    largest gap. ``below`` and ``above`` are sample indices, nearest the gap first (ties by index);
+    ``low`` and ``high`` are the values at the gap's two ends (equal when every value is)."""
+
+    below: np.ndarray
+    above: np.ndarray
+    low: float
+    high: float
+
+    @property
+    def gap(self) -> float:
+        return self.high - self.low
+
+
+def last_merge(values) -> LastMerge:
+    """Split 1-D ``values`` at the edge :func:`merge_events` merges last (the largest gap; of equal
+    largest gaps, the highest one, as the stable order of the events puts it last).
+
+    Everything at or below the gap's lower end is one cluster and everything at or above its upper
+    end the other: on a line, single linkage merges each side completely before the widest gap.
+    """
+    v = _as_points(values)
+    if v.shape[1] != 1:
+        raise ValueError(f"last_merge splits a 1-D cloud (one value per sample); got points of dimension {v.shape[1]}.")
+    v = v[:, 0]
+    if v.size < 2:
+        raise ValueError(f"last_merge needs at least 2 values to have a merge; got {v.size}.")
+    i, j, _ = merge_events(v)[-1]
+    low, high = sorted((float(v[i]), float(v[j])))
+    if low == high:  # all values equal: the chain's last edge splits off its last sample
+        order = np.argsort(v, kind="stable")
+        return LastMerge(below=order[:-1].copy(), above=order[-1:].copy(), low=low, high=high)
+    below = np.flatnonzero(v <= low)
+    above = np.flatnonzero(v >= high)
+    below = below[np.lexsort((below, low - v[below]))]
+    above = above[np.lexsort((above, v[above] - high))]
+    return LastMerge(below=below, above=above, low=low, high=high)
 
 
 def rf(points, *, convention: str = "length") -> float:

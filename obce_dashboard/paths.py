@@ -16,11 +16,12 @@ from pathlib import Path
 
 from obce_core.workspace import default_workspace
 
-__all__ = ["MODEL_DIRS_ENV", "SAVE_FOLDER", "ModelSourceRefused", "SaveNameRefused", "allowed_model_dirs",
+__all__ = ["MODEL_DIRS_ENV", "SAVE_FOLDER", "TASK_MODELS_FOLDER", "ModelSourceRefused", "SaveNameRefused", "allowed_model_dirs",
            "check_model_source", "save_target"]
 
 MODEL_DIRS_ENV = "OBCE_MODEL_DIRS"
 SAVE_FOLDER = "pruned"
+TASK_MODELS_FOLDER = "task_models"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -66,8 +67,8 @@ def check_model_source(source: str | None) -> str:
     return text
 
 
-def save_target(name: str, workspace: str | os.PathLike | None = None) -> Path:
-    """The folder ``<workspace>/pruned/<name>`` for a save NAME typed by a visitor.
+def save_target(name: str, workspace: str | os.PathLike | None = None, folder: str = SAVE_FOLDER) -> Path:
+    """The folder ``<workspace>/<folder>/<name>`` (default ``pruned``) for a save NAME typed by a visitor.
 
     Refuses (``SaveNameRefused``) anything but one plain folder name (letters, digits, '.', '_',
     '-'; no '..', '~' or path) and a target that resolves outside the workspace (a symlink out).
@@ -78,12 +79,12 @@ def save_target(name: str, workspace: str | os.PathLike | None = None) -> Path:
         raise SaveNameRefused(
             f"Save takes a folder NAME, not a path: {text!r} is not one. Use letters, digits, '.', '_' and '-' "
             f"(up to 100 characters, starting with a letter or digit), e.g. qk30-v30-ffn30; the model goes to "
-            f"the workspace's {SAVE_FOLDER}/ folder."
+            f"the workspace's {folder}/ folder."
         )
-    target = root / SAVE_FOLDER / text
+    target = root / folder / text
     if not _inside(target.resolve(), root.resolve()):
         raise SaveNameRefused(
-            f"{SAVE_FOLDER}/{text} leads outside the workspace (a symbolic link points elsewhere), so nothing is "
+            f"{folder}/{text} leads outside the workspace (a symbolic link points elsewhere), so nothing is "
             "saved there; choose another name."
         )
     return target

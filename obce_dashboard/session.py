@@ -4,7 +4,8 @@ Models live in ``st.cache_resource`` (one copy for every session, used by all of
 never modify ``LoadedModel.model`` in place, work on a copy). Scored runs live in a process-wide
 store (``ScoredRun``, also shared and read-only) on top of obce_core's on-disk score cache;
 ``current_scored()`` gives the session's latest run, or, after a reload, a run another session
-made with the same settings. A model source from the URL or a text box goes through
+made with the same settings, or, on a restarted server, the scores of those settings from the disk
+cache (a shared link keeps working). A model source from the URL or a text box goes through
 ``obce_dashboard.paths.check_model_source`` before anything is read from disk.
 """
 
@@ -25,7 +26,7 @@ import streamlit as st
 from obce_core import NeuronScores, load_model, score_model
 from obce_core import glue
 from obce_core.anatomy import ModelAnatomy, model_anatomy
-from obce_core.scoring import TextsError, demo_sentences, resolve_texts, subsample, texts_fingerprint
+from obce_core.scoring import TextsError, cached_scores, demo_sentences, resolve_texts, subsample, texts_fingerprint
 from obce_dashboard.paths import check_model_source
 
 __all__ = [
@@ -243,6 +244,16 @@ def changed_settings(run: ScoredRun) -> list[str]:
     return ["uploaded file" if k == "upload" else k for k in names]
 
 
+def _as_tuple(texts: Sequence) -> tuple:
+    return tuple(tuple(t) if isinstance(t, (list, tuple)) else t for t in texts)
+
+
+def _run_key(loaded: LoadedModel, texts: tuple, token: str, max_length: int) -> str:
+    key_data = {"model": loaded.anatomy.fingerprint, "texts": texts_fingerprint(list(texts)), "token": token,
+                "max_length": max_length}
+    return hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:24]
+
+
 def score_texts(
     loaded: LoadedModel,
     texts: Sequence,
@@ -258,10 +269,8 @@ def score_texts(
     run is shared with other sessions: read it, do not modify it. Raises ``ValueError`` for
     unusable settings (e.g. ``MemoryBudgetError`` for too many tokens).
     """
-    texts = tuple(tuple(t) if isinstance(t, (list, tuple)) else t for t in texts)
-    key_data = {"model": loaded.anatomy.fingerprint, "texts": texts_fingerprint(list(texts)), "token": token,
-                "max_length": max_length}
-    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:24]
+    texts = _as_tuple(texts)
+    key = _run_key(loaded, texts, token, max_length)
     store = _score_store()
     settings = _current_settings()
     signature = settings_signature()
@@ -294,8 +303,35 @@ def current_scored() -> ScoredRun | None:
         return run
     signature = settings_signature()
     run = _score_store().by_signature(signature) if signature else None
+    if run is None and signature:
+        run = _restore_from_disk(signature)
     if run is not None:
         ss["scored"] = run
+    return run
+
+
+def _restore_from_disk(signature: str) -> ScoredRun | None:
+    """The run of the current settings from obce_core's disk score cache, computing nothing: how a
+    link opened on a restarted server shows the scores it was made with. Tried once per session
+    and settings; None when they are not cached (the page then asks to score)."""
+    ss = st.session_state
+    tried = ss.setdefault("_restore_tried", set())
+    if signature in tried:
+        return None
+    tried.add(signature)
+    try:
+        loaded = load_model_cached(ss.get("model"))
+        texts, label = current_texts()
+        texts = _as_tuple(texts)
+        token, max_length = ss["token"], int(ss["max_length"])
+        scores = cached_scores(loaded.model, list(texts), token=token, max_length=max_length)
+    except (ValueError, OSError, KeyError):  # the page that scores shows these errors with their fix
+        return None
+    if scores is None:
+        return None
+    run = ScoredRun(scores=scores, texts=texts, model_source=loaded.source, data_label=label,
+                    settings=_current_settings(), seconds=0.0, key=_run_key(loaded, texts, token, max_length))
+    _score_store().put(run, signature)
     return run
 
 

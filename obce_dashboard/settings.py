@@ -9,8 +9,8 @@ settings at import time; a page that needs a setting finds it here.
 the default (one warning lists the values it ignored). ``widget(st.slider, "Label", "ffn", ...)``
 binds a widget to a setting so the value survives page switches; a value from the URL that lies
 outside the widget's range or options is replaced with a warning naming the valid range, never
-clamped silently. ``sync_query_params()`` writes the settings that differ from their defaults
-back to the address bar.
+clamped silently. ``sync_query_params()`` writes the settings that decide the scores (always) and
+the others that differ from their defaults back to the address bar.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ class Setting:
 
     default: Any
     parse: Callable[[str, str], Any]
+    # Decides the scores: always written to the URL, default or not, so a link opens the same
+    # scores on any server (a default such as the data source depends on the server's setup).
+    always_in_link: bool = False
 
     def default_value(self) -> Any:
         return self.default() if callable(self.default) else self.default
@@ -124,25 +127,25 @@ def _default_task() -> str:
 
 SETTINGS: dict[str, Setting] = {
     # what is scored (Model & data)
-    "model": Setting("default", _text),
-    "data": Setting(_default_data_source, _choice(DATA_SOURCES)),
-    "task": Setting(_default_task, _choice(tuple(TASKS))),
-    "n": Setting(128, _int(2, MAX_TEXTS)),
-    "seed": Setting(0, _int(0, 2**31 - 1)),
-    "token": Setting("cls", _choice(TOKEN_MODES)),
-    "max_length": Setting(128, _int(8, 512)),
+    "model": Setting("default", _text, always_in_link=True),
+    "data": Setting(_default_data_source, _choice(DATA_SOURCES), always_in_link=True),
+    "task": Setting(_default_task, _choice(tuple(TASKS)), always_in_link=True),
+    "n": Setting(128, _int(2, MAX_TEXTS), always_in_link=True),
+    "seed": Setting(0, _int(0, 2**31 - 1), always_in_link=True),
+    "token": Setting("cls", _choice(TOKEN_MODES), always_in_link=True),
+    "max_length": Setting(128, _int(8, 512), always_in_link=True),
     # the neuron shown (Persistence); None: the page opens on an informative one
     "layer": Setting(None, _int(0)),
     "component": Setting("intermediate", _choice(COMPONENTS)),
     "neuron": Setting(None, _int(0)),
     # the plan in force (Prune; Persistence and Compare read it). Defaults: 30 % of every group,
     # layer 0 left whole (at [CLS] its query/key/value rf are all 0 and cannot rank them), the
-    # mean output of each removed unit at [CLS] folded into the next bias.
+    # core's default compensation ('auto': per layer, what reconstructs the output best).
     "qk": Setting(30.0, _float(0.0, MAX_PERCENT)),
     "v": Setting(30.0, _float(0.0, MAX_PERCENT)),
     "ffn": Setting(30.0, _float(0.0, MAX_PERCENT)),
     "skip_layers": Setting(1, _int(0)),
-    "compensation": Setting(lambda: PruningPlan(compensation="mean").compensation, _plan_field("compensation")),
+    "compensation": Setting(lambda: PruningPlan().compensation, _plan_field("compensation")),
     "scorer": Setting("rf", _plan_field("scorer")),
     "prune_seed": Setting(0, _int(0, 2**31 - 1)),
     "overrides": Setting("{}", parse_overrides),
@@ -178,12 +181,21 @@ def _as_query(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _in_link(name: str, setting: Setting, value: Any) -> bool:
+    if value is None:
+        return False
+    if name == "task" and st.session_state.get("data") != "glue":
+        return False  # the task only matters for GLUE texts
+    return setting.always_in_link or value != setting.default_value()
+
+
 def sync_query_params() -> None:
-    """Write the settings that differ from their defaults to the address bar (drop the rest)."""
+    """Write the settings that decide the scores, and the others that differ from their defaults,
+    to the address bar (drop the rest)."""
     qp = st.query_params
     for name, setting in SETTINGS.items():
         value = st.session_state.get(name)
-        want = None if value is None or value == setting.default_value() else _as_query(value)
+        want = _as_query(value) if _in_link(name, setting, value) else None
         if want is None:
             if name in qp:
                 del qp[name]

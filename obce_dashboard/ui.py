@@ -88,7 +88,18 @@ def run_page(main: Callable[[], None]) -> None:
 
 
 def no_scores_ui(what: str = "This page") -> None:
-    """The notice a results page shows before anything is scored, with a link to page 1."""
+    """The notice a results page shows before anything is scored, with a link to page 1. A link
+    that names an uploaded file (``data=upload``) is told why it cannot be restored and what to do."""
+    if st.session_state.get("data") == "upload" and not st.session_state.get("uploaded"):
+        st.warning(
+            "This link asks for **an uploaded file** (`data=upload`). Uploads stay in the browser session "
+            "that made them and are not stored on the server, so a link cannot bring them back. Upload the same "
+            "file again on **Model & data** (the link's `n` and `seed` then pick the same texts) and press "
+            "**Score**; or share a link made with the demo corpus or a GLUE task, which any server can restore.",
+            icon=":material/link_off:",
+        )
+        st.page_link(PAGE_MODEL, label="Go to Model & data", icon=":material/upload_file:")
+        return
     st.info(
         f"Nothing is scored yet. {what} needs scores: choose a model and texts on **Model & data** and "
         "press **Score**."

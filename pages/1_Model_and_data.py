@@ -12,6 +12,7 @@ with st.spinner("Starting obce: loading PyTorch and transformers (only on the se
     from obce_core.scoring import parse_texts
     from obce_dashboard import session, settings, ui
     from obce_dashboard.paths import MODEL_DIRS_ENV
+    from obce_dashboard.task_models import task_models_ui
 
 MODEL_KINDS = {
     "default": "Embedded default (all-MiniLM-L6-v2)",
@@ -195,6 +196,7 @@ def main() -> None:
         st.subheader("Texts")
         chosen = data_ui()
     score_ui(loaded, chosen)
+    task_models_ui()
     run = session.current_scored()
     if run is not None:
         results_ui(run)

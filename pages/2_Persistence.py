@@ -3,6 +3,7 @@
 import streamlit as st
 
 from obce_core import COMPONENTS, plots
+from obce_core.neurons import EXAMPLE_VIEWS, neuron_examples, text_tokens, token_values
 from obce_core.verdicts import NOT_PRUNABLE, neuron_verdict, neuron_verdicts, plan_cuts
 from obce_dashboard import prune_plan, session, settings, ui
 
@@ -111,6 +112,65 @@ def neuron_ui(run: session.ScoredRun, layer: int, component: str, neuron: int, g
         st.plotly_chart(plots.barcode_figure(diagram, rf=rf, color=color))
 
 
+def separates_ui(run: session.ScoredRun, layer: int, component: str, neuron: int) -> None:
+    """The texts (or tokens) on each side of the neuron's largest gap, and its top and bottom outputs."""
+    sc = run.scores
+    st.subheader("What does this neuron separate?")
+    all_tokens = sc.settings.token == "all"
+    unit = "tokens" if all_tokens else "texts"
+    k = int(st.number_input("How many per list", min_value=1, max_value=50, value=5, key="examples_k"))
+    tokenizer = None
+    if all_tokens:
+        with ui.errors("Could not load the scored model's tokenizer") as outcome:
+            tokenizer = session.load_model_cached(run.model_source).tokenizer
+        if not outcome.ok:
+            return
+    table = neuron_examples(sc, run.texts, layer, component, neuron, k=k, tokenizer=tokenizer)
+    values = sc.values(layer, component, neuron)
+    below = table[table["view"] == "below gap"]
+    above = table[table["view"] == "above gap"]
+    n_above = int((values >= above["value"].min()).sum()) if len(above) else 0
+    st.caption(f"The largest gap splits the {len(values):,} samples into {len(values) - n_above:,} below and "
+               f"{n_above:,} above: the two clusters the last merge joins. Each list shows the {unit} nearest "
+               "the gap on its side, then the most extreme outputs." + (
+                   " In token mode `all` a sample is one token in its text (bold = position)." if all_tokens else ""))
+    shown = ["rank", "value", "token", "text"] if all_tokens else ["rank", "value", "text_index", "text"]
+    fmt = {"value": st.column_config.NumberColumn(format="%.4g"),
+           "text": st.column_config.TextColumn(width="large"), "rank": st.column_config.NumberColumn(width="small")}
+    for left_view, right_view in (("below gap", "above gap"), ("bottom", "top")):
+        left, right = st.columns(2)
+        for col, view in ((left, left_view), (right, right_view)):
+            with col:
+                st.markdown(f"**{view.capitalize()}**: {EXAMPLE_VIEWS[view]}")
+                st.dataframe(table[table["view"] == view][shown], hide_index=True, column_config=fmt)
+    if all_tokens:
+        _tokens_in_context(run, layer, component, neuron, table, tokenizer, values,
+                           float(above["value"].min()) if len(above) else None)
+    st.download_button("Download these lists (CSV)", data=lambda: table.to_csv(index=False),
+                       file_name=f"obce_neuron_L{layer}_{component}_{neuron}_examples.csv", mime="text/csv",
+                       on_click="ignore", icon=":material/download:")
+
+
+def _tokens_in_context(run, layer, component, neuron, table, tokenizer, values, gap_high) -> None:
+    """Each listed text with every token shaded by the neuron's output (underlined: above the gap)."""
+    st.markdown("**Tokens in context**: shade = output on that token (over this neuron's whole range); "
+                "underlined = above the largest gap; outlined = the listed token.")
+    low, high = float(values.min()), float(values.max())
+    seen: set[int] = set()
+    for view in ("top", "above gap", "below gap", "bottom"):
+        for row in table[table["view"] == view].head(3).itertuples():
+            if row.text_index in seen:
+                continue
+            seen.add(row.text_index)
+            tokens = text_tokens(tokenizer, run.texts[row.text_index], run.scores.settings.max_length)
+            outputs = token_values(run.scores, layer, component, neuron, row.text_index)
+            if len(tokens) != len(outputs):  # a tokenizer changed since scoring: show nothing wrong
+                continue
+            st.html(f"<small>{view}, text #{row.text_index}</small>" + plots.token_highlight_html(
+                tokens, outputs, low=low, high=high, gap_high=gap_high, mark=int(row.position),
+                color=plots.COMPONENT_COLORS[component]))
+
+
 def overview_ui(group, neuron: int, selection) -> None:
     st.subheader("Every neuron of this layer and component")
     st.caption("Sorted by rf; grey neurons are the ones the Prune page's plan removes (per head for query/key/value, "
@@ -181,6 +241,7 @@ def main() -> None:
     selection = plan_ui(run)
     layer, component, neuron, group = picker_ui(run)
     neuron_ui(run, layer, component, neuron, group, selection)
+    separates_ui(run, layer, component, neuron)
     st.page_link(ui.PAGE_PRUNE, label="Change the plan on the Prune page", icon=":material/content_cut:")
     overview_ui(group, neuron, selection)
     distribution_ui(run, selection)

@@ -10,6 +10,7 @@ from obce_core.export import cls_similarity, model_zip
 from obce_core.pruning import COMPENSATIONS, GROUPS, SCORERS, is_obce_saved
 from obce_core.workspace import default_workspace
 from obce_dashboard import prune_plan, session, settings, ui
+from obce_dashboard.evidence import evidence_ui
 from obce_dashboard.paths import SAVE_FOLDER, save_target
 
 SLIDERS = {
@@ -22,9 +23,14 @@ SLIDERS = {
 }
 SCORER_LABELS = {"rf": "rf (persistence: the paper)", "std": "std (control)", "magnitude": "weight magnitude (control)",
                  "flap": "FLAP fluctuation (control)", "random": "random (control)"}
-# The compensations the scores alone can give (the fitted ones need calibration tokens).
-COMPENSATION_LABELS = {"none": "none", "cls-mean": "mean output at [CLS] into the next bias",
-                       "cls-mean-std": "mean + std at [CLS] into the next bias"}
+COMPENSATION_LABELS = {
+    "auto": "auto: per layer, what reconstructs it best",
+    "none": "none",
+    "token-mean": "mean over all tokens into the next bias",
+    "cls-mean": "mean output at [CLS] into the next bias",
+    "cls-mean-std": "mean + std at [CLS] into the next bias",
+    "lsq": "least-squares refit of the next layer",
+}
 
 
 def plan_ui(num_layers: int) -> None:
@@ -46,10 +52,11 @@ def plan_ui(num_layers: int) -> None:
                                       "they show whether the topology adds anything.")
     with c:
         settings.widget(st.selectbox, "Compensation", "compensation",
-                        options=[name for name in COMPENSATIONS if name in COMPENSATION_LABELS],
-                        format_func=COMPENSATION_LABELS.get,
-                        help="What replaces a removed FFN unit or value dim: its mean output over the scored texts, "
-                             "folded into the next layer's bias (query/key pairs get none: no bias can absorb them).")
+                        options=list(COMPENSATIONS), format_func=lambda name: COMPENSATION_LABELS.get(name, name),
+                        help="What replaces a removed FFN unit or value dim. auto, token-mean and lsq fit on the "
+                             "scoring texts' tokens (captured once per model and texts); auto picks, per layer, the "
+                             "candidate with the lowest error on held-out texts. Query/key pairs get none: no bias "
+                             "can absorb them.")
     with d:
         settings.widget(st.number_input, "Seed (random)", "prune_seed", min_value=0, max_value=2**31 - 1, step=1,
                         disabled=scorer != "random", help="Seed of the random scorer.")
@@ -147,7 +154,8 @@ def apply_ui(loaded: session.LoadedModel, run: session.ScoredRun, plan: PruningP
         with st.status("Building the pruned model…", expanded=True) as status:
             start = time.perf_counter()
             with ui.errors("Could not prune the model") as outcome:
-                model, report = prune(loaded.model, run.scores, plan)
+                calibration = prune_plan.calibration_if_needed(loaded, run, plan)
+                model, report = prune(loaded.model, run.scores, plan, calibration=calibration)
             if outcome.ok:
                 seconds = time.perf_counter() - start
                 st.write(f"Pruned in {seconds:.1f} s; comparing [CLS] outputs with the original…")
@@ -183,6 +191,7 @@ def applied_ui(applied: prune_plan.Applied, loaded: session.LoadedModel, plan: P
         cols[2].caption(f"Sanity check, not a task score: the mean cosine similarity of the last layer's [CLS] output of "
                         f"the pruned and the original model on {sim['n']} of the texts the scores came from (in-sample). "
                         "1 = unchanged. Fine-tune and evaluate on **Compare** for what the pruning costs on a task.")
+    compensation_ui(applied.report)
     with st.expander("Report"):
         st.code(applied.report.summary(), language="text")
     tag = _tag(applied.plan)
@@ -194,6 +203,21 @@ def applied_ui(applied: prune_plan.Applied, loaded: session.LoadedModel, plan: P
                       file_name=f"obce-{tag}.zip", mime="application/zip", on_click="ignore", icon=":material/download:",
                       help="config, safetensors weights, tokenizer, plan and report; reload with obce_core.load_model(folder).")
     save_ui(applied, tag)
+
+
+def compensation_ui(report) -> None:
+    """Which compensation each (layer, group) got: ``auto``'s choice, or a fallback with its reason."""
+    rows = report.compensations
+    if not rows:
+        return
+    methods = pd.Series([r["method"] for r in rows]).value_counts()
+    requested = rows[0]["requested"]
+    st.caption(f"Compensation requested: **{requested}**; applied: "
+               + ", ".join(f"{m} in {n} layer group(s)" for m, n in methods.items()) + ".")
+    with st.expander("Compensation per layer"):
+        st.dataframe(pd.DataFrame([{"layer": r["layer"], "group": r["group"], "applied": r["method"],
+                                    "lsq damping": r.get("damping"), "note": r.get("note", "")} for r in rows]),
+                     hide_index=True)
 
 
 def save_ui(applied: prune_plan.Applied, tag: str) -> None:
@@ -250,6 +274,7 @@ def main() -> None:
     if not outcome.ok:
         return
     metrics_ui(report)
+    evidence_ui(loaded, run, plan)
     charts_ui(report, heads)
     apply_ui(loaded, run, plan)
     st.page_link(ui.PAGE_COMPARE, label="Fine-tune and evaluate original vs pruned on GLUE: Compare",

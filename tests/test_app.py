@@ -387,3 +387,67 @@ def test_learn_figure_counts_components_like_a_graph_oracle():
         n_comp = connected_components(touching, directed=False)[0]
         assert fig.layout.title.text.endswith(f"{n_comp} component{'s' if n_comp != 1 else ''}")
         assert len(fig.layout.shapes) == 15
+
+
+def test_the_neuron_view_lists_the_samples_on_both_sides_of_the_gap(app):
+    """Token mode 'all': the lists below/above the gap are the tokens nearest the gap (numpy oracle),
+    each with its token; the lists, the tokens in context and the CSV download are shown."""
+    app.radio(key="_w_token").set_value("all").run()
+    _score(app, 8)
+    app.switch_page(PERSISTENCE_PAGE).run()
+    _clean(app)
+    run = app.session_state["scored"]
+    layer, component, neuron = app.session_state["layer"], app.session_state["component"], app.session_state["neuron"]
+    values = run.scores.values(layer, component, neuron).astype(np.float64)
+    order = np.argsort(values, kind="stable")
+    cut = int(np.argmax(np.diff(values[order])[::-1]))  # from the top: the highest of equal largest gaps
+    cut = len(values) - 2 - cut
+    below, above = values[order[: cut + 1]][::-1][:5], values[order[cut + 1:]][:5]
+    lists = [d.value for d in app.dataframe if "token" in d.value.columns]
+    assert len(lists) == 4  # below gap, above gap, bottom, top
+    np.testing.assert_allclose(lists[0]["value"], below, rtol=1e-6)
+    np.testing.assert_allclose(lists[1]["value"], above, rtol=1e-6)
+    np.testing.assert_allclose(lists[3]["value"], np.sort(values)[::-1][:5], rtol=1e-6)
+    assert all(isinstance(t, str) and t for t in lists[0]["token"])
+    assert len(app.get("html")) >= 1  # tokens in context
+    assert "Download these lists (CSV)" in {d.label for d in app.get("download_button")}
+
+
+def test_a_link_carries_every_scoring_setting_even_the_defaults(app):
+    _clean(app)
+    params = dict(app.query_params)
+    assert {k: params.get(k) for k in ("model", "data", "n", "seed", "token", "max_length")} == {
+        "model": "default", "data": "demo", "n": "128", "seed": "0", "token": "cls", "max_length": "128"}
+    assert "task" not in params  # only GLUE texts have a task
+
+
+def test_a_cold_server_restores_a_link_from_the_disk_cache(app):
+    """A new session on a restarted server (the in-memory store emptied) given a link whose scores
+    are on disk shows them without asking to score."""
+    from obce_dashboard import session
+
+    session._score_store.clear()  # an earlier test's run in memory would skip this test's disk cache
+    _score(app, 16)
+    app.switch_page(PERSISTENCE_PAGE).run()
+    link = {k: v for k, v in app.query_params.items()}
+    before = app.session_state["scored"].scores.table
+    session._score_store.clear()  # what a restart leaves: the disk cache only
+
+    cold = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    cold.query_params = link
+    cold.run()
+    cold.switch_page(PERSISTENCE_PAGE).run()
+    _clean(cold)
+    assert not any("Nothing is scored yet" in i.value for i in cold.info)
+    assert any("neuron" in m.value and "rf = " in m.value for m in cold.markdown)
+    pd.testing.assert_frame_equal(cold.session_state["scored"].scores.table, before)
+
+
+def test_an_upload_link_says_it_cannot_be_restored(monkeypatch):
+    monkeypatch.delenv("OBCE_GLUE_DIR", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params = {"data": "upload", "n": "16"}
+    at.run()
+    at.switch_page(PERSISTENCE_PAGE).run()
+    assert not at.exception
+    assert any("cannot bring them back" in w.value and "Upload the same file again" in w.value for w in at.warning)

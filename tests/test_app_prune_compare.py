@@ -32,7 +32,7 @@ PRUNE_PAGE = "pages/3_Prune.py"
 COMPARE_PAGE = "pages/4_Compare.py"
 TIMEOUT = 120
 GLUE_DIR = ROOT.parent / "shared" / "data" / "glue"
-DEFAULT_PLAN = dict(qk=30.0, v=30.0, ffn=30.0, skip_layers=1, compensation="mean", scorer="rf")
+DEFAULT_PLAN = dict(qk=30.0, v=30.0, ffn=30.0, skip_layers=1, compensation="auto", scorer="rf")
 
 
 @pytest.fixture

@@ -7,12 +7,25 @@
   percentile, scorer, seed) on the dev split; rows are cached on disk as they finish, so a
   cancelled sweep keeps them and a later one resumes. ``evaluate_plan`` is one such row, for the
   Prune page's current plan.
+* ``task_sweep``: ``sweep_task_model``, the sweep of a saved task model from its directory (scores
+  of its task's training sentences, calibration, dev split): what the CLI's ``sweep`` command and
+  the "sweep" job run; ``score_plan`` (one plan with its bootstrap interval, for the Prune page), ``sweep_summary``
+  (mean ± std over seeds) and ``task_model_problem``.
 """
 
 from obce_core.evidence.evaluation import EncodedSplit, ScoreInterval, encode_split, evaluate_encoded, predict_logits, score_interval
-from obce_core.evidence.sweep import SWEEP_GROUPS, SWEEP_SCORERS, evaluate_plan, largest_safe_percentile, sweep_plan, threshold_sweep
+from obce_core.evidence.sweep import (SWEEP_GROUPS, SWEEP_SCORERS, evaluate_plan, largest_safe_percentile, read_sweep,
+                                     sweep_cache_path, sweep_plan, threshold_sweep)
+from obce_core.evidence.task_sweep import (CALIBRATED_COMPENSATIONS, TaskSweep, score_plan, sweep_summary,
+                                           sweep_task_model, task_model_problem)
 
 __all__ = [
+    "CALIBRATED_COMPENSATIONS",
+    "TaskSweep",
+    "score_plan",
+    "sweep_summary",
+    "sweep_task_model",
+    "task_model_problem",
     "EncodedSplit",
     "ScoreInterval",
     "SWEEP_GROUPS",
@@ -22,7 +35,9 @@ __all__ = [
     "evaluate_plan",
     "largest_safe_percentile",
     "predict_logits",
+    "read_sweep",
     "score_interval",
+    "sweep_cache_path",
     "sweep_plan",
     "threshold_sweep",
 ]

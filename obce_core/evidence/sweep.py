@@ -24,7 +24,8 @@ from obce_core.evidence.evaluation import EncodedSplit, evaluate_encoded
 from obce_core.io import write_text_atomic
 from obce_core.validation import check_choice, check_int
 
-__all__ = ["SWEEP_GROUPS", "SWEEP_SCORERS", "evaluate_plan", "largest_safe_percentile", "sweep_plan", "threshold_sweep"]
+__all__ = ["SWEEP_GROUPS", "SWEEP_SCORERS", "evaluate_plan", "largest_safe_percentile", "read_sweep", "sweep_cache_path",
+           "sweep_plan", "threshold_sweep"]
 
 # "all" prunes every group at the same percentile.
 SWEEP_GROUPS = ("ffn", "v", "qk", "all")
@@ -47,14 +48,15 @@ def sweep_plan(group: str, percentile: float, scorer: str, seed: int, *, skip_la
     return PruningPlan(**sizes, scorer=scorer, seed=seed, skip_layers=skip_layers, **extra)
 
 
-def evaluate_plan(model, scores, plan, encoded: EncodedSplit) -> dict:
-    """One row: the task metrics of ``prune(model, scores, plan)`` on ``encoded``, its sizes and time."""
+def evaluate_plan(model, scores, plan, encoded: EncodedSplit, *, calibration=None) -> dict:
+    """One row: the task metrics of ``prune(model, scores, plan, calibration=...)`` on ``encoded``,
+    its sizes and time (``calibration``: what ``auto``/``lsq``/``token-mean`` fit with)."""
     from obce_core.pruning import prune
     from obce_core.training import parameter_counts
 
     start = time.perf_counter()
     removes_nothing = all(getattr(plan, g) == 0 for g in _PRUNED_GROUPS) and not plan.layers
-    pruned = model if removes_nothing else prune(model, scores, plan)[0]
+    pruned = model if removes_nothing else prune(model, scores, plan, calibration=calibration)[0]
     metrics = evaluate_encoded(pruned, encoded)
     sizes = parameter_counts(pruned)
     return {
@@ -67,7 +69,8 @@ def evaluate_plan(model, scores, plan, encoded: EncodedSplit) -> dict:
     }
 
 
-def _sweep_key(model, scores, encoded: EncodedSplit, skip_layers: int, compensation: str | None) -> str:
+def _sweep_key(model, scores, encoded: EncodedSplit, skip_layers: int, compensation: str | None,
+               calibration=None) -> str:
     from obce_core import model_fingerprint
     from obce_core.training import head_fingerprint
 
@@ -80,6 +83,8 @@ def _sweep_key(model, scores, encoded: EncodedSplit, skip_layers: int, compensat
         "skip_layers": skip_layers,
         "compensation": compensation,
     }
+    if calibration is not None:  # only then: keys of uncalibrated sweeps stay what they were
+        data["calibration"] = [calibration.model_fingerprint, calibration.n_texts, calibration.n_train]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -87,6 +92,19 @@ def default_sweep_dir() -> Path:
     from obce_core.scoring import default_cache_dir
 
     return Path(default_cache_dir()) / "sweeps"
+
+
+def sweep_cache_path(model, scores, encoded: EncodedSplit, *, skip_layers: int = 0, compensation: str | None = None,
+                     calibration=None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The JSON-lines file where ``threshold_sweep`` keeps the rows of these settings."""
+    key = _sweep_key(model, scores, encoded, skip_layers, compensation, calibration)
+    return Path(cache_dir or default_sweep_dir()) / f"{key}.jsonl"
+
+
+def read_sweep(path: str | os.PathLike) -> pd.DataFrame:
+    """The rows finished so far in a sweep cache file (an empty frame when there is none)."""
+    rows = list(_read_rows(Path(path)).values())
+    return pd.DataFrame(rows, columns=None if rows else ["group", "percentile", "scorer", "seed", "main_score"])
 
 
 def _read_rows(path: Path) -> dict[tuple, dict]:
@@ -105,7 +123,7 @@ def _read_rows(path: Path) -> dict[tuple, dict]:
 def threshold_sweep(model, tokenizer, scores, task: str, *, groups=SWEEP_GROUPS, percentiles=DEFAULT_PERCENTILES,
                     scorers=SWEEP_SCORERS, seeds=(0, 1, 2), skip_layers: int = 0, compensation: str | None = None,
                     glue_dir: str | os.PathLike | None = None, eval_size: int | None = None, eval_seed: int = 0,
-                    max_length: int = 128, encoded: EncodedSplit | None = None,
+                    max_length: int = 128, encoded: EncodedSplit | None = None, calibration=None,
                     cache_dir: str | os.PathLike | None = None, progress: Progress | None = None,
                     should_stop: Callable[[], bool] | None = None) -> pd.DataFrame:
     """Task quality of ``prune(model, scores, plan)`` for every (group, percentile, scorer, seed).
@@ -116,7 +134,8 @@ def threshold_sweep(model, tokenizer, scores, task: str, *, groups=SWEEP_GROUPS,
     row per point with ``group, percentile, scorer, seed, main_score``, the task's metrics,
     ``params_total``, ``params_encoder``, ``eval_s`` (wall time of that evaluation, prune
     included; 0 for a row answered from the cache), ``n_eval``, ``subset`` and ``cached``.
-    ``compensation=None`` uses ``PruningPlan``'s default. ``progress(done, total, row)`` after each
+    ``compensation=None`` uses ``PruningPlan``'s default; ``calibration`` (captured from the
+    scoring texts) is what ``auto``/``lsq``/``token-mean`` fit with. ``progress(done, total, row)`` after each
     point; ``should_stop()`` ends the sweep early, keeping the finished rows (in the cache too).
     """
     owner = "threshold_sweep"
@@ -136,7 +155,8 @@ def threshold_sweep(model, tokenizer, scores, task: str, *, groups=SWEEP_GROUPS,
         encoded = encode_split(tokenizer, task, glue_dir=glue_dir, eval_size=eval_size, seed=eval_seed, max_length=max_length)
     points = [(g, p, s, seed) for g in groups for p in percentiles for s in scorers
               for seed in (seeds if s == "random" else seeds[:1])]
-    path = Path(cache_dir or default_sweep_dir()) / f"{_sweep_key(model, scores, encoded, skip_layers, compensation)}.jsonl"
+    path = sweep_cache_path(model, scores, encoded, skip_layers=skip_layers, compensation=compensation,
+                            calibration=calibration, cache_dir=cache_dir)
     done = _read_rows(path)
     unpruned: dict | None = next((r for k, r in done.items() if k[1] == 0), None)
     rows = []
@@ -151,7 +171,7 @@ def threshold_sweep(model, tokenizer, scores, task: str, *, groups=SWEEP_GROUPS,
                 measured = {k: v for k, v in unpruned.items() if k not in ("group", "percentile", "scorer", "seed", "cached")}
             else:
                 plan = sweep_plan(group, p, scorer, seed, skip_layers=skip_layers, compensation=compensation)
-                measured = evaluate_plan(model, scores, plan, encoded)
+                measured = evaluate_plan(model, scores, plan, encoded, calibration=calibration)
             row = {"group": group, "percentile": p, "scorer": scorer, "seed": seed, **measured}
             if p == 0 and unpruned is None:
                 unpruned = row

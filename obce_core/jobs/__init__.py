@@ -1,4 +1,4 @@
-"""Jobs: GLUE comparisons and task-model fine-tunes that run in their own process.
+"""Jobs: GLUE comparisons, task-model fine-tunes and threshold sweeps that run in their own process.
 
 How a job runs, file by file:
 
@@ -10,7 +10,8 @@ How a job runs, file by file:
 2. ``worker.run_job`` reads the spec and, for a GLUE job, opens the results store
    (``obce_core.results.ResultsStore``) and runs one protocol per task
    (``obce_core.training.run_paper_protocol`` / ``run_finetuned_protocol``: load, prune, fine-tune,
-   evaluate); for a finetune job it runs ``obce_core.training.finetune_task_model``.
+   evaluate); for a finetune job it runs ``obce_core.training.finetune_task_model``; for a sweep
+   job ``obce_core.evidence.sweep_task_model`` (rows cached per point: cancelling keeps them).
 3. Each protocol run is looked up in the store first and stored as soon as it finishes.
 4. Progress arrives as typed events (``PhaseEvent``, ``StepEvent``, ``ResultEvent``) and is
    written to ``status.json``; ``runner.job_status`` reads it and checks with psutil
@@ -31,7 +32,7 @@ from obce_core.jobs.runner import (
     list_jobs,
     start_job,
 )
-from obce_core.jobs.spec import JOB_KINDS, FinetuneJobSpec, JobSpec, read_spec
+from obce_core.jobs.spec import JOB_KINDS, FinetuneJobSpec, JobSpec, SweepJobSpec, read_spec
 from obce_core.jobs.status import (
     ACTIVE_STATES,
     CANCEL_FILE,
@@ -61,6 +62,7 @@ __all__ = [
     "JobError",
     "JobSpec",
     "JobStatus",
+    "SweepJobSpec",
     "cancel_job",
     "cancel_requested",
     "create_job",

@@ -1,4 +1,5 @@
-"""What a job is asked to do: ``JobSpec`` (a GLUE comparison) and ``FinetuneJobSpec`` (a task model).
+"""What a job is asked to do: ``JobSpec`` (a GLUE comparison), ``FinetuneJobSpec`` (a task model) and
+``SweepJobSpec`` (a retraining-free threshold sweep of a task model).
 
 Both check themselves and round-trip through ``spec.json``; the ``kind`` field tells them apart
 (``read_spec`` dispatches on it; a spec.json without ``kind`` is a GLUE comparison, as written
@@ -19,11 +20,11 @@ from obce_core.io import JsonDataclass
 from obce_core.pruning import PruningPlan
 from obce_core.training import PROTOCOLS, Recipe
 from obce_core.training.protocols import as_plan
-from obce_core.validation import check_choice, check_int, invalid
+from obce_core.validation import check_choice, check_int, check_number, invalid
 
-__all__ = ["JOB_KINDS", "FinetuneJobSpec", "JobSpec", "read_spec"]
+__all__ = ["JOB_KINDS", "FinetuneJobSpec", "JobSpec", "SweepJobSpec", "read_spec"]
 
-JOB_KINDS = ("glue", "finetune")
+JOB_KINDS = ("glue", "finetune", "sweep")
 
 
 def _absolute(path: str | None) -> str | None:
@@ -212,7 +213,95 @@ class FinetuneJobSpec(JsonDataclass):
         _check_splits(self.glue_dir, {self.task: ["train", *_dev_splits(self.task)]})
 
 
-def read_spec(path: str | Path) -> JobSpec | FinetuneJobSpec:
+@dataclass
+class SweepJobSpec(JsonDataclass):
+    """One threshold sweep: ``obce_core.evidence.sweep_task_model`` of the task model in ``model``.
+
+    The fields are that function's arguments; ``eval_size=None`` evaluates the whole dev split.
+    Rows are cached per point, so a cancelled sweep keeps what it finished and a rerun resumes.
+    """
+
+    _json_name = "sweep job spec"
+
+    kind: str = "sweep"
+    model: str = ""
+    task: str = "sst2"
+    groups: list[str] = field(default_factory=lambda: ["ffn", "v", "qk", "all"])
+    percentiles: list[float] = field(default_factory=lambda: [float(p) for p in range(0, 100, 10)])
+    scorers: list[str] = field(default_factory=lambda: ["rf", "std", "magnitude", "random"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    skip_layers: int = 0
+    compensation: str | None = None
+    eval_size: int | None = None
+    eval_seed: int = 0
+    score_texts: int = 512
+    score_seed: int = 0
+    max_length: int = 128
+    glue_dir: str | None = None
+    device: str | None = None
+
+    def __post_init__(self):
+        from obce_core.evidence import SWEEP_GROUPS, SWEEP_SCORERS
+
+        o = "SweepJobSpec"
+        check_choice(self.kind, "kind", o, ("sweep",))
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise invalid("model", o, "the directory of a task model", self.model,
+                          "Fine-tune one with `python -m obce_core finetune --task sst2 --out DIR`.")
+        self.task = glue.get_task(self.task).name
+        for name, options in (("groups", SWEEP_GROUPS), ("scorers", SWEEP_SCORERS)):
+            values = getattr(self, name)
+            if not isinstance(values, (list, tuple)) or not values:
+                raise invalid(name, o, f"a non-empty list among {', '.join(options)}", values)
+            setattr(self, name, [check_choice(v, name, o, options) for v in values])
+        if not isinstance(self.percentiles, (list, tuple)) or not self.percentiles:
+            raise invalid("percentiles", o, "a non-empty list of numbers in [0, 100)", self.percentiles)
+        for p in self.percentiles:
+            check_number(p, "percentiles", o, low=0, high=100, high_open=True)
+        self.percentiles = sorted({float(p) for p in self.percentiles})
+        if not isinstance(self.seeds, (list, tuple)) or not self.seeds:
+            raise invalid("seeds", o, "a non-empty list of seeds", self.seeds)
+        self.seeds = [check_int(s, "seeds", o, low=0) for s in self.seeds]
+        check_int(self.skip_layers, "skip_layers", o, low=0)
+        if self.compensation is not None:
+            self.compensation = PruningPlan(compensation=self.compensation).compensation
+        check_int(self.eval_size, "eval_size", o, low=1, allow_none=True, fix="None evaluates the whole dev split.")
+        check_int(self.eval_seed, "eval_seed", o, low=0)
+        check_int(self.score_texts, "score_texts", o, low=2)
+        check_int(self.score_seed, "score_seed", o, low=0)
+        check_int(self.max_length, "max_length", o, low=8, high=512)
+        if self.glue_dir is not None:
+            self.glue_dir = str(self.glue_dir)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def absolute(self) -> "SweepJobSpec":
+        """A copy whose local paths are absolute, so a worker in another folder finds them."""
+        return dataclasses.replace(self, model=_absolute_model(self.model), glue_dir=_absolute_glue_dir(self.glue_dir))
+
+    def check_data(self) -> None:
+        """Fail early, naming the file or the fix, when the data or the task model is missing."""
+        from obce_core.evidence import task_model_problem
+
+        problem = task_model_problem(self.model, self.task)
+        if problem:
+            raise ValueError(problem)
+        _check_splits(self.glue_dir, {self.task: ["train", *_dev_splits(self.task)]})
+
+
+_SPEC_CLASSES = {"glue": JobSpec, "finetune": FinetuneJobSpec, "sweep": SweepJobSpec}
+
+
+def spec_from_dict(data: dict) -> JobSpec | FinetuneJobSpec | SweepJobSpec:
+    """The spec of the class ``data['kind']`` names (no ``kind``: a GLUE comparison)."""
+    kind = data.get("kind", "glue") if isinstance(data, dict) else None
+    if kind not in _SPEC_CLASSES:
+        raise invalid("kind", "the job spec", f"one of {JOB_KINDS}", kind)
+    return _SPEC_CLASSES[kind].from_dict(data)
+
+
+def read_spec(path: str | Path) -> JobSpec | FinetuneJobSpec | SweepJobSpec:
     """The spec in a ``spec.json``, of the class its ``kind`` names (no ``kind``: a GLUE comparison)."""
     path = Path(path)
     try:
@@ -220,8 +309,6 @@ def read_spec(path: str | Path) -> JobSpec | FinetuneJobSpec:
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"Could not read the job spec {str(path)!r}: {exc}.") from exc
     kind = data.get("kind", "glue") if isinstance(data, dict) else None
-    if kind == "finetune":
-        return FinetuneJobSpec.from_dict(data)
-    if kind == "glue":
-        return JobSpec.from_dict(data)
-    raise invalid("kind", f"the job spec {str(path)!r}", f"one of {JOB_KINDS}", kind)
+    if kind not in _SPEC_CLASSES:
+        raise invalid("kind", f"the job spec {str(path)!r}", f"one of {JOB_KINDS}", kind)
+    return _SPEC_CLASSES[kind].from_dict(data)

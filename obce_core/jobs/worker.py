@@ -3,7 +3,8 @@
 directly).
 
 A GLUE job runs a protocol per task with the results store as its memory; a finetune job runs
-``finetune_task_model``. Progress events become ``status.json`` (rewritten at most every half
+``finetune_task_model``; a sweep job runs ``obce_core.evidence.sweep_task_model`` (its rows cached
+per point, the cache file named in ``status.output``). Progress events become ``status.json`` (rewritten at most every half
 second, and at every phase); the ``cancel`` flag file, or SIGTERM in a worker, stops the job
 between training steps.
 """
@@ -21,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from obce_core import glue
-from obce_core.jobs.spec import FinetuneJobSpec, JobSpec, read_spec
+from obce_core.jobs.spec import FinetuneJobSpec, JobSpec, SweepJobSpec, read_spec
 from obce_core.jobs.status import CANCEL_FILE, PID_FILE, SPEC_FILE, JobStatus, job_dir, now, read_status, write_status
 from obce_core.results import STORE_FILE, ResultsStore
 from obce_core.training import (
@@ -132,12 +133,36 @@ def _run_finetune(spec: FinetuneJobSpec, folder: Path, status: JobStatus, on_eve
                                overwrite=spec.overwrite)
 
 
+def _run_sweep(spec: SweepJobSpec, folder: Path, status: JobStatus, on_event, should_stop):
+    from obce_core.evidence import sweep_task_model
+
+    status.task = spec.task
+    write_status(folder, status)
+
+    def on_path(path: Path) -> None:
+        status.output = str(path)  # where the page reads the rows, finished ones included
+        write_status(folder, status)
+
+    swept = sweep_task_model(
+        spec.model, spec.task, glue_dir=spec.glue_dir, groups=spec.groups, percentiles=spec.percentiles,
+        scorers=spec.scorers, seeds=spec.seeds, skip_layers=spec.skip_layers, compensation=spec.compensation,
+        eval_size=spec.eval_size, eval_seed=spec.eval_seed, score_texts=spec.score_texts, score_seed=spec.score_seed,
+        max_length=spec.max_length, device=spec.device, progress=on_event, should_stop=should_stop, on_path=on_path,
+    )
+    if should_stop():
+        raise TrainingCancelled(f"Cancelled after {len(swept.table)} sweep points; they are kept in {swept.path}.")
+    return swept
+
+
+_RUNNERS = {JobSpec: _run_glue, FinetuneJobSpec: _run_finetune, SweepJobSpec: _run_sweep}
+
+
 def run_job(job, *, progress: Progress | None = None):
     """Run a created job in THIS process and return what it made (the worker's body; the CLI's too).
 
     A GLUE job returns its ``RunResult`` list (each run also in ``<workspace>/results.sqlite``;
     runs already stored are answered from it); a finetune job returns the ``TaskModelInfo`` of the
-    saved model. Writes ``status.json`` as it goes; ``progress`` receives the same events.
+    saved model; a sweep job its ``TaskSweep``. Writes ``status.json`` as it goes; ``progress`` receives the same events.
     Cancelling (the flag file, or SIGTERM in a worker) ends with state ``cancelled`` and raises
     ``TrainingCancelled``; any other error (a damaged results store included) ends with state
     ``failed``, its reason in ``status.error``, and is re-raised.
@@ -160,7 +185,7 @@ def run_job(job, *, progress: Progress | None = None):
     try:
         if should_stop():
             raise TrainingCancelled("Cancelled before the job started.")
-        run = _run_finetune if isinstance(spec, FinetuneJobSpec) else _run_glue
+        run = _RUNNERS[type(spec)]
         made = run(spec, folder, status, on_event, should_stop)
         status.state, status.phase = "done", "done"
         return made

@@ -7,6 +7,7 @@ has no hover; both axes share one range (giotto-tda's convention).
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -27,7 +28,7 @@ from obce_core.plots.style import (
     _rgba,
 )
 
-__all__ = ["diagram_figure", "barcode_figure", "values_strip_figure"]
+__all__ = ["diagram_figure", "barcode_figure", "values_strip_figure", "token_highlight_html"]
 
 
 def diagram_figure(
@@ -280,3 +281,29 @@ def values_strip_figure(
     fig.update_yaxes(range=[-1.4, 1.4], showticklabels=False, title="samples", row=2, col=1)
     fig.update_xaxes(title="output value", row=2, col=1)
     return fig
+
+
+def token_highlight_html(tokens: Sequence[str], values: Sequence[float], *, low: float, high: float,
+                         gap_high: float | None = None, mark: int | None = None, color: str = HIGHLIGHT_COLOR) -> str:
+    """One text as HTML spans, each token shaded by the neuron's output on it.
+
+    Shading runs from transparent at ``low`` to ``color`` at ``high`` (the neuron's range over all
+    samples, so texts compare); tokens at or above ``gap_high`` (the upper side of the largest gap)
+    are underlined, and token ``mark`` is outlined. WordPiece continuations (``##x``) join their
+    word. Every token is escaped; the hover title gives its value.
+    """
+    if len(tokens) != len(values):
+        raise ValueError(f"token_highlight_html needs one value per token; got {len(tokens)} tokens, {len(values)} values.")
+    span = high - low
+    parts = []
+    for i, (token, value) in enumerate(zip(tokens, values)):
+        share = (float(value) - low) / span if span > 0 else 0.0
+        style = f"background:{_rgba(color, round(0.85 * min(max(share, 0.0), 1.0), 3))};padding:1px 2px;border-radius:3px;"
+        if gap_high is not None and value >= gap_high:
+            style += "text-decoration:underline;text-decoration-thickness:2px;"
+        if mark == i:
+            style += "outline:2px solid #333;"
+        word = token[2:] if token.startswith("##") else token
+        sep = "" if token.startswith("##") or i == 0 else " "
+        parts.append(f'{sep}<span title="{html.escape(token)}: {float(value):.4g}" style="{style}">{html.escape(word)}</span>')
+    return "<div style=\"line-height:1.9;font-family:monospace;\">" + "".join(parts) + "</div>"

@@ -16,6 +16,7 @@ __all__ = [
     "GROUP_LABELS",
     "ROLE_COLORS",
     "REMOVED_COLOR",
+    "SCORER_COLORS",
 ]
 
 COMPONENT_COLORS: dict[str, str] = {
@@ -43,6 +44,9 @@ GROUP_COLORS: dict[str, str] = {
 GROUP_LABELS: dict[str, str] = {"ffn": "FFN units", "qk": "query/key pairs", "v": "value dims"}
 # Original vs pruned models (Okabe-Ito hues, apart from the component colours).
 ROLE_COLORS: dict[str, str] = {"original": "#666666", "pruned": "#0072b2", "recovered": "#009e73"}
+# Scorers on the evidence curves: rf stands out, the controls in muted hues.
+SCORER_COLORS: dict[str, str] = {"rf": "#d62728", "std": "#0072b2", "magnitude": "#009e73", "flap": "#cc79a7",
+                                 "random": "#7f7f7f"}
 # A unit the plan in force removes.
 REMOVED_COLOR = "#bbbbbb"
 

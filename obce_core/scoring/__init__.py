@@ -31,6 +31,7 @@ from obce_core.scoring.checks import MAX_ABS_STATISTIC, ScoresFileError
 from obce_core.scoring.scores import (
     NeuronScores,
     ScoreSettings,
+    cached_scores,
     default_cache_dir,
     score_model,
     scores_from_activations,
@@ -52,6 +53,7 @@ __all__ = [
     "ScoreSettings",
     "ScoresFileError",
     "TextsError",
+    "cached_scores",
     "capture_activations",
     "check_memory_budget",
     "cls_embeddings",

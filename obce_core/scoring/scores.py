@@ -46,6 +46,7 @@ __all__ = [
     "NeuronScores",
     "ScoreSettings",
     "ScoresFileError",
+    "cached_scores",
     "default_cache_dir",
     "score_model",
     "scores_from_activations",
@@ -271,6 +272,35 @@ def scores_from_activations(values: np.ndarray, columns: pd.DataFrame, settings:
     return _rank_table(table)
 
 
+def _cache_entry(fingerprint: str, text_key: str, settings: ScoreSettings, cache_dir) -> Path:
+    key_data = {"format": CACHE_FORMAT, "model": fingerprint, "texts": text_key, **settings.to_dict()}
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:24]
+    return Path(cache_dir or default_cache_dir()) / "scores" / key
+
+
+def _read_cache(entry: Path, fingerprint: str, text_key: str, settings: ScoreSettings) -> "NeuronScores | None":
+    """The cached scores in ``entry`` when they are these scores; None when absent or damaged."""
+    if not (entry / "table.parquet").is_file():
+        return None
+    try:
+        cached = NeuronScores.load(entry)
+    except (ScoresFileError, OSError, ValueError):
+        return None  # a damaged entry is recomputed (and overwritten) by score_model
+    same = (cached.model_fingerprint, cached.texts_fingerprint, cached.settings) == (fingerprint, text_key, settings)
+    return cached if same else None
+
+
+def cached_scores(model, texts: Sequence[Text], *, token: str = "cls", max_length: int = 128, batch_size: int = 32,
+                  convention: str = "length", cache_dir: str | os.PathLike | None = None) -> "NeuronScores | None":
+    """What :func:`score_model` with these arguments would answer from its disk cache, without
+    computing anything: the scores, or None when they are not cached (or the entry is damaged)."""
+    settings = ScoreSettings(token=token, max_length=max_length, batch_size=batch_size, convention=convention)
+    if len(texts) < 2:
+        return None
+    fingerprint, text_key = model_fingerprint(model), texts_fingerprint(texts)
+    return _read_cache(_cache_entry(fingerprint, text_key, settings, cache_dir), fingerprint, text_key, settings)
+
+
 def score_model(
     model,
     tokenizer,
@@ -300,16 +330,11 @@ def score_model(
         raise ValueError(f"Scoring needs at least 2 texts to measure a spread; got {len(texts)}.")
     fingerprint = model_fingerprint(model)
     text_key = texts_fingerprint(texts)
-    key_data = {"format": CACHE_FORMAT, "model": fingerprint, "texts": text_key, **settings.to_dict()}
-    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:24]
-    entry = Path(cache_dir or default_cache_dir()) / "scores" / key
-    if use_cache and (entry / "table.parquet").is_file():
-        try:
-            cached = NeuronScores.load(entry)
-            if (cached.model_fingerprint, cached.texts_fingerprint, cached.settings) == (fingerprint, text_key, settings):
-                return cached
-        except (ScoresFileError, OSError, ValueError):
-            pass  # a damaged entry is recomputed and overwritten below
+    entry = _cache_entry(fingerprint, text_key, settings, cache_dir)
+    if use_cache:
+        cached = _read_cache(entry, fingerprint, text_key, settings)
+        if cached is not None:
+            return cached
     acts = capture_activations(
         model, tokenizer, texts, token=token, batch_size=batch_size, max_length=max_length,
         memory_budget_gb=memory_budget_gb, progress=progress,
