@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import sys
 import time
 import warnings
@@ -34,12 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_file import write_section  # noqa: E402
 from obce_core import load_model, score_model  # noqa: E402
 from obce_core.glue import dataset_texts, load_task  # noqa: E402
 from obce_core.pruning import CompensationWarning, PruningPlan, capture_calibration, prune, ranking_stability  # noqa: E402
 from obce_core.scoring import length_sorted_batches, tokenize_texts  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 DEFAULT_GLUE = ROOT.parent / "shared" / "data" / "glue"
 SECTION = "## Method (issue 9)"
 COMPENSATIONS = ("none", "cls-mean", "token-mean", "lsq", "auto")
@@ -136,13 +135,6 @@ def markdown(meta, fits, stability, cells, chosen, percents, scorers) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_section(body: str) -> None:
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: body + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + body
-    RESULTS.write_text(text, encoding="utf-8")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--glue-dir", default=str(DEFAULT_GLUE))
@@ -183,7 +175,7 @@ def main(argv=None) -> int:
     body = markdown(meta, fits, stability, cells, chosen, percents, scorers)
     print(body)
     if not args.quick:
-        write_section(body)
+        write_section(SECTION, body)
     return 0
 
 

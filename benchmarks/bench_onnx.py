@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -31,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere, without installing obce
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_file import RESULTS, write_section  # noqa: E402
 from obce_core import PruningPlan, load_model, prune, score_model  # noqa: E402
 from obce_core.export import export_onnx  # noqa: E402
 from obce_core.scoring.texts import demo_sentences  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## ONNX export"
 
 
@@ -107,13 +106,6 @@ def section(rows, diffs, params, args, load_before, load_after, command) -> str:
     return "\n".join(lines)
 
 
-def write_section(body: str) -> None:
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: body + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + body
-    RESULTS.write_text(text, encoding="utf-8")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few rounds, 64 scoring texts; writes nothing")
@@ -158,7 +150,7 @@ def main(argv=None) -> int:
     if args.quick:
         print(body)
     else:
-        write_section(body)
+        write_section(SECTION, body)
         print(f"Wrote {SECTION!r} in {RESULTS}")
     return 0
 

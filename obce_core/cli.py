@@ -184,7 +184,7 @@ def _cmd_glue(args) -> int:
         bar.close()
     if not main_process:
         return 0
-    table = comparison_table(results)
+    table = comparison_table(results).drop(columns="main")  # rows are one per metric; the headline needs no flag here
     scores = [c for c in ("original", "pruned", "recovered", "difference") if c in table]
     table[scores] = table[scores] * 100.0
     cached = sum(r.from_store for r in results)

@@ -1,8 +1,12 @@
-"""Persistence: why one neuron's rf is what it is, and how rf spreads over layers and components."""
+"""Persistence: why one neuron's rf is what it is, how rf spreads over layers and components, and
+how much of the ranking survives a change of texts."""
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 
-from obce_core import COMPONENTS, plots
+from obce_core import COMPONENTS, plots, ranking_stability
+from obce_core.pruning import GROUPS
 from obce_core.neurons import EXAMPLE_VIEWS, neuron_examples, text_tokens, token_values
 from obce_core.verdicts import NOT_PRUNABLE, neuron_verdict, neuron_verdicts, plan_cuts
 from obce_dashboard import prune_plan, session, settings, ui
@@ -11,6 +15,9 @@ TABLE_COLUMNS = ["layer", "component", "neuron", "rf", "std", "mean", "rank", "r
 VERDICT_TEXT = {"pruned": "**pruned**", "kept": "**kept**",
                 NOT_PRUNABLE: "**kept**: it feeds a LayerNorm, which the method never prunes"}
 SCOPES = {"group": "this layer & component", "prunable": "all prunable neurons", "all": "all neurons"}
+STABILITY_SCORERS = ("rf", "std", "flap")  # the method and the two stable controls of benchmarks/RESULTS.md
+STABILITY_FALLBACK_PERCENT = 50.0  # where the plan removes nothing, the removed sets are compared at 50 %
+GROUP_LABELS = {"qk": "query/key", "v": "value", "ffn": "FFN"}
 
 
 def _set_neuron(neuron: int) -> None:
@@ -194,6 +201,89 @@ def distribution_ui(run: session.ScoredRun, selection) -> None:
                "control scorers also keep some neurons below it (the hover counts them).")
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _ranking_stability(model_fingerprint: str, texts_key: str, settings: tuple, scorers: tuple, percents: tuple,
+                       _model, _tokenizer, _texts: tuple) -> pd.DataFrame:  # noqa: ARG001 (the key is the scores')
+    """``ranking_stability`` of the scoring texts at each of ``percents`` (column ``percent``). The
+    halves are scored once: later percentiles read them back from obce_core's score cache."""
+    token, max_length, batch_size = settings
+    return pd.concat([ranking_stability(_model, _tokenizer, list(_texts), scorers=list(scorers), percent=p, token=token,
+                                        max_length=max_length, batch_size=batch_size).assign(percent=p)
+                      for p in percents], ignore_index=True)
+
+
+def _plan_percents(selection, num_layers: int) -> dict[tuple[int, str], float]:
+    """The percentile the plan in force applies to each layer and group (50 where it removes nothing)."""
+    plan = selection.plan if selection is not None else None
+    return {(layer, group): (plan.percent(layer, group) if plan is not None else 0) or STABILITY_FALLBACK_PERCENT
+            for layer in range(num_layers) for group in GROUPS}
+
+
+def stability_table(stability: pd.DataFrame, percents: dict[tuple[int, str], float], scorers) -> pd.DataFrame:
+    """One row per layer x group: the plan's percentile, the chance overlap, and per scorer the split-half
+    Spearman and the removed-set overlap at that percentile (rows of ``ranking_stability``)."""
+    rows = []
+    for (layer, group), p in percents.items():
+        at = stability[(stability["layer"] == layer) & (stability["group"] == group) & (stability["percent"] == p)]
+        at = at.set_index("scorer")
+        row = {"layer": layer, "group": GROUP_LABELS[group], "p": p, "chance overlap": float(at["chance_overlap"].iloc[0])}
+        for scorer in scorers:
+            row[f"{scorer} Spearman"] = float(at.loc[scorer, "spearman"])
+            row[f"{scorer} overlap"] = float(at.loc[scorer, "overlap"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def stability_reading(table: pd.DataFrame, scorers) -> str:
+    """One line: each scorer's median split-half Spearman for query/key/value and for FFN units."""
+    def median(values: pd.Series) -> str:
+        values = values.dropna()  # NaN: one half scored every unit alike (rf = 0 at layer 0's [CLS])
+        return f"{np.median(values):.2f}" if len(values) else "n/a"
+
+    attention = table["group"] != GROUP_LABELS["ffn"]
+    parts = [f"{scorer} {median(table.loc[attention, f'{scorer} Spearman'])} (Q/K/V) and "
+             f"{median(table.loc[~attention, f'{scorer} Spearman'])} (FFN)" for scorer in scorers]
+    return ("Median split-half Spearman here: " + "; ".join(parts) + ". On SST-2 at [CLS], rf ranks of Q/K/V are "
+            "close to chance (Spearman 0.07-0.24, removed-set overlap about chance): see benchmarks/RESULTS.md, Method.")
+
+
+def stability_ui(run: session.ScoredRun, selection) -> None:
+    """Score two disjoint halves of the texts and compare what each would prune (on a click: it scores twice)."""
+    st.subheader("How much of this ranking is noise?")
+    st.caption("The texts are split into two disjoint halves, each half is scored, and for every layer and group the "
+               "two rankings are compared: Spearman's correlation of the unit scores (1 = the same order) and the share "
+               "of the units removed at the plan's percentile under one half that the other half removes too, against "
+               "what two random choices would share. A blank Spearman means one half gives every unit the same score "
+               "(layer 0's query/key/value at [CLS]): its overlap then only repeats the tie-break by index. Each half "
+               "has half the texts, so the whole set's ranking is somewhat steadier than this.")
+    with ui.errors("Could not load the scored model") as outcome:
+        loaded = session.load_model_cached(run.model_source)
+    if not outcome.ok:
+        return
+    scoring = run.scores.settings
+    scorers = tuple(dict.fromkeys([*STABILITY_SCORERS, *([selection.plan.scorer] if selection is not None else [])]))
+    percents = _plan_percents(selection, loaded.anatomy.layers)
+    key = (loaded.anatomy.fingerprint, run.key or run.scores.texts_fingerprint,
+           (scoring.token, int(scoring.max_length), int(scoring.batch_size)), scorers,
+           tuple(sorted(set(percents.values()))))
+    if st.button(f"Measure it (scores two halves of {len(run.texts) // 2:,} texts)", key="stability_run"):
+        st.session_state["_stability_key"] = key
+    if st.session_state.get("_stability_key") != key:
+        return
+    with ui.errors("Could not measure the ranking stability") as outcome:
+        with st.status("Scoring two halves of the texts…", expanded=False) as status:
+            stability = _ranking_stability(*key, loaded.model, loaded.tokenizer, tuple(run.texts))
+            status.update(label=f"Scored two halves of {len(run.texts) // 2:,} texts", state="complete")
+    if not outcome.ok:
+        return
+    table = stability_table(stability, percents, scorers)
+    st.markdown(stability_reading(table, scorers))
+    fmt = {c: st.column_config.NumberColumn(format="%.2f") for c in table.columns if c not in ("layer", "group")}
+    fmt["p"] = st.column_config.NumberColumn("p (%)", format="%g", help="The plan's percentile for this layer and "
+                                             f"group ({STABILITY_FALLBACK_PERCENT:g} where the plan removes nothing).")
+    st.dataframe(table, hide_index=True, column_config=fmt, key="stability_table")
+
+
 def tables_ui(run: session.ScoredRun, group, layer: int, component: str) -> None:
     st.subheader("Most and least important neurons")
     table = run.scores.table
@@ -226,8 +316,6 @@ def tables_ui(run: session.ScoredRun, group, layer: int, component: str) -> None
 
 
 def _csv(*frames) -> str:
-    import pandas as pd
-
     return pd.concat(frames, ignore_index=True).to_csv(index=False)
 
 
@@ -245,6 +333,7 @@ def main() -> None:
     st.page_link(ui.PAGE_PRUNE, label="Change the plan on the Prune page", icon=":material/content_cut:")
     overview_ui(group, neuron, selection)
     distribution_ui(run, selection)
+    stability_ui(run, selection)
     tables_ui(run, group, layer, component)
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from obce_core import PruningPlan, build_report, plots, prune, save_pruned
-from obce_core.export import cls_similarity, model_zip
+from obce_core.export import cls_similarity, model_onnx, model_zip
 from obce_core.pruning import COMPENSATIONS, GROUPS, SCORERS, is_obce_saved
 from obce_core.workspace import default_workspace
 from obce_dashboard import prune_plan, session, settings, ui
@@ -136,8 +136,9 @@ def metrics_ui(report) -> None:
 
 def charts_ui(report, heads: int) -> None:
     st.plotly_chart(plots.pruning_units_figure(report.units, heads=heads), key="units_heatmap")
-    st.caption("One row per layer, one cell per unit in its place in the weights: coloured = kept, grey = removed; "
-               "within a layer, darker = higher score. Hover a cell for its score.")
+    st.caption("One row per layer, one cell per unit in its place in the weights: blue = kept, orange = removed "
+               "(colours told apart with any colour vision); within a layer, darker = higher score. Hover a cell for "
+               "its score.")
     st.plotly_chart(plots.kept_per_layer_figure(report.kept_frame(), title="Units kept per layer"), key="kept_bars")
 
 
@@ -151,25 +152,29 @@ def apply_ui(loaded: session.LoadedModel, run: session.ScoredRun, plan: PruningP
     st.subheader("Build the pruned model")
     st.caption("Makes a new, physically smaller model for this session (the loaded model stays as it is).")
     if st.button("Apply: build the pruned model", type="primary", icon=":material/content_cut:"):
+        start = time.perf_counter()  # the whole apply: calibration, pruning and the [CLS] check
         with st.status("Building the pruned model…", expanded=True) as status:
-            start = time.perf_counter()
             with ui.errors("Could not prune the model") as outcome:
                 calibration = prune_plan.calibration_if_needed(loaded, run, plan)
                 model, report = prune(loaded.model, run.scores, plan, calibration=calibration)
             if outcome.ok:
-                seconds = time.perf_counter() - start
-                st.write(f"Pruned in {seconds:.1f} s; comparing [CLS] outputs with the original…")
+                pruned_s = time.perf_counter() - start
+                st.write(f"Pruned in {pruned_s:.1f} s; comparing [CLS] outputs with the original…")
                 similarity = None
                 with ui.errors("Could not run the sanity check"):
                     similarity = cls_similarity(loaded.model, model, loaded.tokenizer, run.texts,
-                                                         max_length=run.scores.settings.max_length)
+                                                max_length=run.scores.settings.max_length)
+                seconds = time.perf_counter() - start
                 ss["pruned"] = prune_plan.Applied(
                     model=model, tokenizer=loaded.tokenizer, plan=plan, report=report, source=loaded.source,
                     source_fingerprint=loaded.anatomy.fingerprint, similarity=similarity, seconds=seconds,
                 )
-                status.update(label=f"Built the pruned model in {seconds:.1f} s", state="complete", expanded=False)
+                ss.pop("_onnx", None)  # an ONNX file of the previous model no longer applies
+                status.update(label=f"Built the pruned model in {seconds:.1f} s (pruning {pruned_s:.1f} s, "
+                                    f"[CLS] check {seconds - pruned_s:.1f} s)", state="complete", expanded=False)
             else:
-                status.update(label="Pruning failed", state="error", expanded=True)
+                status.update(label=f"Pruning failed after {time.perf_counter() - start:.1f} s", state="error",
+                              expanded=True)
     applied = ss.get("pruned")
     if applied is not None:
         applied_ui(applied, loaded, plan)
@@ -195,14 +200,46 @@ def applied_ui(applied: prune_plan.Applied, loaded: session.LoadedModel, plan: P
     with st.expander("Report"):
         st.code(applied.report.summary(), language="text")
     tag = _tag(applied.plan)
-    a, b = st.columns(2)
+    a, b, c = st.columns(3)
     a.download_button("Download the plan (JSON)", data=applied.plan.to_json(), file_name=f"obce_plan_{tag}.json",
                       mime="application/json", on_click="ignore", icon=":material/download:")
     b.download_button("Download the model (zip)",
                       data=lambda: model_zip(applied.model, applied.tokenizer, applied.plan, applied.report, f"obce-{tag}"),
                       file_name=f"obce-{tag}.zip", mime="application/zip", on_click="ignore", icon=":material/download:",
                       help="config, safetensors weights, tokenizer, plan and report; reload with obce_core.load_model(folder).")
+    with c:
+        onnx_ui(applied, tag)
     save_ui(applied, tag)
+
+
+def onnx_ui(applied: prune_plan.Applied, tag: str) -> None:
+    """Build the ONNX file on request (it takes seconds), check it in ONNX Runtime, then offer it."""
+    ss = st.session_state
+    built = ss.get("_onnx")
+    if built is None or built["model"] is not applied.model:
+        if st.button("Build the ONNX file", icon=":material/memory:", key="build_onnx",
+                     help="Exports the pruned model to ONNX for CPU runtimes, runs it in ONNX Runtime and compares "
+                          "its outputs with PyTorch's. Takes several seconds."):
+            start = time.perf_counter()
+            with st.status("Exporting to ONNX and checking it in ONNX Runtime…", expanded=False) as status:
+                with ui.errors("Could not export the model to ONNX") as outcome:
+                    data, report = model_onnx(applied.model, applied.tokenizer)
+                if outcome.ok:
+                    ss["_onnx"] = built = {"model": applied.model, "data": data, "report": report}
+                    status.update(label=f"ONNX file built and checked in {time.perf_counter() - start:.1f} s",
+                                  state="complete")
+                else:
+                    status.update(label="ONNX export failed", state="error", expanded=True)
+        if built is None or built["model"] is not applied.model:
+            return
+    report = built["report"]
+    st.download_button("Download the model (ONNX)", data=built["data"], file_name=f"obce-{tag}.onnx",
+                       mime="application/octet-stream", on_click="ignore", icon=":material/download:", key="onnx_download",
+                       help="Run it with onnxruntime.InferenceSession(path); inputs " + ", ".join(map(str, report.inputs)) + ".")
+    ok = report.max_abs_diff <= report.tolerance
+    st.caption(f"{report.size_bytes / 1e6:.1f} MB, opset {report.opset}, output `{report.output}`. ONNX Runtime vs "
+               f"PyTorch on {report.n_texts} texts: max |diff| **{report.max_abs_diff:.2e}** "
+               f"({'within' if ok else 'ABOVE'} the tolerance {report.tolerance:.0e}).")
 
 
 def compensation_ui(report) -> None:

@@ -13,20 +13,19 @@ from obce_core.glue import TASKS
 from obce_core.pruning import PruningPlan
 from obce_core.training import CPU_PRESET, PRESET_CHOICES, PRESET_DESCRIPTIONS, Recipe
 from obce_dashboard import prune_plan, session, ui
+from obce_dashboard.form_link import field, remember
+from obce_dashboard.job_panel import job_panel, minutes
 from obce_dashboard.paths import check_model_source
 
 PROTOCOL_LABELS = {
     "paper": "Paper: prune the pre-trained model, then fine-tune original and pruned alike",
     "finetuned": "Fine-tuned: prune a classifier already trained on the task, evaluate at once",
 }
-STATE_ICONS = {"queued": ":material/schedule:", "running": ":material/progress_activity:", "done": ":material/check_circle:",
-               "failed": ":material/error:", "cancelled": ":material/cancel:"}
 MAX_JOBS_SHOWN = 6
 ROLE_ORDER = ("original", "pruned", "recovered")
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min" if seconds >= 600 else (f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s")
+FORM = "form"  # the query parameter that keeps the form (widget keys "compare_...") across a refresh
+MISSING = "—"
+_minutes = minutes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,21 +55,21 @@ def model_ui(run: session.ScoredRun | None) -> tuple[str, str, int]:
               "task": "score each task's training sentences"}
     a, b = st.columns([3, 1], vertical_alignment="bottom")
     with a:
-        choice = st.radio("Scores to prune by", options, format_func=labels.get, horizontal=True, key="compare_scores",
-                          persist_state="session",
+        choice = st.radio("Scores to prune by", options, format_func=labels.get, horizontal=True,
+                          key=field("compare_scores", options[0], param=FORM, options=options), persist_state="session",
                           help="The current scores give the plan exactly what the Prune page showed; scoring each "
                                "task's training sentences is the paper's setting.")
     with b:
-        score_n = st.number_input("Sentences per task", min_value=16, max_value=4096, value=512, step=64, key="compare_score_n",
+        score_n = st.number_input("Sentences per task", min_value=16, max_value=4096, step=64,
+                                  key=field("compare_score_n", 512, param=FORM, low=16, high=4096),
                                   persist_state="session", disabled=choice != "task")
     return source, choice, int(score_n)
 
 
 def recipe_ui(task: str) -> Recipe:
     presets = list(PRESET_CHOICES)
-    preset = st.selectbox("Recipe", presets, index=presets.index(CPU_PRESET),
-                          format_func=lambda p: f"{p}: {PRESET_DESCRIPTIONS.get(p, '')}", key="compare_preset",
-                          persist_state="session",
+    preset = st.selectbox("Recipe", presets, format_func=lambda p: f"{p}: {PRESET_DESCRIPTIONS.get(p, '')}",
+                          key=field("compare_preset", CPU_PRESET, param=FORM, options=presets), persist_state="session",
                           help=f"The same recipe and seed fine-tune the original and the pruned model ('{CPU_PRESET}': "
                                f"the CPU preset of {task}).")
     try:
@@ -79,24 +78,28 @@ def recipe_ui(task: str) -> Recipe:
         st.warning(str(exc))
         base = Recipe()
     k = f"compare_{preset}_"
+
+    def key(name: str, default, low, high=None) -> str:
+        return field(k + name, default, param=FORM, low=low, high=high)
+
     c = st.columns(5)
-    train = c[0].number_input("Training examples (0 = all)", min_value=0, value=base.train_size or 0, step=250,
-                              key=k + "train", persist_state="session")
-    evals = c[1].number_input("Evaluation examples (0 = all)", min_value=0, value=base.eval_size or 0, step=100,
-                              key=k + "eval", persist_state="session")
-    epochs = c[2].number_input("Epochs", min_value=0.1, max_value=20.0, value=float(base.epochs), step=0.5,
-                               key=k + "epochs", persist_state="session")
-    steps = c[3].number_input("Max steps (0 = epochs)", min_value=0, value=base.max_steps, step=10, key=k + "steps",
+    train = c[0].number_input("Training examples (0 = all)", min_value=0, step=250, key=key("train", base.train_size or 0, 0),
                               persist_state="session")
-    length = c[4].number_input("Max tokens", min_value=8, max_value=512, value=base.max_length, step=8, key=k + "length",
+    evals = c[1].number_input("Evaluation examples (0 = all)", min_value=0, step=100, key=key("eval", base.eval_size or 0, 0),
+                              persist_state="session")
+    epochs = c[2].number_input("Epochs", min_value=0.1, max_value=20.0, step=0.5, key=key("epochs", float(base.epochs), 0.1, 20.0),
+                               persist_state="session")
+    steps = c[3].number_input("Max steps (0 = epochs)", min_value=0, step=10, key=key("steps", base.max_steps, 0),
+                              persist_state="session")
+    length = c[4].number_input("Max tokens", min_value=8, max_value=512, step=8, key=key("length", base.max_length, 8, 512),
                                persist_state="session")
     with st.expander("More recipe settings"):
         d = st.columns(3)
-        batch = d[0].number_input("Batch size", min_value=1, max_value=512, value=base.batch_size, key=k + "batch",
+        batch = d[0].number_input("Batch size", min_value=1, max_value=512, key=key("batch", base.batch_size, 1, 512),
                                   persist_state="session")
-        lr = d[1].number_input("Learning rate", min_value=1e-6, max_value=1e-2, value=base.learning_rate, format="%.0e",
-                               step=1e-5, key=k + "lr", persist_state="session")
-        seed = d[2].number_input("Seed", min_value=0, max_value=2**31 - 1, value=base.seed, key=k + "seed",
+        lr = d[1].number_input("Learning rate", min_value=1e-6, max_value=1e-2, format="%.0e", step=1e-5,
+                               key=key("lr", float(base.learning_rate), 1e-6, 1e-2), persist_state="session")
+        seed = d[2].number_input("Seed", min_value=0, max_value=2**31 - 1, key=key("seed", base.seed, 0, 2**31 - 1),
                                  persist_state="session")
     return base.replace(train_size=int(train) or None, eval_size=int(evals) or None, epochs=float(epochs),
                         max_steps=int(steps), max_length=int(length), batch_size=int(batch), learning_rate=float(lr),
@@ -139,19 +142,22 @@ def start_ui(workspace: Path, run: session.ScoredRun | None) -> None:
     if not tasks_available:
         no_glue_ui(where)
         return
-    protocol = st.radio("Protocol", list(PROTOCOL_LABELS), format_func=PROTOCOL_LABELS.get, key="compare_protocol",
-                        persist_state="session")
+    protocol = st.radio("Protocol", list(PROTOCOL_LABELS), format_func=PROTOCOL_LABELS.get, persist_state="session",
+                        key=field("compare_protocol", "paper", param=FORM, options=list(PROTOCOL_LABELS)))
+    first = "sst2" if "sst2" in tasks_available else tasks_available[0]
     if protocol == "paper":
-        default = ["sst2"] if "sst2" in tasks_available else tasks_available[:1]
-        tasks = st.multiselect("GLUE tasks", tasks_available, default=default, key="compare_tasks", persist_state="session",
+        tasks = st.multiselect("GLUE tasks", tasks_available, persist_state="session",
+                               key=field("compare_tasks", [first], param=FORM, options=tasks_available),
                                format_func=lambda t: f"{TASKS[t].dir_name} ({t})", help=f"From {where}.")
         recover_steps = 0
     else:
         a, b = st.columns([3, 1])
-        task = a.selectbox("GLUE task (the one the classifier was trained on)", tasks_available, key="compare_task",
-                           persist_state="session", format_func=lambda t: f"{TASKS[t].dir_name} ({t})", help=f"From {where}.")
-        recover_steps = int(b.number_input("Recovery steps", min_value=0, max_value=100_000, value=0, step=50,
-                                           key="compare_recover", persist_state="session",
+        task = a.selectbox("GLUE task (the one the classifier was trained on)", tasks_available, persist_state="session",
+                           key=field("compare_task", first, param=FORM, options=tasks_available),
+                           format_func=lambda t: f"{TASKS[t].dir_name} ({t})", help=f"From {where}.")
+        recover_steps = int(b.number_input("Recovery steps", min_value=0, max_value=100_000, step=50,
+                                           key=field("compare_recover", 0, param=FORM, low=0, high=100_000),
+                                           persist_state="session",
                                            help="Optionally fine-tune the pruned model for this many steps and evaluate again."))
         tasks = [task]
     source, scores_choice, score_n = model_ui(run)
@@ -166,6 +172,7 @@ def start_ui(workspace: Path, run: session.ScoredRun | None) -> None:
     plan = plan_ui()
     recipe = recipe_ui(tasks[0] if tasks else tasks_available[0])
     estimate_ui(recipe, tasks, protocol, recover_steps)
+    remember(FORM, "compare_")  # a refreshed page opens with this form, so Start starts what it shows
     ready = bool(tasks) and plan is not None and fine_tuned_ok
     if st.button("Start the job", type="primary", icon=":material/play_arrow:", disabled=not ready):
         with ui.errors("Could not start the job") as outcome:
@@ -174,7 +181,10 @@ def start_ui(workspace: Path, run: session.ScoredRun | None) -> None:
                                 recover_steps=recover_steps, scores=scores, score_n=score_n)
             job_id = jobs.start_job(spec, workspace)
         if outcome.ok:
-            st.success(f"Started job `{job_id}`: follow it below.", icon=":material/rocket_launch:")
+            limit = jobs.max_parallel_jobs()
+            st.success(f"Started job `{job_id}`: follow it below. Jobs run {'one at a time' if limit == 1 else f'{limit} at a time'}"
+                       f" (set {jobs.MAX_PARALLEL_ENV} before starting the dashboard to change it); a job started while "
+                       "another runs waits in the queue.", icon=":material/rocket_launch:")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,55 +193,26 @@ def start_ui(workspace: Path, run: session.ScoredRun | None) -> None:
 
 
 def _spec_line(job_dir: Path) -> str:
+    """Task(s), protocol, plan, recipe and model of a job: enough to tell two job lines apart."""
     try:
         spec = jobs.read_spec(job_dir / jobs.SPEC_FILE)
     except (ValueError, OSError):
         return "(spec unreadable)"
     if isinstance(spec, jobs.FinetuneJobSpec):
-        return f"{spec.task} · fine-tune into `{spec.out}` · `{spec.model}`"
-    plan = describe_plan(spec.plan)
-    return f"{', '.join(spec.tasks)} · {spec.protocol} · `{plan}` · `{spec.model}`"
-
-
-def _cancel(job_dir: Path) -> None:
-    """Ask the worker to stop (the flag file; escalation to SIGTERM runs in a background thread)."""
-    try:
-        jobs.cancel_job(job_dir, wait=False)
-    except (ValueError, OSError) as exc:  # JobError is a ValueError: the folder went away meanwhile
-        st.session_state[f"_cancel_error_{job_dir.name}"] = f"**Could not cancel the job.** {exc}"
+        return f"{spec.task} · fine-tune into `{spec.out}` · recipe: {describe_recipe(spec.recipe)} · `{spec.model}`"
+    if not isinstance(spec, jobs.JobSpec):
+        return f"{spec.kind} of {getattr(spec, 'task', '')} · `{spec.model}`"
+    recipes = "; ".join(f"{t}: {describe_recipe(spec.recipe_for(t))}" for t in spec.tasks) if spec.recipes \
+        else describe_recipe(spec.recipe)
+    return (f"{', '.join(spec.tasks)} · protocol {spec.protocol} · plan `{describe_plan(spec.plan)}` · "
+            f"recipe: {recipes} · `{spec.model}`")
 
 
 def job_ui(workspace: Path, status: jobs.JobStatus) -> None:
-    job_dir = workspace / "jobs" / status.job_id
-    with st.container(border=True):
-        st.markdown(f"{STATE_ICONS.get(status.state, '')} **{status.state}** · job `{status.job_id}` · {_spec_line(job_dir)}")
-        if status.active:
-            cancelling = jobs.cancel_requested(job_dir)
-            a, b = st.columns([5, 1], vertical_alignment="center")
-            with a:
-                phase = status.phase or "waiting for the worker to start"
-                if status.step is not None and status.max_steps:
-                    eta = f", about {_minutes(status.eta_s)} left" if status.eta_s is not None else ""
-                    loss = f", loss {status.loss:.3f}" if status.loss is not None else ""
-                    st.progress(min(status.step / status.max_steps, 1.0),
-                                text=f"{phase}: step {status.step:,} of {status.max_steps:,}{loss}{eta}")
-                else:
-                    st.caption(f"{phase}…")
-            with b:
-                st.button("Cancelling…" if cancelling else "Cancel", key=f"cancel_{status.job_id}", disabled=cancelling,
-                          icon=":material/stop_circle:", on_click=_cancel, args=(job_dir,))
-            problem = st.session_state.get(f"_cancel_error_{status.job_id}")
-            if problem:
-                st.error(problem, icon=":material/error:")
-        elif status.state == "failed":
-            st.error(status.error or "failed", icon=":material/error:")
-            with st.expander("Worker log (last lines)"):
-                st.code(jobs.job_log_tail(job_dir) or "(no log)", language="text")
-        else:
-            stored = len(status.from_store_ids)
-            st.caption(f"Finished {status.finished_at or ''}; {len(status.result_ids)} result(s)"
-                       + (f", {stored} answered from the store (already run with the same key)" if stored else "")
-                       + (f". {status.error}" if status.state == "cancelled" and status.error else "."))
+    stored = len(status.from_store_ids)
+    done = (f"Finished {status.finished_at or ''}; {len(status.result_ids)} result(s)"
+            + (f", {stored} answered from the store (already run with the same key)" if stored else "") + ".")
+    job_panel(workspace / "jobs" / status.job_id, status, _spec_line(workspace / "jobs" / status.job_id), done=done)
 
 
 def _jobs_panel(workspace: Path, polling: bool) -> None:
@@ -256,6 +237,10 @@ def jobs_ui(workspace: Path) -> None:
         st.caption(f"No jobs yet in `{workspace.resolve()}` (the workspace; set OBCE_WORKSPACE to use another).")
         return
     active = any(s.active for s in listed)
+    limit = jobs.max_parallel_jobs()
+    st.caption(f"Jobs run {'one at a time' if limit == 1 else f'up to {limit} at a time'}, in the order they were "
+               f"started (`{jobs.MAX_PARALLEL_ENV}={limit}`): a job started meanwhile waits in the queue, so each job's "
+               "timings and latency are its own.")
     # While a job runs the panel refreshes itself every 2 s; the rest of the page stays put.
     st.fragment(_jobs_panel, run_every=2 if active else None)(workspace, active)
     if not active:
@@ -278,7 +263,30 @@ def _experiments(frame: pd.DataFrame) -> list[dict]:
     return out
 
 
-def comparison_ui(store: results.ResultsStore, frame: pd.DataFrame) -> None:
+def _styled(frame: pd.DataFrame, numbers: list[str], fmt: str):
+    """``frame`` for ``st.dataframe`` with numbers formatted and empty cells shown as "—", not "None"."""
+    numbers = [c for c in numbers if c in frame.columns]
+    for c in numbers:
+        frame[c] = pd.to_numeric(frame[c], errors="coerce")
+    return frame.style.format(fmt, subset=numbers, na_rep=MISSING).format(na_rep=MISSING, subset=[
+        c for c in frame.columns if c not in numbers])
+
+
+def latency_table(latency: list, contended: set[int]) -> pd.DataFrame:
+    """Per task: each role's latency in ms, pruned / original, and whether another job ran meanwhile."""
+    by_task: dict[str, dict] = {}
+    for r in latency:
+        row = by_task.setdefault(r.task, {"task": r.task, "measured": "alone"})
+        row[f"{r.role} ms"] = r.latency_ms
+        if r.id in contended:
+            row["measured"] = "contended"
+    lat = pd.DataFrame(list(by_task.values()))
+    if "original ms" in lat.columns and "pruned ms" in lat.columns:
+        lat["pruned / original"] = lat["pruned ms"] / lat["original ms"]
+    return lat[[c for c in lat.columns if c != "measured"] + ["measured"]]
+
+
+def comparison_ui(store: results.ResultsStore, frame: pd.DataFrame, contended: set[int]) -> None:
     experiments = _experiments(frame)
     if not experiments:
         st.caption("No pruned run stored yet: the side-by-side table appears when a job has evaluated a pruned model.")
@@ -292,31 +300,32 @@ def comparison_ui(store: results.ResultsStore, frame: pd.DataFrame) -> None:
     roles = [r for r in ROLE_ORDER if r in shown.columns]
     for col in [*roles, "difference"]:
         shown[col] = 100.0 * pd.to_numeric(shown[col], errors="coerce")
-    shown = shown.rename(columns={"params_total_pct": "params % (all)", "params_encoder_pct": "params % (encoder)"})
-    fmt = {c: st.column_config.NumberColumn(format="%.2f") for c in [*roles, "difference", "params % (all)", "params % (encoder)"]}
-    st.dataframe(shown, hide_index=True, column_config=fmt, key="comparison_table")
+    shown = shown.rename(columns={"params_total_pct": "params % (all)", "params_encoder_pct": "params % (encoder)",
+                                  "main": "headline"})
+    numbers = [*roles, "difference", "params % (all)", "params % (encoder)"]
+    st.dataframe(_styled(shown, numbers, "{:.2f}"), hide_index=True, key="comparison_table",
+                 column_config={"headline": st.column_config.CheckboxColumn(
+                     help="The task's headline score (its one metric, or the mean of its metrics for mrpc, qqp, stsb).")})
     st.caption(f"Scores x100 (difference in points: {roles[-1]} minus original); params %: the pruned model's parameters "
-               f"as a share of the original's. Recipe: {describe_recipe(chosen['recipe'])}.")
+               f"as a share of the original's; {MISSING}: not measured for that model. "
+               f"Recipe: {describe_recipe(chosen['recipe'])}.")
     left, right = st.columns([3, 2])
     with left:
         st.plotly_chart(plots.comparison_bar_figure(table, title="main score per task"), key="comparison_bars")
     latency = [r for r in runs if r.latency_ms is not None]
     if latency:
         right.markdown("**Latency**")
-        by_task: dict[str, dict] = {}
-        for r in latency:
-            by_task.setdefault(r.task, {"task": r.task})[f"{r.role} ms"] = r.latency_ms
-        lat = pd.DataFrame(list(by_task.values()))
-        if "original ms" in lat.columns and "pruned ms" in lat.columns:
-            lat["pruned / original"] = lat["pruned ms"] / lat["original ms"]
-        right.dataframe(lat, hide_index=True,
-                        column_config={c: st.column_config.NumberColumn(format="%.3g") for c in lat.columns if c != "task"})
+        lat = latency_table(latency, contended)
+        numbers = [c for c in lat.columns if c not in ("task", "measured")]
+        right.dataframe(_styled(lat, numbers, "{:.3g}"), hide_index=True, key="latency_table")
         devices = sorted({r.device for r in latency})
         right.caption(f"Latency: median ms of one forward pass over {Recipe.from_dict(json.loads(chosen['recipe'])).eval_batch_size} "
-                   f"validation examples on {', '.join(devices)}; on a shared CPU, indicative only.")
+                      f"validation examples on {', '.join(devices)}. *alone*: no other job ran meanwhile (jobs queue "
+                      "for this); *contended*: another job shared the machine during the run, so the ratio is not to be "
+                      "trusted. Other programs on the machine are not seen: on a shared CPU, indicative only.")
 
 
-def history_ui(frame: pd.DataFrame) -> None:
+def history_ui(frame: pd.DataFrame, contended: set[int]) -> None:
     st.subheader("Every stored result")
     data = frame.assign(plan_text=[describe_plan(p) for p in frame["plan"]],
                         recipe_text=[describe_recipe(r) for r in frame["recipe"]])
@@ -331,13 +340,15 @@ def history_ui(frame: pd.DataFrame) -> None:
                "the runs no other run of the task beats with fewer "
                "parameters. Pick the plan on that front that costs what you can afford." +
                (f" {data['recipe_text'].nunique()} recipes are mixed here (hover for each)." if data["recipe_text"].nunique() > 1 else ""))
+    data = data.assign(latency=["contended" if i in contended else "alone" for i in data["id"]])
     cols = ["id", "created_at", "task", "role", "protocol", "model_source", "plan_text", "main_score", "params_total",
-            "params_encoder", "latency_ms", "wall_s", "device", "job_id"]
-    table = data[cols].rename(columns={"plan_text": "plan"}).sort_values("id", ascending=False)
-    st.dataframe(table, hide_index=True, key="history_table",
-                 column_config={"main_score": st.column_config.NumberColumn(format="%.4f"),
-                                "latency_ms": st.column_config.NumberColumn(format="%.1f"),
-                                "wall_s": st.column_config.NumberColumn(format="%.0f")})
+            "params_encoder", "latency_ms", "latency", "wall_s", "device", "job_id"]
+    table = data[cols].rename(columns={"plan_text": "plan", "latency": "latency measured"}).sort_values("id", ascending=False)
+    table = table.astype({"job_id": object}).where(table.notna(), None)
+    styled = (table.style.format("{:.4f}", subset=["main_score"], na_rep=MISSING)
+              .format("{:.1f}", subset=["latency_ms"], na_rep=MISSING).format("{:.0f}", subset=["wall_s"], na_rep=MISSING)
+              .format(na_rep=MISSING, subset=["created_at", "model_source", "plan", "device", "job_id"]))
+    st.dataframe(styled, hide_index=True, key="history_table")
 
 
 def results_ui(workspace: Path) -> None:
@@ -351,8 +362,9 @@ def results_ui(workspace: Path) -> None:
     if frame.empty:
         st.caption("No results stored yet: they appear here as soon as a job finishes a run.")
         return
-    comparison_ui(store, frame)
-    history_ui(frame)
+    contended = {i for s in jobs.list_jobs(workspace) for i in s.contended_ids}
+    comparison_ui(store, frame, contended)
+    history_ui(frame, contended)
 
 
 def main() -> None:

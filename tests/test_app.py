@@ -207,7 +207,65 @@ def test_learn_slider_moves_and_the_page_follows(app):
         assert _metric(app, "Components at r") == str(expected)
         assert app.session_state["learn_radius"] == pytest.approx(r)
     assert _metric(app, "Components at r") == "1"
-    assert _metric(app, "rf (last merge)") == f"{gaps.max() / 2:.3g}"
+    # rf as on every other page: the gap (a length); the radius of the last merge, half of it, beside it
+    assert _metric(app, "rf (last merge)") == f"{gaps.max():.3g}"
+    assert any(f"merge, **{gaps.max() / 2:.3g}**" in c.value for c in app.caption)
+
+
+def _cloud_labels(app) -> list[str]:
+    fig = json.loads(app.get("plotly_chart")[0].proto.spec)
+    return next(t["text"] for t in fig["data"] if t.get("name") == "point numbers")
+
+
+def test_learn_point_numbers_match_the_chart_and_play_sweeps_the_radius(app):
+    app.switch_page(LEARN_PAGE).run()
+    _clean(app)
+    editor = app.data_editor[0].value
+    assert editor.index.name == "point" and _cloud_labels(app) == [str(k) for k in editor.index]
+    top = app.slider(key="_w_learn_radius").max
+    app.slider(key="_w_learn_radius").set_value(0.0).run()
+    app.button(key="learn_play").click().run()  # each run of the page is one frame of the sweep
+    assert app.session_state["learn_playing"] and app.button(key="learn_play").label == "Stop"
+    assert app.session_state["learn_radius"] == pytest.approx(top / 40, abs=1e-4)
+    app.run()
+    assert app.session_state["learn_radius"] == pytest.approx(2 * top / 40, abs=1e-4)
+    for _ in range(40):
+        app.run()
+        if not app.session_state["learn_playing"]:
+            break
+    _clean(app)
+    assert app.session_state["learn_radius"] == pytest.approx(top) and not app.session_state["learn_playing"]
+    assert _metric(app, "Components at r") == "1"
+    assert app.button(key="learn_play").label.startswith("Play")
+    app.button(key="learn_play").click().run()  # Play again: from the start
+    assert app.session_state["learn_playing"] and app.session_state["learn_radius"] == pytest.approx(top / 40, abs=1e-4)
+    app.button(key="learn_play").click().run()  # Stop: the radius stays where it is
+    assert not app.session_state["learn_playing"] and app.session_state["learn_radius"] == pytest.approx(top / 40, abs=1e-4)
+
+
+def test_learn_radius_keeps_its_place_in_the_range_when_the_points_change(app):
+    app.switch_page(LEARN_PAGE).run()
+    top = app.slider(key="_w_learn_radius").max
+    app.slider(key="_w_learn_radius").set_value(round(top / 3, 3)).run()
+    app.number_input(key="learn_seed").set_value(5).run()
+    _clean(app)
+    new_top = app.slider(key="_w_learn_radius").max
+    pts = app.data_editor[0].value["x"].to_numpy(dtype=float)
+    assert new_top == pytest.approx(max(np.ceil(np.diff(np.sort(pts)).max() / 2 * 1.3 * 100) / 100, 0.1))
+    assert new_top != pytest.approx(top)
+    assert app.session_state["learn_radius"] / new_top == pytest.approx(round(top / 3, 3) / top, abs=1e-3)
+
+
+def test_one_d_point_labels_never_overlap():
+    xs = np.array([0.0, 0.01, 0.02, 0.5, 0.51, 3.0, 3.0, 3.02])
+    levels = plots.label_levels(xs, 0.1)
+    for row in set(levels.tolist()):
+        same = np.sort(xs[levels == row])
+        assert np.all(np.diff(same) >= 0.1)  # oracle: every pair in one row is far enough apart
+    assert levels.max() == 2  # three points within 0.1 of each other need three rows, no more
+    fig = plots.learn_figure(xs, 0.05, labels=[f"p{k}" for k in range(8)])
+    text = next(t for t in fig.data if t.name == "point numbers")
+    assert list(text.text) == [f"p{k}" for k in range(8)] and len(set(zip(text.x, text.y))) == 8
 
 
 def test_learn_in_two_dimensions(app):

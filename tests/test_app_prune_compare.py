@@ -22,6 +22,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from obce_core import jobs, load_model, results
+from obce_core.describe import describe_plan, describe_recipe
 from obce_core.jobs.process import process_start_time
 from obce_core.pruning import PLAN_FILE, PruningPlan, build_report, select_units
 from obce_core.training import Recipe, RunResult
@@ -215,6 +216,78 @@ def test_apply_builds_the_reported_model_and_saves_it(scored, tmp_path, workspac
     _save_refusals(at, workspace, tmp_path)
 
 
+def _status_labels(at: AppTest) -> list[str]:
+    return [e.proto.expandable.label for e in at.get("expandable")] + [
+        getattr(e, "label", "") for e in at.get("status")]
+
+
+def test_apply_status_tells_the_whole_time_and_onnx_builds_on_request(scored):
+    import numpy as np
+    import onnxruntime as ort
+    import re
+    import time
+
+    at = scored
+    at.switch_page(PRUNE_PAGE).run()
+    at.slider(key="_w_ffn").set_value(50.0).run()
+    start = time.perf_counter()
+    _button(at, "Apply: build the pruned model").click().run()
+    wall = time.perf_counter() - start  # the test's own clock around the whole apply (and the page's redraw)
+    _clean(at)
+    label = next(lab for lab in _status_labels(at) if lab.startswith("Built the pruned model in"))
+    total, pruning, check = map(float, re.findall(r"([\d.]+) s", label))
+    assert total == pytest.approx(pruning + check, abs=0.11) and total <= wall
+    assert at.session_state["pruned"].seconds == pytest.approx(total, abs=0.06)
+
+    assert "Download the model (ONNX)" not in {d.label for d in at.get("download_button")}  # built only on request
+    _button(at, "Build the ONNX file").click().run()
+    _clean(at)
+    assert "Download the model (ONNX)" in {d.label for d in at.get("download_button")}
+    assert any(lab.startswith("ONNX file built and checked") for lab in _status_labels(at))
+    built = at.session_state["_onnx"]
+    report = built["report"]
+    assert any(f"max |diff| **{report.max_abs_diff:.2e}**" in c.value for c in at.caption)
+    # Oracle: the served bytes run in ONNX Runtime and give the pruned PyTorch model's outputs.
+    applied = at.session_state["pruned"]
+    enc = applied.tokenizer(["The film was a delight.", "Dull."], padding=True, return_tensors="np")
+    session = ort.InferenceSession(built["data"], providers=["CPUExecutionProvider"])
+    feeds = {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()}
+    got = session.run(None, feeds)[0]
+    with torch.inference_mode():
+        want = applied.model(**{k: torch.as_tensor(v) for k, v in enc.items()}).last_hidden_state.numpy()
+    mask = enc["attention_mask"].astype(bool)
+    assert np.abs(got[mask] - want[mask]).max() < 1e-4
+    # A new Apply drops the file of the previous model.
+    at.slider(key="_w_ffn").set_value(40.0).run()
+    _button(at, "Apply: build the pruned model").click().run()
+    assert "_onnx" not in at.session_state and "Download the model (ONNX)" not in {
+        d.label for d in at.get("download_button")}
+
+
+def test_units_figure_palette_is_colour_blind_safe_with_a_legend():
+    import pandas as pd
+
+    from obce_core import plots
+    from obce_core.plots.pruning import KEPT_COLOR, REMOVED_COLOR
+
+    units = pd.DataFrame({"layer": [0, 0, 0, 0], "group": ["ffn"] * 4, "unit": [0, 1, 2, 3],
+                          "score": [0.1, 0.2, 0.3, 0.4], "kept": [False, False, True, True]})
+    fig = plots.pruning_units_figure(units)
+    heat = next(t for t in fig.data if t.type == "heatmap")
+    scale = [c for _, c in heat.colorscale]
+    assert scale[1].upper() == "#E69F00" == REMOVED_COLOR and scale[-1].upper() == "#0072B2" == KEPT_COLOR  # Okabe-Ito
+    legend = [t for t in fig.data if t.showlegend]
+    assert [t.name.split(" ")[0] for t in legend] == ["kept", "removed"]
+    assert [t.marker.color for t in legend] == [KEPT_COLOR, REMOVED_COLOR]
+
+    def luminance(hex_color):  # WCAG relative luminance: the two stay apart in grey scale too
+        rgb = [int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    assert (luminance(REMOVED_COLOR) + 0.05) / (luminance(KEPT_COLOR) + 0.05) > 2.0
+
+
 def test_scores_of_other_weights_show_the_core_error(scored):
     at = scored
     run = at.session_state["scored"]
@@ -272,7 +345,19 @@ def test_compare_offers_local_tasks_and_starting_writes_a_job(monkeypatch, works
 
     assert NeuronScores.from_parquet(spec.scores).model_fingerprint == run.scores.model_fingerprint
     assert any(f"Started job `{started[0].name}`" in s.value for s in at.success)
-    assert any(started[0].name in m.value and "queued" in m.value for m in at.markdown)
+    line = next(m.value for m in at.markdown if started[0].name in m.value)
+    assert "queued" in line and "sst2, rte" in line and "protocol paper" in line
+    assert describe_recipe(Recipe.preset("smoke")) in line and describe_plan(spec.plan) in line
+
+    # A refresh is a new session: the form comes back from the address, so Start starts the same job.
+    form = at.query_params["form"]
+    fresh = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    fresh.query_params = {"n": "16", "ffn": "40", "form": form[0] if isinstance(form, list) else form}
+    fresh.run()
+    fresh.switch_page(COMPARE_PAGE).run()
+    _clean(fresh)
+    assert fresh.multiselect(key="compare_tasks").value == ["sst2", "rte"]
+    assert fresh.selectbox(key="compare_preset").value == "smoke"
 
 
 def test_an_active_job_shows_progress_and_can_be_cancelled(scored, workspace):
@@ -285,12 +370,18 @@ def test_an_active_job_shows_progress_and_can_be_cancelled(scored, workspace):
         start = process_start_time(sleeper.pid)
         (job_dir / jobs.PID_FILE).write_text(json.dumps({"pid": sleeper.pid, "start": start, "detached": True}))
         status = jobs.JobStatus(job_id=job_dir.name, state="running", pid=sleeper.pid, detached=True, task="sst2",
-                                phase="fine-tuning original on sst2", step=5, max_steps=20, loss=0.693, eta_s=30.0)
+                                phase="fine-tuning original on sst2", step=5, max_steps=20, loss=0.693, eta_s=30.0,
+                                run=2, runs=4, job_eta_s=150.0)
         (job_dir / jobs.STATUS_FILE).write_text(json.dumps(status.to_dict()))
+        waiting = jobs.create_job(jobs.JobSpec(model="default", tasks=["rte"], glue_dir=str(GLUE_DIR)), workspace)
+        jobs.JobStatus(job_id=waiting.name, phase=f"queued (waiting for job {job_dir.name})").to_json(
+            waiting / jobs.STATUS_FILE)
         at.switch_page(COMPARE_PAGE).run()
         _clean(at)
         bar = at.get("progress")[0]
-        assert "step 5 of 20" in bar.proto.text and "loss 0.693" in bar.proto.text
+        assert "run 2 of 4" in bar.proto.text and "step 5 of 20" in bar.proto.text and "loss 0.693" in bar.proto.text
+        assert "about 2.5 min left for the whole job (estimate" in bar.proto.text
+        assert any(f"queued (waiting for job {job_dir.name})" in c.value for c in at.caption)
         next(b for b in at.button if b.key == f"cancel_{job_dir.name}").click().run()
         assert not at.exception
         assert (job_dir / jobs.CANCEL_FILE).exists()
@@ -309,30 +400,52 @@ def _result(task, role, score, params, *, plan=None, latency=10.0, metric="accur
     )
 
 
+def _display_values(frame) -> "pd.DataFrame":
+    """The cell texts a styled ``st.dataframe`` shows (its Styler's display values)."""
+    import pyarrow as pa
+
+    styler = frame.proto.arrow_data.styler
+    assert styler.display_values, "the table is not styled: empty cells would read None"
+    return pa.ipc.open_stream(styler.display_values).read_pandas()
+
+
 def test_stored_results_render_side_by_side_and_on_the_tradeoff_chart(scored, workspace):
     at = scored
     plan = PruningPlan(ffn=50, qk=30, v=30, skip_layers=1).to_dict()
     store = results.ResultsStore(workspace / results.STORE_FILE)
-    for r in (
+    added = [store.add(r) for r in (
         _result("sst2", "original", 0.80, 22_700_000, latency=20.0),
         _result("sst2", "pruned", 0.75, 18_000_000, plan=plan, latency=12.0),
         _result("rte", "original", 0.55, 22_700_000),
         _result("rte", "pruned", 0.58, 18_000_000, plan=plan),
-    ):
-        store.add(r)
+    )]
+    # rte's pruned run overlapped another job: its latency row says so.
+    job_dir = jobs.create_job(jobs.JobSpec(model="default", tasks=["rte"], glue_dir=str(GLUE_DIR)), workspace)
+    jobs.JobStatus(job_id=job_dir.name, state="done", result_ids=[added[3].id], contended_ids=[added[3].id]).to_json(
+        job_dir / jobs.STATUS_FILE)
     at.switch_page(COMPARE_PAGE).run()
     _clean(at)
     table = next(d.value for d in at.dataframe if "difference" in d.value.columns)
-    sst2 = table[(table["task"] == "sst2") & (table["metric"] == "main_score")].iloc[0]
+    # One row per metric: sst2's main_score repeats its accuracy, so it is no second row.
+    assert table.groupby("task")["metric"].apply(list).to_dict() == {
+        "sst2": ["accuracy"], "rte": ["accuracy"], "glue_average": ["main_score"]}
+    assert table["headline"].all()
+    sst2 = table[(table["task"] == "sst2") & (table["metric"] == "accuracy")].iloc[0]
     assert sst2["original"] == pytest.approx(80.0) and sst2["pruned"] == pytest.approx(75.0)
     assert sst2["difference"] == pytest.approx(-5.0)
     assert sst2["params % (all)"] == pytest.approx(100 * 18_000_000 / 22_700_000)
-    rte = table[(table["task"] == "rte") & (table["metric"] == "main_score")].iloc[0]
+    rte = table[(table["task"] == "rte") & (table["metric"] == "accuracy")].iloc[0]
     assert rte["difference"] == pytest.approx(3.0)
     average = table[table["task"] == "glue_average"].iloc[0]
     assert average["original"] == pytest.approx(67.5) and average["pruned"] == pytest.approx(66.5)
     latency = next(d.value for d in at.dataframe if "pruned / original" in d.value.columns)
     assert latency.set_index("task").loc["sst2", "pruned / original"] == pytest.approx(0.6)
+    assert latency.set_index("task")["measured"].to_dict() == {"sst2": "alone", "rte": "contended"}
+    for frame in at.dataframe:  # what the browser shows: no "None" and no "nan", "—" for the empty cells
+        shown = _display_values(frame)
+        assert not shown.isin(["None", "nan", "NaN", "<NA>"]).any().any(), shown
+    history = next(d for d in at.dataframe if "latency measured" in d.value.columns)
+    assert (_display_values(history)["job_id"] == "—").sum() == 4  # added by the test, not by a job
     history = next(d.value for d in at.dataframe if "plan" in d.value.columns and "id" in d.value.columns)
     assert len(history) == 4 and (history["plan"] == "original (not pruned)").sum() == 2
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]

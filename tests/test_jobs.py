@@ -105,6 +105,10 @@ def test_comparison_table_arithmetic():
                 params_total=500, params_encoder=100),
     ]
     t = comparison_table(rs).set_index(["task", "metric"])
+    # sst2's main_score repeats its accuracy: one row, the headline; mrpc's averages two metrics: its own row
+    assert list(t.index) == [("sst2", "accuracy"), ("mrpc", "accuracy"), ("mrpc", "f1"), ("mrpc", "main_score"),
+                             ("glue_average", "main_score")]
+    assert t["main"].tolist() == [True, False, False, True, True]
     assert t.loc[("sst2", "accuracy"), "difference"] == pytest.approx(-0.05)
     assert t.loc[("mrpc", "f1"), "pruned"] == 0.8
     assert t.loc[("mrpc", "main_score"), "params_total_pct"] == 50.0
@@ -271,7 +275,9 @@ def test_cli_glue_prints_side_by_side_table(tiny_model_dir, tmp_path, capsys):
     assert len(frame) == 4
     # The printed numbers are the stored ones (x100).
     rte = frame[(frame.task == "rte")].set_index("role")["main_score"]
-    line = next(line.split() for line in out.splitlines() if line.split()[:2] == ["rte", "main_score"])
+    # rte's one metric is its main score: one row, not an accuracy row and a main_score row
+    assert not any(line.split()[:2] == ["rte", "main_score"] for line in out.splitlines())
+    line = next(line.split() for line in out.splitlines() if line.split()[:2] == ["rte", "accuracy"])
     assert float(line[2]) == pytest.approx(100 * rte["original"], abs=0.006)
     assert float(line[3]) == pytest.approx(100 * rte["pruned"], abs=0.006)
     # Run again: answered from the store.

@@ -50,6 +50,7 @@ __all__ = [
     "job_status",
     "list_jobs",
     "start_job",
+    "worker_pid",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def _identical_running_job(spec, workspace: Path, job_id: str) -> JobStatus | No
     """An active job of ``workspace`` (other than ``job_id``) whose worker runs the same spec."""
     for status in list_jobs(workspace):
         folder = workspace / "jobs" / status.job_id
-        if status.job_id == job_id or not status.active or _worker_pid(folder, status)[0] is None:
+        if status.job_id == job_id or not status.active or worker_pid(folder, status)[0] is None:
             continue  # a job never started (its creator died before running it) blocks nothing
         try:
             same = read_spec(folder / SPEC_FILE) == spec
@@ -130,7 +131,7 @@ def start_job(spec: JobSpec | FinetuneJobSpec | SweepJobSpec, workspace: str | o
     return folder.name
 
 
-def _worker_pid(folder: Path, status: JobStatus) -> tuple[int | None, float | None, bool]:
+def worker_pid(folder: Path, status: JobStatus) -> tuple[int | None, float | None, bool]:
     """(pid, start time, whether it leads its own process group) of the job's worker."""
     try:
         info = json.loads((folder / PID_FILE).read_text())
@@ -153,7 +154,7 @@ def job_status(job) -> JobStatus:
     status = read_status(folder)
     if not status.active:
         return status
-    pid, start, _ = _worker_pid(folder, status)
+    pid, start, _ = worker_pid(folder, status)
     if pid is None:
         return status  # created, not started (or start_job is writing the pid right now)
     if not pid_alive(pid, start):
@@ -201,7 +202,7 @@ def cancel_job(job, *, grace_s: float = 10.0, wait: bool = True) -> JobStatus:
     while status.active and time.monotonic() < deadline:
         time.sleep(0.2)
         status = job_status(folder)
-    pid, start, detached = _worker_pid(folder, status)
+    pid, start, detached = worker_pid(folder, status)
     if not status.active:
         # Stopped: give the process a moment to exit, so its memory (and GPU) is free on return.
         end = max(deadline, time.monotonic() + 5.0)

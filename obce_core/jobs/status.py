@@ -59,7 +59,10 @@ def write_json_atomic(path: Path, data: dict) -> None:
 class JobStatus(JsonDataclass):
     """What ``status.json`` holds; ``job_status`` adds the liveness check.
 
-    ``phase``/``step``/``max_steps``/``loss``/``eta_s`` mirror the latest progress event;
+    ``phase``/``step``/``max_steps``/``loss``/``eta_s`` mirror the latest progress event (``eta_s``:
+    this run); ``run`` of ``runs`` and ``job_eta_s`` (an estimate from measured step times) describe
+    the whole job; ``contended_ids`` are results whose run overlapped another job (their latency is
+    not to be trusted);
     ``result_ids`` are the stored results of a GLUE job (``from_store_ids`` those answered from the
     store); ``output`` is the task model directory of a finetune job.
     """
@@ -77,6 +80,10 @@ class JobStatus(JsonDataclass):
     max_steps: int | None = None
     loss: float | None = None
     eta_s: float | None = None
+    run: int | None = None
+    runs: int | None = None
+    job_eta_s: float | None = None
+    contended_ids: list[int] = field(default_factory=list)
     error: str | None = None
     result_ids: list[int] = field(default_factory=list)
     from_store_ids: list[int] = field(default_factory=list)

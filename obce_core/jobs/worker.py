@@ -4,9 +4,10 @@ directly).
 
 A GLUE job runs a protocol per task with the results store as its memory; a finetune job runs
 ``finetune_task_model``; a sweep job runs ``obce_core.evidence.sweep_task_model`` (its rows cached
-per point, the cache file named in ``status.output``). Progress events become ``status.json`` (rewritten at most every half
-second, and at every phase); the ``cancel`` flag file, or SIGTERM in a worker, stops the job
-between training steps.
+per point, the cache file named in ``status.output``). A job first waits for its turn in the
+workspace's queue (``queue.wait_for_turn``). Progress events become ``status.json`` (rewritten at
+most every half second, and at every phase) with whole-job progress from ``progress.JobClock``;
+the ``cancel`` flag file, or SIGTERM in a worker, stops the job between training steps.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import traceback
 from pathlib import Path
 
 from obce_core import glue
+from obce_core.jobs.progress import JobClock, planned_runs
+from obce_core.jobs.queue import overlapping_jobs, wait_for_turn
 from obce_core.jobs.spec import FinetuneJobSpec, JobSpec, SweepJobSpec, read_spec
 from obce_core.jobs.status import CANCEL_FILE, PID_FILE, SPEC_FILE, JobStatus, job_dir, now, read_status, write_status
 from obce_core.results import STORE_FILE, ResultsStore
@@ -83,12 +86,26 @@ class _JobStore:
 class _StatusWriter:
     """Turns progress events into ``status.json`` updates (throttled), then passes them on."""
 
-    def __init__(self, folder: Path, status: JobStatus, progress: Progress | None):
-        self.folder, self.status, self.progress = folder, status, progress
+    def __init__(self, folder: Path, status: JobStatus, progress: Progress | None, clock: JobClock):
+        self.folder, self.status, self.progress, self.clock = folder, status, progress, clock
         self.last_write = 0.0
+        self.run_began = time.time()
+        status.run, status.runs = clock.run, clock.runs
+
+    def _check_contention(self, result) -> None:
+        """Mark a run's result when another job ran at some moment of it (its latency is then unsure)."""
+        if result.id is None or result.from_store:
+            return
+        try:
+            others = overlapping_jobs(self.folder, self.run_began)
+        except (OSError, ValueError):  # a damaged job folder beside this one must not fail the job
+            others = []
+        if others:
+            self.status.contended_ids.append(int(result.id))
 
     def __call__(self, event: ProgressEvent) -> None:
         status, force = self.status, False
+        self.clock(event)
         if isinstance(event, (PhaseEvent, ResultEvent)):
             status.phase, force = event.phase, True
             status.step = status.max_steps = status.loss = status.eta_s = None
@@ -99,6 +116,10 @@ class _StatusWriter:
             status.result_ids.append(int(event.result.id))
             if event.result.from_store:
                 status.from_store_ids.append(int(event.result.id))
+            self._check_contention(event.result)
+        if isinstance(event, ResultEvent):
+            self.run_began = time.time()
+        status.run, status.runs, status.job_eta_s = self.clock.run, self.clock.runs, self.clock.eta_s()
         if force or time.monotonic() - self.last_write >= _STATUS_MIN_INTERVAL_S:
             write_status(self.folder, status)
             self.last_write = time.monotonic()
@@ -170,7 +191,7 @@ def run_job(job, *, progress: Progress | None = None):
     folder = job_dir(job)
     spec = read_spec(folder / SPEC_FILE)
     status = read_status(folder)
-    status.state, status.pid, status.started_at, status.error = "running", os.getpid(), now(), None
+    status.pid, status.error = os.getpid(), None
     try:
         status.detached = json.loads((folder / PID_FILE).read_text()).get("pid") == os.getpid()
     except (OSError, ValueError):
@@ -181,10 +202,13 @@ def run_job(job, *, progress: Progress | None = None):
     def should_stop() -> bool:
         return cancel_flag.exists()
 
-    on_event = _StatusWriter(folder, status, progress)
     try:
         if should_stop():
             raise TrainingCancelled("Cancelled before the job started.")
+        wait_for_turn(folder, status, should_stop)
+        status.state, status.started_at, status.phase = "running", now(), None
+        on_event = _StatusWriter(folder, status, progress, JobClock(planned_runs(spec)))
+        write_status(folder, status)
         run = _RUNNERS[type(spec)]
         made = run(spec, folder, status, on_event, should_stop)
         status.state, status.phase = "done", "done"
@@ -201,7 +225,7 @@ def run_job(job, *, progress: Progress | None = None):
         raise
     finally:
         status.finished_at = now()
-        status.step = status.max_steps = status.eta_s = None
+        status.step = status.max_steps = status.eta_s = status.job_eta_s = None
         write_status(folder, status)
 
 

@@ -10,11 +10,15 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from obce_core.plots.style import GROUP_COLORS, GROUP_LABELS, _rgba
+from obce_core.plots.style import GROUP_COLORS, GROUP_LABELS
 
-__all__ = ["pruning_units_figure", "kept_per_layer_figure"]
+__all__ = ["KEPT_COLOR", "REMOVED_COLOR", "pruning_units_figure", "kept_per_layer_figure"]
 
-_REMOVED_LOW, _REMOVED_HIGH = "#f2f2f2", "#b8b8b8"
+# Kept and removed in the Okabe-Ito blue and orange, told apart with every common colour-vision
+# deficiency (and in grey scale by the darker blue); each runs from a pale shade (low score) to
+# the full colour (high score) within its layer.
+KEPT_COLOR, REMOVED_COLOR = "#0072B2", "#E69F00"
+KEPT_PALE, REMOVED_PALE = "#CFE3F1", "#FBEBC7"
 
 
 def _within_rank(values: np.ndarray) -> np.ndarray:
@@ -44,9 +48,9 @@ def pruning_units_figure(
     """Which units a pruning plan keeps: one heatmap row per layer, one panel per group.
 
     ``units`` is ``PruningReport.units`` (layer, group, unit, score, kept). A cell is one unit in
-    its original position: kept units in the group's colour, removed ones in grey; within each
-    layer the shade follows the unit's score rank (darker = higher score), so the low-score units a
-    plan cuts stand out. For ``qk`` a unit is a query/key pair. ``heads`` draws thin lines between
+    its original position: kept units blue, removed ones orange (Okabe-Ito, colour-blind safe; a
+    legend says which); within each layer the shade follows the unit's score rank (darker = higher
+    score), so the low-score units a plan cuts stand out. For ``qk`` a unit is a query/key pair. ``heads`` draws thin lines between
     heads in the qk and v panels. Layers of different widths (an already pruned model) are padded
     with empty cells. The hover gives the layer, unit (head and dim), score and kept/removed.
     """
@@ -92,8 +96,7 @@ def pruning_units_figure(
                 for h in range(1, heads):
                     sep_x += [h * per_head - 0.5, h * per_head - 0.5, None]
                     sep_y += [row - 0.5, row + 0.5, None]
-        color = GROUP_COLORS.get(g, "#333333")
-        colorscale = [[0.0, _REMOVED_LOW], [0.4999, _REMOVED_HIGH], [0.5, _rgba(color, 0.2)], [1.0, color]]
+        colorscale = [[0.0, REMOVED_PALE], [0.4999, REMOVED_COLOR], [0.5, KEPT_PALE], [1.0, KEPT_COLOR]]
         unit_word = "pair" if g == "qk" else ("dim" if g == "v" else "unit")
         where = f"%{{y}} {unit_word} %{{x}}" + (" (head %{customdata[1]}, dim %{customdata[2]})" if sep_x else "")
         fig.add_trace(
@@ -111,9 +114,14 @@ def pruning_units_figure(
                          zeroline=False, showgrid=False, row=k + 1, col=1)
         fig.update_xaxes(title_text=f"{unit_word} index" + (f" ({heads} heads)" if sep_x else ""), range=[-0.5, width - 0.5],
                          zeroline=False, showgrid=False, row=k + 1, col=1, title_standoff=4)
+    for name, color in (("kept", KEPT_COLOR), ("removed", REMOVED_COLOR)):  # the legend: heatmaps have none
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{name} (darker = higher score)",
+                                 marker=dict(symbol="square", size=12, color=color), hoverinfo="skip", showlegend=True),
+                      row=1, col=1)
     fig.update_layout(
-        title=title, height=height or (90 + 60 * len(groups) + 26 * len(layers) * len(groups)),
-        margin=dict(l=40, r=10, t=50 if title else 30, b=40),
+        title=title, height=height or (110 + 60 * len(groups) + 26 * len(layers) * len(groups)),
+        margin=dict(l=40, r=10, t=70 if title else 50, b=40), showlegend=True,
+        legend=dict(orientation="h", yanchor="top", y=1.0, x=1, xanchor="right", yref="container"),
     )
     return fig
 

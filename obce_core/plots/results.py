@@ -17,9 +17,13 @@ def comparison_bar_figure(table: pd.DataFrame, *, metric: str = "main_score", ti
                           height: int = 320) -> go.Figure:
     """Original vs pruned (vs recovered) per task: bars of one metric of ``jobs.comparison_table``.
 
-    GLUE metrics are fractions; the bars show them x100 like published GLUE tables.
+    GLUE metrics are fractions; the bars show them x100 like published GLUE tables. With the
+    default ``metric="main_score"`` each task's headline row (the table's ``main`` column) is drawn.
     """
-    rows = table[table["metric"] == metric]
+    if metric == "main_score" and "main" in table.columns:
+        rows = table[table["main"].fillna(False).astype(bool)]
+    else:
+        rows = table[table["metric"] == metric]
     fig = go.Figure()
     for role in ("original", "pruned", "recovered"):
         if role not in rows.columns or rows[role].isna().all():
@@ -34,7 +38,7 @@ def comparison_bar_figure(table: pd.DataFrame, *, metric: str = "main_score", ti
         )
     fig.update_layout(title=title, height=height, barmode="group", margin=dict(l=50, r=10, t=50, b=30),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=1, xanchor="right"))
-    fig.update_yaxes(title=f"{metric} x100")
+    fig.update_yaxes(title=f"{metric.replace('_', ' ')} x100")
     return fig
 
 

@@ -15,7 +15,7 @@ from scipy.sparse.csgraph import connected_components
 from obce_core.persistence import merge_events
 from obce_core.plots.style import CLUSTER_COLORS, _rgba
 
-__all__ = ["learn_figure"]
+__all__ = ["label_levels", "learn_figure"]
 
 
 def _component_labels(n: int, merged: list[tuple[int, int, float]]) -> np.ndarray:
@@ -29,7 +29,23 @@ def _component_labels(n: int, merged: list[tuple[int, int, float]]) -> np.ndarra
     return first[labels]
 
 
-def learn_figure(points, radius: float, *, convention: str = "radius", title: str | None = None, height: int | None = None) -> go.Figure:
+def label_levels(xs, min_gap: float) -> np.ndarray:
+    """A text row (0, 1, 2, ...) for the label of each 1-D point so that labels in one row are at
+    least ``min_gap`` apart: greedily, in x order, the first row whose last label is far enough."""
+    xs = np.asarray(xs, dtype=np.float64)
+    levels = np.zeros(len(xs), dtype=int)
+    last: list[float] = []
+    for k in np.argsort(xs, kind="stable"):
+        row = next((i for i, x in enumerate(last) if xs[k] - x >= min_gap), len(last))
+        if row == len(last):
+            last.append(xs[k])
+        last[row] = xs[k]
+        levels[k] = row
+    return levels
+
+
+def learn_figure(points, radius: float, *, convention: str = "radius", labels=None, title: str | None = None,
+                 height: int | None = None) -> go.Figure:
     """A small point cloud with balls of the current radius, coloured by connected component.
 
     1-D ``points`` (``(n,)`` or ``(n, 1)``) are drawn on a line with an interval around each
@@ -37,7 +53,9 @@ def learn_figure(points, radius: float, *, convention: str = "radius", title: st
     ``radius`` (two balls touch when the points are ``2 * radius`` apart); with ``"length"`` the
     ball radius is ``radius / 2``, so both merge at the same filtration value. Edges that have
     merged two components by ``radius`` (from :func:`merge_events`) are drawn as lines. The title
-    says ``r`` (3 decimals) and how many components there are.
+    says ``r`` (3 decimals) and how many components there are. ``labels`` names the points (default
+    0, 1, ...; the Learn page passes its point table's numbers); in 1-D, labels of points closer than
+    their text would need go on separate rows below the line, so they never overlap.
     """
     x = np.asarray(points, dtype=np.float64)
     if x.ndim == 1:
@@ -47,13 +65,17 @@ def learn_figure(points, radius: float, *, convention: str = "radius", title: st
     events = merge_events(x, convention=convention)
     ball = float(radius) if convention == "radius" else float(radius) / 2.0
     merged = [(i, j, v) for i, j, v in events if v <= radius]
-    labels = _component_labels(len(x), merged)
-    roots = list(dict.fromkeys(labels.tolist()))
+    labels_c = _component_labels(len(x), merged)
+    roots = list(dict.fromkeys(labels_c.tolist()))
     color_of = {r: CLUSTER_COLORS[k % len(CLUSTER_COLORS)] for k, r in enumerate(roots)}
-    colors = [color_of[r] for r in labels]
+    colors = [color_of[r] for r in labels_c]
+    names = [str(v) for v in (range(len(x)) if labels is None else labels)]
+    if len(names) != len(x):
+        raise ValueError(f"labels must name every point: got {len(names)} labels for {len(x)} points.")
     fig = go.Figure()
     hover = [
-        f"point {k}: " + ", ".join(f"{c:.3g}" for c in x[k]) + f"<br>component of point {labels[k]}" for k in range(len(x))
+        f"point {names[k]}: " + ", ".join(f"{c:.3g}" for c in x[k]) + f"<br>component of point {names[labels_c[k]]}"
+        for k in range(len(x))
     ]
     if x.shape[1] == 1:
         xs = x[:, 0]
@@ -63,22 +85,27 @@ def learn_figure(points, radius: float, *, convention: str = "radius", title: st
         for i, j, v in merged:
             fig.add_trace(go.Scatter(x=[xs[i], xs[j]], y=[0.35, 0.35], mode="lines+markers", showlegend=False,
                                      line=dict(color=colors[i], width=2), marker=dict(size=5, color=colors[i]),
-                                     hovertext=f"points {i} and {j} merged at {v:.3g}", hoverinfo="text"))
-        fig.add_trace(go.Scatter(x=xs, y=np.zeros_like(xs), mode="markers+text", text=[str(k) for k in range(len(xs))],
-                                 textposition="bottom center", marker=dict(size=11, color=colors, line=dict(width=1, color="white")),
-                                 hovertext=hover, hoverinfo="text", showlegend=False))
+                                     hovertext=f"points {names[i]} and {names[j]} merged at {v:.3g}", hoverinfo="text"))
+        fig.add_trace(go.Scatter(x=xs, y=np.zeros_like(xs), mode="markers", marker=dict(size=11, color=colors,
+                                 line=dict(width=1, color="white")), hovertext=hover, hoverinfo="text", showlegend=False))
         span = float(xs.max() - xs.min()) or 1.0
-        fig.update_xaxes(range=[xs.min() - ball - 0.08 * span, xs.max() + ball + 0.08 * span], title="value", zeroline=False)
-        fig.update_yaxes(range=[-1, 1], showticklabels=False, zeroline=False, showgrid=False)
+        lo, hi = xs.min() - ball - 0.08 * span, xs.max() + ball + 0.08 * span
+        # A label is ~2 characters wide: about 3 % of a 600 px plot's x range per label.
+        levels = label_levels(xs, 0.035 * (hi - lo) * max(len(n) for n in names) / 1.5)
+        fig.add_trace(go.Scatter(x=xs, y=-0.3 - 0.22 * levels, mode="text", text=names, textposition="middle center",
+                                 hoverinfo="skip", showlegend=False, name="point numbers"))
+        fig.update_xaxes(range=[lo, hi], title="value", zeroline=False)
+        fig.update_yaxes(range=[-0.4 - 0.22 * max(int(levels.max()), 2), 1], showticklabels=False, zeroline=False,
+                         showgrid=False)
     else:
         for k, (px, py) in enumerate(x):
             fig.add_shape(type="circle", x0=px - ball, x1=px + ball, y0=py - ball, y1=py + ball,
                           fillcolor=_rgba(colors[k], 0.18), line=dict(color=_rgba(colors[k], 0.6), width=1), layer="below")
         for i, j, v in merged:
             fig.add_trace(go.Scatter(x=[x[i, 0], x[j, 0]], y=[x[i, 1], x[j, 1]], mode="lines", showlegend=False,
-                                     line=dict(color=colors[i], width=2), hovertext=f"points {i} and {j} merged at {v:.3g}",
-                                     hoverinfo="text"))
-        fig.add_trace(go.Scatter(x=x[:, 0], y=x[:, 1], mode="markers+text", text=[str(k) for k in range(len(x))],
+                                     line=dict(color=colors[i], width=2),
+                                     hovertext=f"points {names[i]} and {names[j]} merged at {v:.3g}", hoverinfo="text"))
+        fig.add_trace(go.Scatter(x=x[:, 0], y=x[:, 1], mode="markers+text", text=names,
                                  textposition="top center", marker=dict(size=11, color=colors, line=dict(width=1, color="white")),
                                  hovertext=hover, hoverinfo="text", showlegend=False))
         lo = x.min(axis=0) - ball

@@ -86,7 +86,7 @@ def prune(model, scores, plan: PruningPlan, *, calibration: Calibration | None =
     report = build_report(model, selection, compensations=[c.row() for c in compensation.values()])
 
     source = {name: t.detach() for name, t in model.state_dict().items()}
-    state = {name: t.clone() for name, t in source.items()}
+    state = dict(source)  # sliced tensors replace their entries below; the rest are cloned at the end
 
     def take(name: str, dim: int, idx: np.ndarray) -> None:
         t = source[name]
@@ -131,9 +131,28 @@ def prune(model, scores, plan: PruningPlan, *, calibration: Calibration | None =
         attn_implementation=model.config._attn_implementation,
     )
     has_pooler = getattr(base_model(model), "pooler", None) is not None
-    new = cls(config) if cls is ObceBertForSequenceClassification else cls(config, add_pooling_layer=has_pooler)
-    first = next(iter(source.values()))
-    new.to(device=first.device, dtype=first.dtype)
-    new.load_state_dict(state, strict=True)
+    # Built on the meta device and filled by assignment: no random initialisation and no second copy
+    # of the weights (together most of a prune's time). The device context is thread-local, so
+    # models other threads build meanwhile are initialised as usual.
+    with torch.device("meta"):
+        new = cls(config) if cls is ObceBertForSequenceClassification else cls(config, add_pooling_layer=has_pooler)
+    state = {name: t.clone() if t is source.get(name) else t for name, t in state.items()}
+    new.load_state_dict(state, strict=True, assign=True)
+    _fill_unsaved_buffers(new, model)
     new.train(model.training)
     return new, report
+
+
+def _fill_unsaved_buffers(new, model) -> None:
+    """Copy the buffers a state dict leaves out (BERT's position and token-type ids) from ``model``."""
+    old = {name.split(".", 1)[-1] if name.startswith(f"{model.base_model_prefix}.") else name: buf
+           for name, buf in model.named_buffers()}
+    for name, buf in list(new.named_buffers()):
+        if not buf.is_meta:
+            continue
+        key = name.split(".", 1)[-1] if name.startswith(f"{new.base_model_prefix}.") else name
+        if key not in old:
+            raise RuntimeError(f"Buffer {name!r} of the pruned model has no counterpart in the source model.")
+        owner, _, attr = name.rpartition(".")
+        module = new.get_submodule(owner) if owner else new
+        module.register_buffer(attr, old[key].clone(), persistent=False)  # persistent ones came with the state

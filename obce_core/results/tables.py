@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from obce_core import glue
 from obce_core.training import RunResult
 
 __all__ = ["ROLES", "comparison_table", "comparisons"]
@@ -16,13 +17,26 @@ __all__ = ["ROLES", "comparison_table", "comparisons"]
 ROLES = ("original", "pruned", "recovered")
 
 
+def _headline_metric(task: str, metrics: dict) -> str:
+    """The metric whose value ``main_score`` repeats (the task's one metric), else ``main_score``."""
+    try:
+        main = glue.get_task(task).main_metric
+    except ValueError:
+        return "main_score"
+    if main in metrics and metrics.get(main) == metrics.get("main_score"):
+        return main
+    return "main_score"
+
+
 def comparison_table(results: list[RunResult]) -> pd.DataFrame:
     """Side by side per task and metric: original, pruned (and recovered), difference, params %.
 
     ``difference`` is the last variant minus the original. ``params_total_pct`` and
     ``params_encoder_pct`` are the pruned model's parameters as a percentage of the original's
-    (whole model, and encoder layers alone). With several tasks a ``glue_average`` row (mean of
-    ``main_score``) closes the table.
+    (whole model, and encoder layers alone). ``main`` marks each task's headline row: its one
+    metric (``main_score`` is then the same number and gets no row of its own), or ``main_score``
+    for tasks that average several (mrpc, qqp, stsb). With several tasks a ``glue_average`` row
+    (mean of ``main_score``) closes the table.
     """
     by_task: dict[str, dict[str, RunResult]] = {}
     for r in results:
@@ -33,9 +47,11 @@ def comparison_table(results: list[RunResult]) -> pd.DataFrame:
     for task, runs in by_task.items():
         original = runs.get("original")
         variant = runs.get("recovered") or runs.get("pruned")
-        metrics = [m for m in (original or variant).metrics if m != "main_score"] + ["main_score"]
+        headline = _headline_metric(task, (original or variant).metrics)
+        metrics = [m for m in (original or variant).metrics if m != "main_score"]
+        metrics += [] if headline != "main_score" else ["main_score"]
         for metric in metrics:
-            row = {"task": task, "metric": metric}
+            row = {"task": task, "metric": metric, "main": metric == headline}
             for role in roles:
                 row[role] = runs[role].metrics.get(metric) if role in runs else None
             if original is not None and variant is not None and variant is not original:
@@ -47,7 +63,7 @@ def comparison_table(results: list[RunResult]) -> pd.DataFrame:
             if role in runs:
                 averages[role].append(runs[role].main_score)
     if len(by_task) > 1:
-        row = {"task": "glue_average", "metric": "main_score"}
+        row = {"task": "glue_average", "metric": "main_score", "main": True}
         complete = {role: v for role, v in averages.items() if len(v) == len(by_task)}
         for role in roles:
             row[role] = sum(complete[role]) / len(complete[role]) if role in complete else None
@@ -55,7 +71,7 @@ def comparison_table(results: list[RunResult]) -> pd.DataFrame:
         if "original" in complete and last in complete and last != "original":
             row["difference"] = row[last] - row["original"]
         rows.append(row)
-    columns = ["task", "metric", *roles, "difference", "params_total_pct", "params_encoder_pct"]
+    columns = ["task", "metric", "main", *roles, "difference", "params_total_pct", "params_encoder_pct"]
     return pd.DataFrame(rows).reindex(columns=columns)
 
 

@@ -1,0 +1,25 @@
+"""``benchmarks/RESULTS.md``: each benchmark owns one ``## `` section and rewrites only that one.
+
+``write_section(heading, body)`` replaces the section that starts with the line ``heading`` (up
+to the next ``## `` heading or the end of the file) with ``body``, or appends ``body`` when the
+file has no such section yet; every other section is left as it was.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from obce_core.io import write_text_atomic
+
+__all__ = ["RESULTS", "write_section"]
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def write_section(heading: str, body: str, path: Path = RESULTS) -> None:
+    """Put ``body`` (which starts with the line ``heading``) in place of that section of ``path``."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: body + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + body
+    write_text_atomic(path, text)
