@@ -1,51 +1,57 @@
-"""The dashboard in a real browser: `streamlit run app.py` driven by headless Chromium (Playwright).
+"""The dashboard in a real browser: `streamlit run app.py` driven by headless Chromium (Playwright),
+as a teacher, an analyst and an explorer would use it (issue 12).
 
 What AppTest cannot see: the plotly charts actually drawing, JavaScript widgets (a slider moved
-with the keyboard, a cell typed into a data editor), page navigation through the sidebar, and how
-long a user waits for the first page. Screenshots of every page go to ``artifacts/screenshots/<page>.png``.
+with the keyboard, a cell typed into a data editor), page navigation through the sidebar, a server
+restarted under a shared link, background jobs seen through the page, and how long a user waits
+for the first page. Three tests, in order, on one cache folder and one workspace:
 
-Needs Debian's Chromium at /usr/bin/chromium (``apt-get install -y chromium``); Playwright cannot
-download its own browser here. The test is skipped only when that binary is missing.
+1. the walk through every page on a server with no GLUE copy (the demo corpus is the default):
+   scoring, a neuron's view and what it separates (the two lists around its largest gap), Learn,
+   Prune (slider, override, Apply), Compare's explanation, Layer topology;
+2. that server stopped and a new one started with a GLUE copy: the Persistence link of (1) opens
+   on the same neuron, scored from the disk cache, on the demo corpus it names;
+3. on that server: Compare starts a `smoke` job and a second one, which waits in the queue, each
+   job line showing its recipe; a tiny task model loaded on Model & data gets the Prune page's
+   evidence (its task score and threshold-sweep curves).
+
+Screenshots go to ``artifacts/screenshots/<name>.png`` (1280 px wide); with OBCE_README_SHOTS=1 the
+README's pictures in docs/screenshots/ are refreshed from them. Needs Debian's Chromium at
+/usr/bin/chromium (``apt-get install -y chromium``); Playwright cannot download its own browser
+here. The tests are skipped only when that binary is missing (and test 3 without a GLUE copy).
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
+import re
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_helpers import (
+    CHROMIUM, CHROMIUM_ARGS, SHOTS, TIMEOUT_MS, assert_clean, goto_page, server_env, shot, streamlit_server, wait_idle,
+    wait_plots,
+)
+from conftest import GLUE_DIR, make_tiny_bert
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-FIRST_PAGE_TARGET_S = 10.0
-TIMEOUT_MS = 120_000
+FIRST_PAGE_TARGET_S = 8.0  # issue 12, on a quiet machine; printed, not asserted (the machine is shared)
+VIEWPORT = {"width": 1280, "height": 1000}
+TASK_MODEL = "tiny-sst2"
+JOB_WAIT_MS = 90_000  # a worker process imports torch before it reports: seconds on a busy machine
+LINKS: dict[str, str] = {}  # test 1 -> test 2: the Persistence link shared across the restart
+NEURON_LINE = re.compile(r"L(\d+) (\w+) neuron (\d+): rf = ([0-9.e+-]+), rank")
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.is_file(), reason="/usr/bin/chromium is missing; install it with `apt-get install -y chromium`"
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _seeded_workspace(root: Path) -> Path:
-    """A workspace whose results store holds two plans on two tasks, for the Compare page's charts."""
+def _seed_results(root: Path) -> None:
+    """Two plans on two tasks in the results store, for the Compare page's charts."""
+    from obce_core.pruning import PruningPlan
     from obce_core.results import STORE_FILE, ResultsStore
     from obce_core.training import Recipe, RunResult
-    from obce_core.pruning import PruningPlan
 
     store = ResultsStore(root / STORE_FILE)
     recipe = Recipe.for_task("sst2").to_dict()
@@ -60,55 +66,57 @@ def _seeded_workspace(root: Path) -> Path:
                 metrics={"accuracy": score, "main_score": score}, main_score=score, params_total=params,
                 params_encoder=params - 12_066_432, latency_ms=250.0 * params / 22_713_216, wall_s=60.0, device="cpu",
             ))
-    return root
+
+
+def _seed_task_model(root: Path, tokenizer, cache: Path) -> None:
+    """A tiny random SST-2 classifier saved as a task model, and (with a GLUE copy) a finished
+    threshold sweep of it, run here: the Prune page's evidence has curves to draw."""
+    from obce_core import glue, jobs
+    from obce_core.training import Recipe, TaskModelInfo
+    from obce_core.training.task_models import TASK_MODEL_FILE
+
+    path = root / "task_models" / TASK_MODEL
+    spec = glue.get_task("sst2")
+    make_tiny_bert(seed=3, classifier=True, num_labels=spec.num_labels).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    TaskModelInfo(task=spec.name, recipe=Recipe.preset("smoke", spec.name), metrics={"accuracy": 0.5, "main_score": 0.5},
+                  main_score=0.5, train_s=1.0, train_steps=20, device="cpu", source_model="tiny",
+                  created_at="2024-05-01T12:00:00+00:00", obce_version="test").to_json(path / TASK_MODEL_FILE)
+    if not GLUE_DIR.is_dir():
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))
+        mp.setenv("OBCE_CACHE_DIR", str(cache))
+        sweep = jobs.SweepJobSpec(model=str(path.resolve()), task="sst2", groups=["ffn", "all"],
+                                  percentiles=[0, 25, 50, 75], scorers=["rf", "random"], seeds=[0], eval_size=64,
+                                  score_texts=16, skip_layers=1)
+        jobs.run_job(jobs.create_job(sweep, root))
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`streamlit run app.py` on a free port; yields (url, start time, seconds until it answered)."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "OBCE_CACHE_DIR": str(tmp_path_factory.mktemp("obce-cache")),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_VERBOSITY": "error",
-    }
-    env.pop("OBCE_GLUE_DIR", None)  # the no-GLUE path: the demo corpus must be the default
-    env["OBCE_WORKSPACE"] = str(_seeded_workspace(tmp_path_factory.mktemp("workspace")))
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    cmd = [
-        sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-        "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
-    ]
-    started = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"streamlit did not answer on {url} within 60 s:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield url, started, time.perf_counter() - started
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        text = log.read_text()
-        assert "Traceback" not in text, f"the server logged a traceback:\n{text}"
+def folders(tmp_path_factory, tokenizer):
+    """The cache folder and workspace both servers share, and a folder for their logs."""
+    workspace = tmp_path_factory.mktemp("workspace")
+    _seed_results(workspace)
+    _seed_task_model(workspace, tokenizer, tmp_path_factory.mktemp("sweep-cache"))
+    return {"cache": tmp_path_factory.mktemp("obce-cache"), "workspace": workspace,
+            "logs": tmp_path_factory.mktemp("streamlit")}
+
+
+@pytest.fixture
+def first_server(folders):
+    """A server with no GLUE copy: the demo corpus must be the default. Stopped after test 1."""
+    env = server_env(folders["cache"], folders["workspace"], glue_dir=None)
+    with streamlit_server(env, folders["logs"] / "first.log") as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def restarted_server(folders):
+    """A new server on the same cache and workspace, now with a GLUE copy (when there is one)."""
+    env = server_env(folders["cache"], folders["workspace"], glue_dir=GLUE_DIR if GLUE_DIR.is_dir() else None)
+    with streamlit_server(env, folders["logs"] / "restarted.log") as (url, _, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -120,79 +128,73 @@ def browser():
         b.close()
 
 
-def _wait_idle(page, timeout_ms: int = TIMEOUT_MS) -> None:
-    """Wait until the script run finished: the "Running…" icon has gone and no element is stale."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    try:  # a run shows the icon after a short delay; a quick run may never show it
-        page.wait_for_selector('[data-testid="stStatusWidgetRunningIcon"]', timeout=800)
-    except PlaywrightTimeout:
-        pass
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidgetRunningIcon\"]')"
-        " && !document.querySelector('[data-stale=\"true\"]')",
-        timeout=timeout_ms,
-    )
-    page.wait_for_timeout(300)
-
-
-def _wait_plots(page, n: int) -> None:
-    """Wait until ``n`` plotly charts have drawn (Streamlit loads plotly lazily)."""
-    page.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n}")
-
-
-def _assert_clean(page, name: str) -> None:
-    body = page.inner_text("body")
-    assert page.locator('[data-testid="stException"]').count() == 0, f"{name}: an exception box is shown"
-    assert "Traceback" not in body, f"{name}: a traceback is shown"
-    assert "Error" not in page.title()
-
-
-def _shot(page, name: str) -> Path:
-    """A screenshot of the whole page. Streamlit scrolls inside its own container, so the window
-    is made as tall as the content for the shot (Playwright's full_page sees only the window)."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}.png"
-    size = page.viewport_size
-    height = page.evaluate(
-        "() => Math.max(...['[data-testid=\"stMain\"]', '[data-testid=\"stAppViewContainer\"]']"
-        ".map(s => document.querySelector(s)).filter(Boolean).map(e => e.scrollHeight), document.body.scrollHeight)"
-    )
-    page.mouse.move(0, 0)  # no tooltip in the picture
-    page.set_viewport_size({"width": size["width"], "height": min(max(size["height"], int(height) + 40), 8000)})
-    page.wait_for_timeout(800)  # let plotly re-lay out its charts
-    page.screenshot(path=str(path))
-    page.set_viewport_size(size)
-    return path
-
-
-def _goto_page(page, title: str) -> None:
-    page.locator('[data-testid="stSidebarNavLink"]', has_text=title).first.click()
-    _wait_idle(page)
-
-
-def test_dashboard_in_a_browser(browser, server):  # the browser is up first, as for a user
-    url, started, answered_s = server
-    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+def _walk(browser, name: str, walk, *args) -> None:
+    """Run ``walk(page, *args)`` on a new page; when it stops, keep a picture of the page as it was."""
+    page = browser.new_page(viewport=dict(VIEWPORT))
     page.set_default_timeout(TIMEOUT_MS)
-    (SHOTS / "failure.png").unlink(missing_ok=True)
+    (SHOTS / f"failure_{name}.png").unlink(missing_ok=True)
     try:
-        _walk_the_dashboard(page, url, started, answered_s)
+        walk(page, *args)
     except Exception:
-        _shot(page, "failure")  # what the page looked like when the walk stopped
+        shot(page, f"failure_{name}")
         raise
     finally:
         page.close()
 
 
-def _walk_the_dashboard(page, url: str, started: float, answered_s: float) -> None:
+def test_dashboard_in_a_browser(browser, first_server):  # the browser is up first, as for a user
+    _walk(browser, "walk", _walk_the_dashboard, *first_server)
 
-    # 1. First page: usable = the model's facts are shown and the Score button can be pressed.
+
+def test_a_restarted_server_restores_a_shared_link(browser, restarted_server):
+    if "persistence" not in LINKS:
+        pytest.skip("needs the link that test_dashboard_in_a_browser shares (run the whole file)")
+    _walk(browser, "restart", _open_the_shared_link, restarted_server)
+
+
+@pytest.mark.xfail(strict=True, reason="a (re)started server runs a deep link's page file alone, with Streamlit's "
+                   "automatic pages/ navigation ('app', no sections, no wide layout), until someone opens its root URL")
+def test_a_link_on_a_restarted_server_gets_the_apps_navigation():
+    if "navigation" not in LINKS:
+        pytest.skip("needs test_a_restarted_server_restores_a_shared_link (run the whole file)")
+    nav = LINKS["navigation"].split("\n")
+    assert "Explain" in nav and "app" not in nav, nav
+
+
+@pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"real GLUE files not found at {GLUE_DIR}")
+def test_jobs_queue_and_a_task_model_gets_evidence(browser, restarted_server):
+    _walk(browser, "jobs", _queue_two_jobs, restarted_server)
+    _walk(browser, "evidence", _evidence_of_a_task_model, restarted_server)
+
+
+# ---------------------------------------------------------------------------------------------
+# Test 1: every page, no GLUE copy
+# ---------------------------------------------------------------------------------------------
+
+
+def _walk_the_dashboard(page, url: str, started: float, answered_s: float) -> None:
+    _first_page(page, url, started, answered_s)
+    _persistence(page)
+    _learn(page)
+    _prune(page)
+    _compare_without_glue(page)
+    _layer_topology(page)
+    # Whatever other pages exist must at least render without an exception.
+    for link in page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts():
+        title = link.strip().splitlines()[-1].strip() if link.strip() else ""  # drop the icon's ligature text
+        if title in ("Model & data", "Persistence", "Learn the method", "Prune", "Compare", "Layer topology") or not title:
+            continue
+        goto_page(page, title)
+        assert_clean(page, title)
+        shot(page, title.lower().replace(" ", "_"))
+
+
+def _first_page(page, url: str, started: float, answered_s: float) -> None:
+    """Usable = the model's facts are shown and the Score button can be pressed; then score 16 texts."""
     page.goto(url)
     page.get_by_role("heading", name="Model & data").wait_for()
     drawn_s = time.perf_counter() - started
-    score = page.get_by_role("button", name="Score neurons")
-    score.wait_for()
+    page.get_by_role("button", name="Score neurons").wait_for()
     page.get_by_text("Hidden size").wait_for()
     page.wait_for_function(
         "() => [...document.querySelectorAll('button')].some(b => b.innerText.includes('Score neurons') && !b.disabled)"
@@ -200,43 +202,69 @@ def _walk_the_dashboard(page, url: str, started: float, answered_s: float) -> No
     first_page_s = time.perf_counter() - started
     timing = (
         f"from `streamlit run app.py`: server answering {answered_s:.1f} s, page title drawn {drawn_s:.1f} s, "
-        f"usable first page (model facts shown, Score enabled) {first_page_s:.1f} s (target <= {FIRST_PAGE_TARGET_S:g} s)"
+        f"usable first page (model facts shown, Score enabled) {first_page_s:.1f} s (target <= {FIRST_PAGE_TARGET_S:g} s "
+        "on a quiet machine)"
     )
     print("\n" + timing)
     (ROOT / "artifacts").mkdir(exist_ok=True)
     (ROOT / "artifacts" / "first_page_seconds.txt").write_text(timing + "\n")
-    _wait_idle(page)
+    wait_idle(page)
     assert "obce demo corpus" in page.inner_text("body")  # no GLUE copy, no network: the demo corpus
-    _assert_clean(page, "model page")
+    assert_clean(page, "model page")
 
-    # 2. Score 16 texts through the button.
     n = page.get_by_role("spinbutton", name="Number of texts")
     n.fill("16")
     n.press("Enter")
-    _wait_idle(page)
+    wait_idle(page)
     page.get_by_text("16 of 400 sentences").first.wait_for()
     page.get_by_role("button", name="Score neurons").click()
     page.get_by_text("Neurons with rf = 0").wait_for()
-    _wait_idle(page)
-    _wait_plots(page, 1)
-    _assert_clean(page, "model page after scoring")
-    _shot(page, "1_model_and_data")
+    wait_idle(page)
+    wait_plots(page, 1)
+    assert_clean(page, "model page after scoring")
+    shot(page, "1_model_and_data")
 
-    # 3. Persistence: one neuron's outputs, diagram and barcode, the rank chart and distributions.
-    _goto_page(page, "Persistence")
+
+def _neuron_line(page) -> re.Match:
+    line = page.get_by_text(NEURON_LINE).first
+    line.wait_for()
+    match = NEURON_LINE.search(line.inner_text())
+    assert match, line.inner_text()
+    return match
+
+
+def _grid_column(frame, name: str) -> list[str]:
+    """The cells of column ``name`` of an st.dataframe, read from the grid's accessibility table
+    (the grid itself is a canvas)."""
+    frame.locator("table[role='grid']").wait_for(state="attached")
+    return frame.evaluate(
+        """(el, name) => {
+            const table = el.querySelector("table[role='grid']");
+            const heads = [...table.querySelectorAll('thead th')].map(th => th.innerText.trim());
+            const col = heads.indexOf(name);
+            if (col < 0) return null;
+            return [...table.querySelectorAll('tbody tr')].map(tr => tr.children[col].innerText.trim());
+        }""",
+        name,
+    )
+
+
+def _persistence(page) -> None:
+    """One neuron's outputs, diagram and barcode; the two lists around its largest gap; the rank chart."""
+    goto_page(page, "Persistence")
     page.get_by_text("0-D persistence diagram").first.wait_for()
-    _wait_plots(page, 5)
+    wait_plots(page, 5)
     neuron = page.get_by_role("spinbutton", name="Neuron")
     page.get_by_role("button", name="Lowest rf").click()
-    _wait_idle(page)
+    wait_idle(page)
     lowest = neuron.input_value()
     page.get_by_role("button", name="Highest rf").click()
-    _wait_idle(page)
+    wait_idle(page)
     highest = neuron.input_value()
     assert lowest != highest
     # A click on the rank chart selects that neuron: the rightmost point is the highest rf.
     page.get_by_role("button", name="Lowest rf").click()
-    _wait_idle(page)
+    wait_idle(page)
     assert neuron.input_value() == lowest
     point = page.locator(".st-key-rank_chart .scatterlayer .trace").first.locator(".point").last
     point.scroll_into_view_if_needed()
@@ -247,23 +275,47 @@ def _walk_the_dashboard(page, url: str, started: float, answered_s: float) -> No
     page.wait_for_timeout(300)
     page.mouse.down()
     page.mouse.up()
-    _wait_idle(page)
+    wait_idle(page)
     page.wait_for_function(
         "(want) => document.querySelector('[aria-label=\"Neuron\"]').value === want", arg=highest, timeout=30_000
     )
-    _assert_clean(page, "persistence page")
-    assert "Download every neuron (CSV)" in page.inner_text("body")
-    _shot(page, "2_persistence")
-    page.get_by_text("violin", exact=True).click()
-    _wait_idle(page)
-    page.get_by_text("Log scale", exact=True).click()
-    _wait_idle(page)
-    _wait_plots(page, 5)
-    _assert_clean(page, "persistence page, violins on a log scale")
-    _shot(page, "2_persistence_violin_log")
+    assert_clean(page, "persistence page")
 
-    # 4. Learn: move the radius slider with the keyboard; the number of components must change.
-    _goto_page(page, "Learn the method")
+    # What the neuron separates: the texts nearest its largest gap, below and above. The oracle is
+    # the neuron's own rf (the width of that gap, printed above the charts): the highest output
+    # listed below the gap and the lowest listed above it must be exactly rf apart.
+    layer, component, shown, rf = _neuron_line(page).groups()
+    assert shown == highest
+    page.get_by_text("What does this neuron separate?").wait_for()
+    frame = page.locator('[data-testid="stDataFrame"]')
+    below, above = (page.locator('[data-testid="stColumn"]', has_text=side, has=frame).last.locator(frame)
+                    for side in ("Below gap:", "Above gap:"))
+    low_values = [float(v) for v in _grid_column(below, "value")]
+    high_values = [float(v) for v in _grid_column(above, "value")]
+    low_texts, high_texts = _grid_column(below, "text"), _grid_column(above, "text")
+    assert low_values and high_values and all(low_texts) and all(high_texts)
+    assert max(low_values) < min(high_values)
+    assert not set(_grid_column(below, "text_index")) & set(_grid_column(above, "text_index"))
+    # The grid shows 4 significant digits: the gap is rf to within their rounding.
+    assert min(high_values) - max(low_values) == pytest.approx(float(rf), rel=2e-3, abs=2e-4 * max(map(abs, high_values)))
+    body = page.inner_text("body")
+    assert "Download these lists (CSV)" in body and "Download every neuron (CSV)" in body
+    LINKS["persistence"] = page.url  # every setting that decides the scores is in it
+    LINKS["neuron"] = f"L{layer} {component} neuron {shown}: rf = {rf}"
+    shot(page, "2_persistence")
+
+    page.get_by_text("violin", exact=True).click()
+    wait_idle(page)
+    page.get_by_text("Log scale", exact=True).click()
+    wait_idle(page)
+    wait_plots(page, 5)
+    assert_clean(page, "persistence page, violins on a log scale")
+    shot(page, "2_persistence_violin_log")
+
+
+def _learn(page) -> None:
+    """Move the radius slider with the keyboard; the number of components must change."""
+    goto_page(page, "Learn the method")
     metric = page.locator('[data-testid="stMetric"]', has_text="Components at r")
     before = metric.inner_text()
     box = page.locator('[data-testid="stSlider"]', has_text="Radius r")
@@ -273,7 +325,7 @@ def _walk_the_dashboard(page, url: str, started: float, answered_s: float) -> No
     slider.press("End")  # to the largest radius: one component
     for _ in range(3):
         slider.press("ArrowLeft")
-    _wait_idle(page)
+    wait_idle(page)
     # The figure shows the radius the slider shows (the last rerun is the one on screen).
     page.wait_for_function(
         "() => { const box = [...document.querySelectorAll('[data-testid=\"stSlider\"]')].find(e => e.innerText.includes('Radius r'));"
@@ -286,35 +338,42 @@ def _walk_the_dashboard(page, url: str, started: float, answered_s: float) -> No
         arg=before,
     )
     assert box.inner_text() != shown_before
-    _wait_plots(page, 3)
-    _assert_clean(page, "learn page")
-    _shot(page, "5_learn")
+    wait_plots(page, 3)
+    assert_clean(page, "learn page")
+    shot(page, "5_learn")
     page.get_by_text("2-D (two neurons together)").click()
-    _wait_idle(page)
+    wait_idle(page)
     page.wait_for_function("() => [...document.querySelectorAll('.gtitle')].some(t => t.textContent.startsWith('r = '))")
-    _wait_plots(page, 3)
-    _assert_clean(page, "learn page in 2-D")
-    _shot(page, "5_learn_2d")
+    wait_plots(page, 3)
+    assert_clean(page, "learn page in 2-D")
+    shot(page, "5_learn_2d")
 
-    # 5. Prune: move the FFN slider with the keyboard; the parameter count follows; build the model.
-    _goto_page(page, "Prune")
-    params = page.locator('[data-testid="stMetric"]', has_text="Parameters after (whole model)")
+
+def _metric_changes(page, label: str, before: str) -> None:
+    page.wait_for_function(
+        "([label, before]) => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
+        ".find(e => e.innerText.includes(label)); return m && m.innerText !== before; }",
+        arg=[label, before],
+    )
+
+
+def _prune(page) -> None:
+    """Move the FFN slider with the keyboard; the parameter count follows; an override; build the model."""
+    goto_page(page, "Prune")
+    label = "Parameters after (whole model)"
+    params = page.locator('[data-testid="stMetric"]', has_text=label)
     params.wait_for()
-    _wait_plots(page, 2)
+    wait_plots(page, 2)
     before = params.inner_text()
     ffn = page.locator('[data-testid="stSlider"]', has_text="FFN units removed").get_by_role("slider")
     ffn.focus()
     for _ in range(20):  # 30 % -> about 50 % (a key pressed during a rerun may be dropped)
         ffn.press("ArrowRight")
-    _wait_idle(page)
-    page.wait_for_function(
-        "(before) => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
-        ".find(e => e.innerText.includes('Parameters after (whole model)')); return m && m.innerText !== before; }",
-        arg=before,
-    )
+    wait_idle(page)
+    _metric_changes(page, label, before)
     after = params.inner_text()
     assert after != before
-    assert "Parameters after (whole model)" in after and "kept" in after
+    assert label in after and "kept" in after
     # A per-layer override typed into the table (a canvas grid: cells are reached by position).
     page.get_by_text("Per-layer overrides").click()
     page.locator('[data-testid="stDataFrameResizable"]').first.wait_for()
@@ -329,36 +388,159 @@ def _walk_the_dashboard(page, url: str, started: float, answered_s: float) -> No
     editor.fill("80")
     editor.press("Enter")
     page.get_by_text("Overrides: L2: ffn 80 %.").wait_for()
-    _wait_idle(page)
-    page.wait_for_function(
-        "(after) => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
-        ".find(e => e.innerText.includes('Parameters after (whole model)')); return m && m.innerText !== after; }",
-        arg=after,
-    )
+    wait_idle(page)
+    _metric_changes(page, label, after)
     assert "overrides=" in page.url  # the override is part of the shareable address
     page.get_by_role("button", name="Apply: build the pruned model").click()
     page.get_by_text("Parameters of the built model").wait_for()
-    _wait_idle(page)
-    _wait_plots(page, 2)
-    _assert_clean(page, "prune page")
+    wait_idle(page)
+    wait_plots(page, 2)
+    assert_clean(page, "prune page")
     assert "Download the model (zip)" in page.inner_text("body")
-    _shot(page, "3_prune")
+    shot(page, "3_prune")
 
-    # 6. Compare: no GLUE copy here, so the page explains how to get one; stored results still draw.
-    _goto_page(page, "Compare")
+
+def _compare_without_glue(page) -> None:
+    """No GLUE copy here, so the page explains how to get one; stored results still draw."""
+    goto_page(page, "Compare")
     page.get_by_text("No GLUE data to fine-tune on").wait_for()
     page.get_by_text("score vs size: every plan tried").wait_for()
-    _wait_plots(page, 2)
-    _assert_clean(page, "compare page")
+    wait_plots(page, 2)
+    assert_clean(page, "compare page")
     body = page.inner_text("body")
     assert "OBCE_GLUE_DIR" in body and "HF_HUB_OFFLINE" in body
-    _shot(page, "4_compare")
+    shot(page, "4_compare_no_glue")
 
-    # 7. Whatever other pages exist must at least render without an exception.
-    for link in page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts():
-        title = link.strip().splitlines()[-1].strip() if link.strip() else ""  # drop the icon's ligature text
-        if title in ("Model & data", "Persistence", "Learn the method", "Prune", "Compare") or not title:
-            continue
-        _goto_page(page, title)
-        _assert_clean(page, title)
-        _shot(page, title.lower().replace(" ", "_"))
+
+def _layer_topology(page) -> None:
+    """The 16 texts' vectors per layer: the chosen layer's diagram draws its points, and the
+    pruned model built on Prune is compared layer by layer."""
+    goto_page(page, "Layer topology")
+    page.get_by_text(re.compile(r"Original model: 7 diagrams on 16 points")).wait_for()
+    page.get_by_text("bottleneck distance between the two diagrams").wait_for()
+    wait_idle(page)
+    wait_plots(page, 7)
+    points = page.locator(".st-key-topo_diagram .scatterlayer .point")
+    assert points.count() >= 15  # 15 finite H0 bars of 16 points, plus any H1 bars
+    strip = page.locator(".st-key-topo_strip .js-plotly-plot .main-svg")
+    assert strip.count() >= 1
+    assert_clean(page, "layer topology page")
+    shot(page, "6_layer_topology")
+
+
+# ---------------------------------------------------------------------------------------------
+# Test 2: the shared link after a restart
+# ---------------------------------------------------------------------------------------------
+
+
+def _open_the_shared_link(page, url: str) -> None:
+    """A new server, a new visitor, the old link: the same neuron's view, scored from the disk cache,
+    on the demo corpus the link names although this server has a GLUE copy."""
+    link = LINKS["persistence"]
+    path_and_query = link.split("/", 3)[3]
+    page.goto(f"{url}/{path_and_query}")
+    page.get_by_text("0-D persistence diagram").first.wait_for()
+    wait_idle(page)
+    wait_plots(page, 3)
+    body = page.inner_text("body")
+    assert "Nothing is scored yet" not in body
+    assert "Scores of `default`" in body or "Scores of default" in body
+    assert "obce demo corpus" in body
+    match = _neuron_line(page)
+    assert match.group(0).startswith(LINKS["neuron"])
+    page.get_by_text("What does this neuron separate?").wait_for()
+    assert_clean(page, "persistence page after a restart")
+    LINKS["navigation"] = page.locator('[data-testid="stSidebarNav"]').inner_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Test 3: Compare's queue and the Prune page's evidence, with a GLUE copy
+# ---------------------------------------------------------------------------------------------
+
+
+def _job_ids(page) -> list[str]:
+    text = page.locator('[data-testid="stAlert"]', has_text="Started job").last.inner_text()
+    return re.findall(r"Started job (\S+):", text)
+
+
+def _body_has(page, text: str, timeout_ms: int = JOB_WAIT_MS) -> None:
+    page.wait_for_function("(t) => document.body.innerText.includes(t)", arg=text, timeout=timeout_ms)
+
+
+def _queue_two_jobs(page, url: str) -> None:
+    """The restored session (MiniLM on 16 demo texts) starts a smoke job; the form survives a
+    refresh; a second job waits for the first; both are cancelled from their lines."""
+    query = LINKS["persistence"].split("?", 1)[1]
+    page.goto(f"{url}/?{query}")  # the root URL: the app's navigation (a deep link first gets Streamlit's own)
+    page.get_by_text("Neurons with rf = 0").wait_for()
+    wait_idle(page)
+    goto_page(page, "Compare")
+    recipe = page.locator('[data-testid="stSelectbox"]', has_text="Recipe")
+    recipe.wait_for()
+    recipe.click()
+    page.get_by_role("option", name=re.compile(r"^smoke")).click()
+    wait_idle(page)
+    smoke = "recipe: 256 train / 128 eval examples, 20 steps, 64 tokens"
+    page.get_by_text(re.compile(r"sst2: 2 x 20 steps")).wait_for()
+    page.reload()  # the form is in the address: Start starts what the page shows
+    recipe.wait_for()
+    wait_idle(page)
+    shown = recipe.evaluate("el => el.innerText + ' ' + [...el.querySelectorAll('input')].map(i => i.value).join(' ')")
+    assert "smoke" in shown, shown
+    page.get_by_text(re.compile(r"sst2: 2 x 20 steps")).wait_for()
+
+    start = page.get_by_role("button", name="Start the job")
+    start.click()
+    page.get_by_text("Started job").wait_for()
+    wait_idle(page)
+    (first,) = _job_ids(page)
+    start.click()  # the same job again is refused, not run twice
+    page.get_by_text(f"An identical job, {first}, is already").wait_for()
+    steps = page.get_by_role("spinbutton", name="Max steps (0 = epochs)")
+    steps.fill("10")
+    steps.press("Enter")
+    page.get_by_text(re.compile(r"sst2: 2 x 10 steps")).wait_for()
+    wait_idle(page)
+    start.click()
+    page.get_by_text("Started job").wait_for()
+    (second,) = _job_ids(page)
+    assert second != first
+    _body_has(page, f"queued (waiting for job {first}")  # the second job's worker waits its turn
+    _body_has(page, f"running · job {first}")
+    body = page.inner_text("body")
+    for job, recipe_line in ((first, smoke), (second, smoke.replace("20 steps", "10 steps"))):
+        line = next(t for t in body.splitlines() if f"job {job} ·" in t)
+        assert "sst2 · protocol paper · plan " in line and recipe_line in line, line
+    shot(page, "4_compare")
+
+    for job in (second, first):  # the queued one first, so the other never starts
+        page.locator(f".st-key-cancel_{job} button").click()
+        _body_has(page, f"cancelled · job {job}")
+    assert_clean(page, "compare page with jobs")
+
+
+def _evidence_of_a_task_model(page, url: str) -> None:
+    """Load the tiny task model from Model & data, score it, and read its task score and sweep
+    curves on the Prune page."""
+    page.goto(f"{url}/?data=demo&n=16")
+    page.get_by_role("heading", name="Model & data").wait_for()
+    load = page.get_by_role("button", name=re.compile(rf"Load {TASK_MODEL} \(sst2"))
+    load.click()
+    page.get_by_role("button", name=re.compile(rf"Loaded {TASK_MODEL}")).wait_for()
+    wait_idle(page)
+    page.get_by_role("button", name="Score neurons").click()
+    page.get_by_text("Neurons with rf = 0").wait_for()
+    wait_idle(page)
+    goto_page(page, "Prune")
+    heading = page.get_by_role("heading", name="What this plan costs the task")
+    heading.wait_for()
+    score = page.locator('[data-testid="stMetric"]', has_text="sst2 score of this plan (estimate on")
+    score.wait_for()
+    value = float(re.search(r"\n\s*([0-9.]+)\s*\n", score.inner_text() + "\n").group(1))
+    assert 0 <= value <= 100
+    page.get_by_text("95 % interval").first.wait_for()
+    page.get_by_text("Largest swept percentile within 1 point").first.wait_for()
+    wait_idle(page)
+    wait_plots(page, 3)
+    assert_clean(page, "prune page with evidence")
+    shot(page, "3_prune_evidence", below=heading)

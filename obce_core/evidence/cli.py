@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from obce_core.evidence.sweep import SWEEP_GROUPS, SWEEP_SCORERS, largest_safe_percentile
 from obce_core.evidence.task_sweep import sweep_summary, sweep_task_model
-from obce_core.pruning import COMPENSATIONS
+from obce_core.pruning import COMPENSATIONS, SCORERS
 from obce_core.training import PhaseEvent, StepEvent
 
 __all__ = ["add_parser", "run"]
@@ -83,7 +83,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sw.add_argument("--percentiles", type=_number_list(float), default=[float(p) for p in range(0, 100, 10)],
                     help="comma-separated percentiles in [0, 100) (default 0,10,...,90)")
     sw.add_argument("--scorers", type=_name_list, default=list(SWEEP_SCORERS),
-                    help=f"comma-separated among {','.join(SWEEP_SCORERS)}")
+                    help=f"comma-separated among {','.join(SCORERS)} (default {','.join(SWEEP_SCORERS)})")
     sw.add_argument("--seeds", type=_number_list(int), default=[0, 1, 2], help="seeds of the random scorer (default 0,1,2)")
     sw.add_argument("--skip-layers", type=int, default=0, help="leave the first N layers unpruned (default 0)")
     sw.add_argument("--compensation", choices=COMPENSATIONS,

@@ -21,6 +21,7 @@ from typing import Callable
 import pandas as pd
 
 from obce_core.evidence.evaluation import EncodedSplit, evaluate_encoded
+from obce_core.pruning.plan import SCORERS
 from obce_core.io import write_text_atomic
 from obce_core.validation import check_choice, check_int
 
@@ -29,6 +30,7 @@ __all__ = ["SWEEP_GROUPS", "SWEEP_SCORERS", "evaluate_plan", "largest_safe_perce
 
 # "all" prunes every group at the same percentile.
 SWEEP_GROUPS = ("ffn", "v", "qk", "all")
+# The default scorers: rf and the three controls of issue 8; any registered scorer (e.g. flap) may be asked for.
 SWEEP_SCORERS = ("rf", "std", "magnitude", "random")
 DEFAULT_PERCENTILES = tuple(range(0, 100, 10))
 CACHE_FORMAT = 1
@@ -142,7 +144,7 @@ def threshold_sweep(model, tokenizer, scores, task: str, *, groups=SWEEP_GROUPS,
     for g in groups:
         check_choice(g, "groups", owner, SWEEP_GROUPS)
     for s in scorers:
-        check_choice(s, "scorers", owner, SWEEP_SCORERS)
+        check_choice(s, "scorers", owner, SCORERS)
     check_int(skip_layers, "skip_layers", owner, low=0)
     if not seeds:
         raise ValueError("The 'seeds' parameter of threshold_sweep must name at least one seed; got an empty list.")

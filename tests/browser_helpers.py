@@ -1,0 +1,157 @@
+"""Helpers of the real-browser walk (tests/test_browser.py): a `streamlit run app.py` server on a
+free port, bounded waits for Streamlit's reruns and plotly's drawing, and page screenshots.
+
+Every wait here has a limit: a walk that stalls fails with the page's picture, it never hangs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+__all__ = [
+    "CHROMIUM", "CHROMIUM_ARGS", "README_SHOTS", "README_SHOT_NAMES", "SHOTS", "TIMEOUT_MS", "assert_clean", "goto_page", "server_env",
+    "shot", "streamlit_server", "wait_idle", "wait_plots",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+SHOTS = ROOT / "artifacts" / "screenshots"
+# The README's pictures: copied from SHOTS into docs/screenshots when OBCE_README_SHOTS=1 is set
+# (so an ordinary test run leaves the tracked files alone).
+README_SHOTS = ROOT / "docs" / "screenshots"
+README_SHOT_NAMES = ("1_model_and_data", "2_persistence", "3_prune", "3_prune_evidence", "4_compare", "5_learn",
+                     "6_layer_topology")
+TIMEOUT_MS = 120_000
+SERVER_START_S = 60
+
+
+def server_env(cache: Path, workspace: Path, glue_dir: Path | None) -> dict:
+    """The server's environment: its own cache and workspace, no network, the default job queue."""
+    env = {**os.environ, "OBCE_CACHE_DIR": str(cache), "OBCE_WORKSPACE": str(workspace), "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    for name in ("OBCE_GLUE_DIR", "OBCE_MAX_PARALLEL_JOBS", "OBCE_MODEL_DIRS"):
+        env.pop(name, None)
+    if glue_dir is not None:
+        env["OBCE_GLUE_DIR"] = str(glue_dir)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(env: dict, log: Path):
+    """`streamlit run app.py` on a free port; yields (url, start time, seconds until it answered).
+    On leaving, the server is stopped and its log must hold no traceback."""
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+        "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+    ]
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + SERVER_START_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"streamlit did not answer on {url} within {SERVER_START_S} s:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield url, started, time.perf_counter() - started
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    text = log.read_text()
+    assert "Traceback" not in text, f"the server logged a traceback:\n{text}"
+
+
+def wait_idle(page, timeout_ms: int = TIMEOUT_MS) -> None:
+    """Wait until the script run finished: the "Running…" icon has gone and no element is stale."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:  # a run shows the icon after a short delay; a quick run may never show it
+        page.wait_for_selector('[data-testid="stStatusWidgetRunningIcon"]', timeout=800)
+    except PlaywrightTimeout:
+        pass
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidgetRunningIcon\"]')"
+        " && !document.querySelector('[data-stale=\"true\"]')",
+        timeout=timeout_ms,
+    )
+    page.wait_for_timeout(300)
+
+
+def wait_plots(page, n: int, timeout_ms: int = TIMEOUT_MS) -> None:
+    """Wait until ``n`` plotly charts have drawn (Streamlit loads plotly lazily)."""
+    page.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n}",
+                           timeout=timeout_ms)
+
+
+def assert_clean(page, name: str) -> None:
+    body = page.inner_text("body")
+    assert page.locator('[data-testid="stException"]').count() == 0, f"{name}: an exception box is shown"
+    assert "Traceback" not in body, f"{name}: a traceback is shown"
+    assert "Error" not in page.title()
+
+
+def goto_page(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNavLink"]', has_text=title).first.click()
+    wait_idle(page)
+
+
+def shot(page, name: str, *, below=None) -> Path:
+    """A screenshot of the whole page (or of what lies from the element ``below`` down). Streamlit
+    scrolls inside its own container, so the window is made as tall as the content for the shot
+    (Playwright's full_page sees only the window). With OBCE_README_SHOTS=1 a picture the README
+    shows is copied to docs/screenshots/ too."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    size = page.viewport_size
+    height = page.evaluate(
+        "() => Math.max(...['[data-testid=\"stMain\"]', '[data-testid=\"stAppViewContainer\"]']"
+        ".map(s => document.querySelector(s)).filter(Boolean).map(e => e.scrollHeight), document.body.scrollHeight)"
+    )
+    page.mouse.move(0, 0)  # no tooltip in the picture
+    tall = min(max(size["height"], int(height) + 40), 8000)
+    page.set_viewport_size({"width": size["width"], "height": tall})
+    page.wait_for_timeout(800)  # let plotly re-lay out its charts
+    clip = None
+    if below is not None:
+        top = max(below.bounding_box()["y"] - 16, 0)
+        clip = {"x": 0, "y": top, "width": size["width"], "height": tall - top}
+    page.screenshot(path=str(path), clip=clip)
+    page.set_viewport_size(size)
+    if os.environ.get("OBCE_README_SHOTS") == "1" and name in README_SHOT_NAMES:
+        shutil.copyfile(path, README_SHOTS / path.name)
+    return path
