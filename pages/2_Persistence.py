@@ -79,9 +79,9 @@ def picker_ui(run: session.ScoredRun):
     with c4:
         ranked = group.sort_values("rank")["neuron"].to_numpy()
         b1, b2, b3 = st.columns(3)
-        b1.button("Lowest rf", on_click=_set_neuron, args=(ranked[0],), width="stretch")
-        b2.button("Median", on_click=_set_neuron, args=(ranked[len(ranked) // 2],), width="stretch")
-        b3.button("Highest rf", on_click=_set_neuron, args=(ranked[-1],), width="stretch")
+        b1.button("Min rf", help="The neuron with the lowest rf in this group", on_click=_set_neuron, args=(ranked[0],), width="stretch")
+        b2.button("Median", help="The neuron with the median rf in this group", on_click=_set_neuron, args=(ranked[len(ranked) // 2],), width="stretch")
+        b3.button("Max rf", help="The neuron with the highest rf in this group", on_click=_set_neuron, args=(ranked[-1],), width="stretch")
     return layer, component, int(neuron), group
 
 

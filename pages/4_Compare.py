@@ -210,7 +210,7 @@ def _spec_line(job_dir: Path) -> str:
 
 def job_ui(workspace: Path, status: jobs.JobStatus) -> None:
     stored = len(status.from_store_ids)
-    done = (f"Finished {status.finished_at or ''}; {len(status.result_ids)} result(s)"
+    done = (f"Finished {(status.finished_at or '')[:19].replace('T', ' ')}; {len(status.result_ids)} result(s)"
             + (f", {stored} answered from the store (already run with the same key)" if stored else "") + ".")
     job_panel(workspace / "jobs" / status.job_id, status, _spec_line(workspace / "jobs" / status.job_id), done=done)
 
@@ -263,13 +263,17 @@ def _experiments(frame: pd.DataFrame) -> list[dict]:
     return out
 
 
-def _styled(frame: pd.DataFrame, numbers: list[str], fmt: str):
-    """``frame`` for ``st.dataframe`` with numbers formatted and empty cells shown as "—", not "None"."""
-    numbers = [c for c in numbers if c in frame.columns]
-    for c in numbers:
-        frame[c] = pd.to_numeric(frame[c], errors="coerce")
-    return frame.style.format(fmt, subset=numbers, na_rep=MISSING).format(na_rep=MISSING, subset=[
-        c for c in frame.columns if c not in numbers])
+def _styled(frame: pd.DataFrame, numbers: list[str], fmt: str) -> pd.DataFrame:
+    """``frame`` with numbers formatted as text and empty cells as "—" (st.dataframe draws a missing
+    number as "None" whatever a Styler says, so the cells are written out here)."""
+    frame = frame.copy()
+    for c in frame.columns:
+        if c in numbers:
+            values = pd.to_numeric(frame[c], errors="coerce")
+            frame[c] = [MISSING if pd.isna(v) else fmt.format(v) for v in values]
+        elif frame[c].dtype == object:
+            frame[c] = [MISSING if v is None or (isinstance(v, float) and pd.isna(v)) else v for v in frame[c]]
+    return frame
 
 
 def latency_table(latency: list, contended: set[int]) -> pd.DataFrame:

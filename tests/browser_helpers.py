@@ -1,5 +1,6 @@
-"""Helpers of the real-browser walk (tests/test_browser.py): a `streamlit run app.py` server on a
-free port, bounded waits for Streamlit's reruns and plotly's drawing, and page screenshots.
+"""Helpers of the real-browser walk (tests/test_browser.py): what the servers' workspace starts with
+(stored results, a tiny task model and its sweep), a `streamlit run app.py` server on a free port,
+bounded waits for Streamlit's reruns and plotly's drawing, and page screenshots.
 
 Every wait here has a limit: a walk that stalls fails with the page's picture, it never hangs.
 """
@@ -20,7 +21,7 @@ import pytest
 
 __all__ = [
     "CHROMIUM", "CHROMIUM_ARGS", "README_SHOTS", "README_SHOT_NAMES", "SHOTS", "TIMEOUT_MS", "assert_clean", "goto_page", "server_env",
-    "shot", "streamlit_server", "wait_idle", "wait_plots",
+    "seed_results", "seed_task_model", "shot", "streamlit_server", "wait_idle", "wait_plots",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,53 @@ README_SHOT_NAMES = ("1_model_and_data", "2_persistence", "3_prune", "3_prune_ev
                      "6_layer_topology")
 TIMEOUT_MS = 120_000
 SERVER_START_S = 60
+
+
+def seed_results(root: Path) -> None:
+    """Two plans on two tasks in the results store, for the Compare page's charts."""
+    from obce_core.pruning import PruningPlan
+    from obce_core.results import STORE_FILE, ResultsStore
+    from obce_core.training import Recipe, RunResult
+
+    store = ResultsStore(root / STORE_FILE)
+    recipe = Recipe.for_task("sst2").to_dict()
+    runs = [("original", None, 22_713_216, {"sst2": 0.86, "rte": 0.58})]
+    for p, params, scores in ((30, 20_113_456, {"sst2": 0.84, "rte": 0.57}), (50, 18_282_816, {"sst2": 0.80, "rte": 0.55})):
+        runs.append(("pruned", PruningPlan(ffn=p, qk=p, v=p, skip_layers=1).to_dict(), params, scores))
+    for role, plan, params, scores in runs:
+        for task, score in scores.items():
+            store.add(RunResult(
+                task=task, role=role, protocol="paper", model_source="default", fingerprint=f"{role}-{params}",
+                head_fingerprint="head", source_fingerprint="source", plan=plan, recipe=recipe,
+                metrics={"accuracy": score, "main_score": score}, main_score=score, params_total=params,
+                params_encoder=params - 12_066_432, latency_ms=250.0 * params / 22_713_216, wall_s=60.0, device="cpu",
+            ))
+
+
+def seed_task_model(root: Path, tokenizer, name: str, glue_dir: Path, cache: Path) -> None:
+    """A tiny random SST-2 classifier saved as a task model, and (with a GLUE copy) a finished
+    threshold sweep of it, run here: the Prune page's evidence has curves to draw."""
+    from conftest import make_tiny_bert
+    from obce_core import glue, jobs
+    from obce_core.training import Recipe, TaskModelInfo
+    from obce_core.training.task_models import TASK_MODEL_FILE
+
+    path = root / "task_models" / name
+    spec = glue.get_task("sst2")
+    make_tiny_bert(seed=3, classifier=True, num_labels=spec.num_labels).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    TaskModelInfo(task=spec.name, recipe=Recipe.preset("smoke", spec.name), metrics={"accuracy": 0.5, "main_score": 0.5},
+                  main_score=0.5, train_s=1.0, train_steps=20, device="cpu", source_model="tiny",
+                  created_at="2024-05-01T12:00:00+00:00", obce_version="test").to_json(path / TASK_MODEL_FILE)
+    if not glue_dir.is_dir():
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OBCE_GLUE_DIR", str(glue_dir))
+        mp.setenv("OBCE_CACHE_DIR", str(cache))
+        sweep = jobs.SweepJobSpec(model=str(path.resolve()), task="sst2", groups=["ffn", "all"],
+                                  percentiles=[0, 25, 50, 75], scorers=["rf", "random"], seeds=[0], eval_size=64,
+                                  score_texts=16, skip_layers=1)
+        jobs.run_job(jobs.create_job(sweep, root))
 
 
 def server_env(cache: Path, workspace: Path, glue_dir: Path | None) -> dict:

@@ -95,7 +95,7 @@ def test_score_through_the_button_then_inspect_a_neuron(app):
     _clean(app)
     app.selectbox(key="_w_layer").set_value(3).run()
     app.selectbox(key="_w_component").set_value("value").run()
-    next(b for b in app.button if b.label == "Highest rf").click().run()
+    next(b for b in app.button if b.label == "Max rf").click().run()
     _clean(app)
     group = table[(table["layer"] == 3) & (table["component"] == "value")]
     best = group.loc[group["rf"].idxmax()]  # oracle: the plain arg-max of the table
@@ -258,7 +258,9 @@ def test_learn_radius_keeps_its_place_in_the_range_when_the_points_change(app):
 
 def test_one_d_point_labels_never_overlap():
     xs = np.array([0.0, 0.01, 0.02, 0.5, 0.51, 3.0, 3.0, 3.02])
-    levels = plots.label_levels(xs, 0.1)
+    from obce_core.plots.teaching import label_levels
+
+    levels = label_levels(xs, 0.1)
     for row in set(levels.tolist()):
         same = np.sort(xs[levels == row])
         assert np.all(np.diff(same) >= 0.1)  # oracle: every pair in one row is far enough apart

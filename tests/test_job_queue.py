@@ -51,7 +51,9 @@ def sleeper():
 
 
 def _running(folder, pid):
-    write_status(folder, JobStatus(job_id=folder.name, state="running", pid=pid, started_at=now()))
+    status = read_status(folder)  # keeps created_at: the queue's order
+    status.state, status.pid, status.started_at = "running", pid, now()
+    write_status(folder, status)
 
 
 def test_second_job_waits_for_the_first_then_starts(tmp_path, sleeper, monkeypatch):

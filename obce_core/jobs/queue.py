@@ -89,8 +89,8 @@ def _time(text: str | None) -> float | None:
 
 def overlapping_jobs(folder: Path, start: float, end: float | None = None) -> list[str]:
     """Ids of the other jobs of the workspace that ran at some moment in [start, end] (epoch seconds;
-    ``end`` None: now). Times are stored to the second, so a job that ended in the second this one
-    began counts as overlapping: a latency is marked contended rather than trusted by mistake."""
+    ``end`` None: now). Times are stored to the millisecond; a job that ended before this one began
+    does not overlap it."""
     end = time.time() if end is None else end
     out = []
     for s in list_jobs(folder.parent.parent):
@@ -99,6 +99,6 @@ def overlapping_jobs(folder: Path, start: float, end: float | None = None) -> li
             continue
         finished = _time(s.finished_at) if not s.active else None
         finished = end if finished is None else finished
-        if began <= end and finished >= start - 1.0:
+        if began <= end and finished > start:
             out.append(s.job_id)
     return out

@@ -47,7 +47,9 @@ class JobError(ValueError):
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # Milliseconds: the queue starts a job within a second of the previous one's end, and the
+    # contended-latency check must tell "after" from "during".
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
