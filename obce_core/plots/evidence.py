@@ -46,8 +46,10 @@ def sweep_curves_figure(table: pd.DataFrame, original_score: float | None = None
             ), row=1, col=col)
             shown.add(scorer)
         if original_score is not None:
+            # annotation_text=None draws plotly's placeholder "new text": label the first panel only.
+            label = {"annotation_text": "original"} if col == 1 else {}
             fig.add_hline(y=100 * original_score, line=dict(color=ROLE_COLORS["original"], dash="dash", width=1),
-                          annotation_text="original" if col == 1 else None, row=1, col=col)
+                          row=1, col=col, **label)
         if current is not None and group in current:
             fig.add_vline(x=float(current[group]), line=dict(color="#000000", dash="dot", width=1), row=1, col=col)
         fig.update_xaxes(title_text="percentile removed", row=1, col=col)
