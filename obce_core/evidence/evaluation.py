@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from obce_core import glue
-from obce_core.scoring import model_lock
+from obce_core.scoring import length_sorted_batches, model_lock, tokenize_texts
 from obce_core.training.trainer import check_head
 from obce_core.validation import check_int, check_number
 
@@ -67,17 +67,13 @@ def encode_split(tokenizer, task: str, *, split: str | None = None, glue_dir: st
     data = glue.load_task(spec, split, glue_dir, n=eval_size, seed=seed)
     if eval_size is not None and len(data) < eval_size:
         eval_size = None  # asked for more than the split holds: it is the whole split
-    texts = glue.dataset_texts(data, spec)
-    columns = list(zip(*texts)) if spec.is_pair else [texts]
-    enc = tokenizer(*[list(c) for c in columns], truncation=True, max_length=max_length)
-    lengths = np.array([len(ids) for ids in enc["input_ids"]])
-    order = np.argsort(-lengths, kind="stable")
-    batches = []
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        features = [{k: enc[k][i] for k in enc.keys()} for i in chunk]
-        padded = tokenizer.pad(features, return_tensors="pt")
-        batches.append({k: v for k, v in padded.items()})
+    # The scoring package's tokenizer path: texts cut by characters first, the tokenizer under its lock.
+    encoded = tokenize_texts(tokenizer, glue.dataset_texts(data, spec), max_length)
+    batches, order = [], []
+    for idx, batch in length_sorted_batches(tokenizer, encoded, batch_size, "cpu"):
+        batches.append(batch)
+        order.extend(int(i) for i in idx)
+    order = np.asarray(order, dtype=np.int64)
     return EncodedSplit(
         task=spec.name, split=split, eval_size=eval_size, seed=seed, max_length=max_length,
         labels=np.asarray(data["label"]), idx=np.asarray(data["idx"]), batches=batches, order=order,

@@ -21,7 +21,7 @@ from typing import Callable
 import pandas as pd
 
 from obce_core.evidence.evaluation import EncodedSplit, evaluate_encoded
-from obce_core.pruning.plan import SCORERS
+from obce_core.pruning.plan import GROUPS, SCORERS
 from obce_core.io import write_text_atomic
 from obce_core.validation import check_choice, check_int
 
@@ -34,7 +34,6 @@ SWEEP_GROUPS = ("ffn", "v", "qk", "all")
 SWEEP_SCORERS = ("rf", "std", "magnitude", "random")
 DEFAULT_PERCENTILES = tuple(range(0, 100, 10))
 CACHE_FORMAT = 1
-_PRUNED_GROUPS = ("ffn", "qk", "v")
 
 Progress = Callable[[int, int, dict], None]
 
@@ -45,7 +44,7 @@ def sweep_plan(group: str, percentile: float, scorer: str, seed: int, *, skip_la
     from obce_core.pruning import PruningPlan
 
     check_choice(group, "group", "sweep_plan", SWEEP_GROUPS)
-    sizes = {g: (percentile if group in ("all", g) else 0) for g in _PRUNED_GROUPS}
+    sizes = {g: (percentile if group in ("all", g) else 0) for g in GROUPS}
     extra = {} if compensation is None else {"compensation": compensation}
     return PruningPlan(**sizes, scorer=scorer, seed=seed, skip_layers=skip_layers, **extra)
 
@@ -57,7 +56,7 @@ def evaluate_plan(model, scores, plan, encoded: EncodedSplit, *, calibration=Non
     from obce_core.training import parameter_counts
 
     start = time.perf_counter()
-    removes_nothing = all(getattr(plan, g) == 0 for g in _PRUNED_GROUPS) and not plan.layers
+    removes_nothing = all(getattr(plan, g) == 0 for g in GROUPS) and not plan.layers
     pruned = model if removes_nothing else prune(model, scores, plan, calibration=calibration)[0]
     metrics = evaluate_encoded(pruned, encoded)
     sizes = parameter_counts(pruned)
