@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from obce_core.evidence.sweep import SWEEP_GROUPS, SWEEP_SCORERS, largest_safe_percentile
 from obce_core.evidence.task_sweep import sweep_summary, sweep_task_model
+from obce_core.io import write_text_atomic
 from obce_core.pruning import COMPENSATIONS, SCORERS
 from obce_core.training import PhaseEvent, StepEvent
 
@@ -67,7 +68,7 @@ def run(args) -> int:
     print(f"\nLargest percentile within {args.tolerance:g} point(s) of the original (worst seed):")
     print(safe.to_string(float_format=lambda x: f"{x:g}"))
     if args.csv:
-        swept.table.to_csv(args.csv, index=False)
+        write_text_atomic(args.csv, swept.table.to_csv(index=False))  # never a half-written CSV
         print(f"\nWrote {args.csv}")
     print(f"Rows cached in {swept.path}", file=sys.stderr)
     return 0
