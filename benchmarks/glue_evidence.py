@@ -7,6 +7,8 @@ by side; each unit appends JSON lines to ``--rows``:
   then, on that task model (scored on ``--score-n`` training texts at [CLS]), the retraining-free
   sweep of all groups at p = 30/50/70 for rf/std/magnitude/random (3 seeds), for each
   ``--compensations``: the "finetuned" protocol.
+  With ``--reuse-task-models`` a task model already saved there with the same recipe (by
+  ``python -m obce_core finetune``, say) is swept instead of trained again.
 * ``paper:TASK:SCORER:SEED``  the paper's protocol at p = 50: prune the PRE-TRAINED encoder (scored
   on the same training texts) and fine-tune it with the same recipe, then evaluate.
 
@@ -70,10 +72,15 @@ def run_unit(args) -> None:
     try:
         if kind == "original":
             out = Path(a.models) / task
-            t = time.perf_counter()
-            info = finetune_task_model(task, out, model=a.model, recipe=recipe, glue_dir=a.glue_dir, overwrite=True)
-            _emit(a.rows, {**common, "kind": "original", "metrics": info.metrics, "main_score": info.main_score,
-                           "train_s": round(time.perf_counter() - t, 1)})
+            info = _reusable_task_model(out, task, recipe) if a.reuse_task_models else None
+            if info is None:
+                t = time.perf_counter()
+                info = finetune_task_model(task, out, model=a.model, recipe=recipe, glue_dir=a.glue_dir, overwrite=True)
+                train_s, reused = round(time.perf_counter() - t, 1), False
+            else:
+                train_s, reused = info.train_s, True
+            _emit(a.rows, {**common, "device": info.device, "kind": "original", "metrics": info.metrics,
+                           "main_score": info.main_score, "train_s": train_s, "reused": reused})
             model, tok = load_model(str(out), device="cuda" if torch.cuda.is_available() else "cpu")
             scores = score_model(model, tok, _scoring_texts(task, a.glue_dir, a.score_n), max_length=recipe.max_length)
             encoded = encode_split(tok, task, glue_dir=a.glue_dir, max_length=recipe.max_length,
@@ -108,6 +115,14 @@ def run_unit(args) -> None:
         _emit(a.rows, {**common, "kind": "error", "error": traceback.format_exc(limit=4)[-600:]})
 
 
+def _reusable_task_model(folder: Path, task: str, recipe):
+    """The saved task model's info when ``folder`` holds one of ``task`` trained with ``recipe``, else None."""
+    from obce_core.training import read_task_model_info
+
+    info = read_task_model_info(folder)
+    return info if info is not None and info.task == task and info.recipe == recipe else None
+
+
 def _num_labels(task):
     from obce_core import glue
 
@@ -126,12 +141,12 @@ def _majority(task, glue_dir) -> float:
     return glue.main_score(task, glue.compute_metrics(task, onehot, labels))
 
 
-def _original_sizes(task) -> dict:
-    """Parameter counts of the unpruned classifier the task's preset builds (its pooling decides the pooler)."""
+def _original_sizes(task, pooling) -> dict:
+    """Parameter counts of the unpruned classifier of ``task`` with that head ``pooling`` (it decides the pooler)."""
     from obce_core import glue, load_model
-    from obce_core.training import Recipe, parameter_counts
+    from obce_core.training import parameter_counts
 
-    model, _ = load_model(num_labels=glue.get_task(task).num_labels, classifier_pooling=Recipe.for_task(task).pooling)
+    model, _ = load_model(num_labels=glue.get_task(task).num_labels, classifier_pooling=pooling)
     return parameter_counts(model)
 
 
@@ -183,7 +198,7 @@ def tables(rows_path: str, glue_dir) -> str:
         base = sum(originals[t]["main_score"] for t in learned) / max(1, len(learned))
         out.append("| original | 100.0 | 100.0 | " + " | ".join(_cell([originals[t]["main_score"]]) for t in tasks)
                    + f" | {100 * base:.1f} | 100.0 % |")
-        full = {t: _original_sizes(t) for t in tasks}
+        full = {t: _original_sizes(t, originals[t]["recipe"].get("pooling", "cls")) for t in tasks}
         for scorer in ("rf", "std", "random"):
             part = paper[paper.scorer == scorer]
             if not len(part):
@@ -212,6 +227,9 @@ def main(argv=None) -> int:
     p.add_argument("--paper-compensation", default="none")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reuse-task-models", action="store_true",
+                   help="an original unit whose --models folder already holds the task model of the same recipe "
+                        "sweeps that model instead of fine-tuning a new one")
     p.add_argument("--smoke", action="store_true", help="the smoke recipe: checks the plumbing, measures nothing")
     p.add_argument("--table", default=None, help="print the markdown tables of this rows file and exit")
     a = p.parse_args(argv)

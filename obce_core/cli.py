@@ -141,7 +141,8 @@ def _progress_bar(show: bool):
             bar.write(event.phase, file=sys.stderr)
             bar.set_description(event.phase[:40])
             bar.set_postfix_str("", refresh=False)
-            bar.reset(total=None)
+            bar.reset()
+            bar.total = None  # reset(total=None) would keep the last phase's step count
         if isinstance(event, StepEvent):
             if bar.total != event.max_steps:
                 bar.reset(total=event.max_steps)

@@ -33,8 +33,9 @@ def describe_plan(plan: Any) -> str:
 
 
 def describe_recipe(recipe: Any) -> str:
-    """A recipe (a ``Recipe``, its dict or its JSON) in one line: sizes, length, batch, lr, seed."""
+    """A recipe (a ``Recipe``, its dict or its JSON) in one line: sizes, length, batch, lr, seed, head, batching."""
     r = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(_as_dict(recipe))
     train = f"{r.max_steps} steps" if r.max_steps else f"{r.epochs:g} epoch(s)"
     return (f"{r.train_size or 'all'} train / {r.eval_size or 'all'} eval examples, {train}, {r.max_length} tokens, "
-            f"batch {r.batch_size}, lr {r.learning_rate:g}, seed {r.seed}")
+            f"batch {r.batch_size}, lr {r.learning_rate:g}, seed {r.seed}, {r.pooling}-pooled head"
+            + (", length-grouped batches" if r.group_by_length else ""))

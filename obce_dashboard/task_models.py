@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from obce_core import glue, jobs
+from obce_core.describe import describe_recipe
 from obce_core.training import (CPU_PRESET, PRESET_CHOICES, PRESET_DESCRIPTIONS, Recipe, estimate_training,
                                 list_task_models)
 from obce_core.workspace import default_workspace
@@ -29,11 +30,6 @@ def _load(path: str) -> None:
     ss["model_kind"], ss["model_text"], ss["model"] = "local", path, path
 
 
-def _recipe_line(recipe: Recipe) -> str:
-    size = f"{recipe.train_size:,} ex." if recipe.train_size else "whole split"
-    return f"lr {recipe.learning_rate:g}, {recipe.epochs:g} ep., {size}, {recipe.max_length} tok."
-
-
 def list_ui(root: Path) -> None:
     found = list_task_models(root)
     if not found:
@@ -42,7 +38,7 @@ def list_ui(root: Path) -> None:
         return
     current = st.session_state.get("model")
     table = pd.DataFrame([{"name": path.name, "task": info.task, "dev score": 100 * info.main_score,
-                           "recipe": _recipe_line(info.recipe), "trained": info.created_at[:16].replace("T", " "),
+                           "recipe": describe_recipe(info.recipe), "trained": info.created_at[:16].replace("T", " "),
                            "train s": info.train_s} for path, info in found])
     st.dataframe(table, hide_index=True, column_config={"dev score": st.column_config.NumberColumn(format="%.2f")})
     for path, info in found:
@@ -65,7 +61,7 @@ def train_ui(workspace: Path) -> None:
                          format_func=lambda p: f"{p}: {PRESET_DESCRIPTIONS.get(p, '')}", key="tm_preset")
     recipe = Recipe.preset(preset, task)
     steps, seconds = estimate_training(recipe, task)
-    st.caption(f"{_recipe_line(recipe)}: {steps:,} steps, about {seconds / 60:.0f} min (an ESTIMATE for "
+    st.caption(f"{describe_recipe(recipe)}: {steps:,} steps, about {seconds / 60:.0f} min (an ESTIMATE for "
                "all-MiniLM-L6-v2 on a 2-core CPU; other models and machines differ).")
     c, d = st.columns(2)
     bases = ["default"] + ([current] if current and current != "default" else [])

@@ -82,13 +82,14 @@ def test_cpu_presets_per_task():
     sst2 = Recipe.preset("cpu", "SST-2", seed=1)  # "cpu" = the task's CPU preset
     assert sst2 == Recipe.for_task("sst2", seed=1) == Recipe.preset("cpu-sst2", seed=1)
     assert (sst2.max_length, sst2.epochs, sst2.learning_rate, sst2.batch_size, sst2.warmup_ratio, sst2.train_size,
-            sst2.pooling, sst2.seed) == (64, 1.0, 1e-4, 32, 0.06, 30000, "cls", 1)
+            sst2.pooling, sst2.group_by_length, sst2.seed) == (64, 1.0, 1e-4, 32, 0.06, None, "mean", True, 1)
     cola, mrpc, rte, wnli = (Recipe.for_task(t) for t in ("cola", "mrpc", "rte", "wnli"))
     assert (cola.max_length, cola.epochs, cola.learning_rate, cola.batch_size, cola.warmup_ratio, cola.pooling) == \
-        (64, 3.0, 5e-5, 16, 0.1, "cls")
-    assert (mrpc.max_length, mrpc.epochs, mrpc.learning_rate, mrpc.batch_size, mrpc.pooling) == (128, 3.0, 1e-4, 16, "mean")
-    assert (rte.max_length, rte.epochs, rte.learning_rate, rte.batch_size, rte.pooling) == (128, 6.0, 5e-5, 16, "cls")
-    assert wnli == rte.replace(epochs=3.0)
+        (64, 6.0, 5e-5, 32, 0.1, "mean")
+    assert (mrpc.max_length, mrpc.epochs, mrpc.learning_rate, mrpc.batch_size, mrpc.pooling) == (128, 5.0, 1e-4, 16, "mean")
+    assert (rte.max_length, rte.epochs, rte.learning_rate, rte.batch_size, rte.pooling) == (128, 8.0, 3e-5, 16, "mean")
+    assert wnli == rte.replace(epochs=3.0, learning_rate=5e-5, pooling="cls")
+    assert all(r.group_by_length for r in (cola, mrpc, rte, wnli))
     assert mrpc.train_size is None and cola.train_size is None  # whole training splits
     with pytest.raises(ValueError, match="'qnli' has no CPU preset"):
         Recipe.for_task("qnli")
@@ -98,6 +99,11 @@ def test_cpu_presets_per_task():
     with pytest.raises(ValueError, match="pooling"):
         Recipe(pooling="max")
     assert "pooling" not in json.loads(Recipe().canonical_json())
+    # group_by_length likewise: false keeps the old key, true is a different recipe
+    assert "group_by_length" not in json.loads(Recipe().canonical_json())
+    assert Recipe(group_by_length=True).canonical_json() != Recipe().canonical_json()
+    with pytest.raises(ValueError, match="group_by_length"):
+        Recipe(group_by_length="yes")
     assert json.loads(Recipe(pooling="mean").canonical_json())["pooling"] == "mean"
 
 
@@ -351,7 +357,37 @@ def test_training_estimate_hand_computed():
     steps, seconds = estimate_training(cpu, "sst2", runs=2)
     assert steps == 63  # ceil(2000 / 32)
     assert seconds == pytest.approx(2 * 63 * CPU_SECONDS_PER_STEP)
-    # the whole RTE split (2,490 rows), batch 16 at 128 tokens: 156 steps at 1.3 x (16/32) x (128/64) s
+    # the whole RTE split (2,490 rows), batch 16 at 128 tokens: 156 steps at CPU_SECONDS_PER_STEP x (16/32) x (128/64) s
     whole = Recipe(train_size=None, batch_size=16, max_length=128, epochs=1.0)
     assert estimate_training(whole, "rte") == (156, pytest.approx(156 * CPU_SECONDS_PER_STEP))
+    # Trainer's count: ceil(8551 / 32) = 268 batches per epoch, x 6 epochs = 1,608 (the CoLA preset's run
+    # took 1,608 steps), not ceil(8551 / 32 x 6) = 1,604
+    assert estimate_training(Recipe(batch_size=32, epochs=6.0), "cola")[0] == 1608
+    # length-grouped batches: the measured share of the random-batch time for that task, none for others
+    grouped = whole.replace(group_by_length=True)
+    assert estimate_training(grouped, "rte")[1] < estimate_training(whole, "rte")[1]
+    assert estimate_training(grouped, "qnli")[1] == estimate_training(whole, "qnli")[1]
     assert estimate_training(cpu.replace(max_steps=5), "rte", runs=0, extra_steps=3)[0] == 5
+
+
+def test_group_by_length_batches_pad_less_and_cover_each_example_once(tokenizer, tmp_path):
+    """A length-grouped epoch sees every example once, in batches that pad far less than random ones."""
+    from obce_core.training.trainer import _make_trainer, _tokenize, _training_args
+
+    spec = glue.get_task("sst2")
+    rows = _tokenize(glue.load_task(spec, "train", GLUE_DIR, n=512, seed=0), tokenizer, spec, 64)
+
+    def epoch(group_by_length):
+        recipe = Recipe(max_length=64, batch_size=16, group_by_length=group_by_length, seed=0)
+        args = _training_args(recipe, str(tmp_path / str(group_by_length)), "cpu")
+        loader = _make_trainer(make_tiny_bert(classifier=True), tokenizer, args, train_dataset=rows).get_train_dataloader()
+        batches = [batch["attention_mask"] for batch in loader]
+        padded = sum(m.numel() for m in batches)  # tokens computed, padding included
+        lengths = sorted(int(n) for m in batches for n in m.sum(1))
+        return padded, lengths
+
+    grouped, grouped_lengths = epoch(True)
+    shuffled, shuffled_lengths = epoch(False)
+    real = sorted(len(ids) for ids in rows["input_ids"])
+    assert grouped_lengths == shuffled_lengths == real  # each example once in either order
+    assert sum(real) <= grouped < 0.75 * shuffled, (sum(real), grouped, shuffled)

@@ -89,6 +89,13 @@ def _tokenize(dataset, tokenizer, spec: glue.GlueTask, max_length: int):
             ds_logging.enable_progress_bar()
 
 
+def _sampling_args(arguments_class, group_by_length: bool) -> dict:
+    # transformers 5.2 replaced the flag ``group_by_length`` by ``train_sampling_strategy``.
+    if "train_sampling_strategy" in arguments_class.__dataclass_fields__:
+        return {"train_sampling_strategy": "group_by_length" if group_by_length else "random"}
+    return {"group_by_length": group_by_length}
+
+
 def _training_args(recipe: Recipe, output_dir: str, device, *, logging_steps: int = 1):
     from transformers import TrainingArguments
 
@@ -106,6 +113,7 @@ def _training_args(recipe: Recipe, output_dir: str, device, *, logging_steps: in
         # transformers 5 reads a float in [0, 1) as a ratio of the total steps.
         warmup_steps=recipe.warmup_ratio,
         lr_scheduler_type="linear",
+        **_sampling_args(TrainingArguments, recipe.group_by_length),
         seed=recipe.seed,
         bf16=recipe.precision == "bf16",
         fp16=recipe.precision == "fp16",
