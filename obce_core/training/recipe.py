@@ -196,9 +196,9 @@ class Recipe(JsonDataclass):
         return json.dumps(data, sort_keys=True)
 
 
-# Measured on this project's 2-core CPU with nothing else running (2026-11-26): ~0.75 s per
-# optimizer step of 32 randomly drawn SST-2 examples cut at 64 tokens, for all-MiniLM-L6-v2; a step
-# scales about linearly with batch x tokens. Larger models take longer.
+# Measured on this project's 2-core CPU with nothing else running (0.70 and 0.79 s in two
+# sessions): ~0.75 s per optimizer step of 32 randomly drawn SST-2 examples cut at 64 tokens, for
+# all-MiniLM-L6-v2; a step scales about linearly with batch x tokens. Larger models take longer.
 CPU_SECONDS_PER_STEP = 0.75
 # Length-grouped batches pad less, by how much depends on the task's lengths: the share of the
 # random-batch time that whole CPU-preset runs took on the same machine. Other tasks: no saving assumed.
