@@ -378,10 +378,11 @@ def test_group_by_length_batches_pad_less_and_cover_each_example_once(tokenizer,
     rows = _tokenize(glue.load_task(spec, "train", GLUE_DIR, n=512, seed=0), tokenizer, spec, 64)
 
     def epoch(group_by_length):
-        recipe = Recipe(max_length=64, batch_size=16, group_by_length=group_by_length, seed=0)
+        recipe = Recipe(max_length=64, batch_size=16, epochs=1.0, group_by_length=group_by_length, seed=0)
         args = _training_args(recipe, str(tmp_path / str(group_by_length)), "cpu")
         loader = _make_trainer(make_tiny_bert(classifier=True), tokenizer, args, train_dataset=rows).get_train_dataloader()
         batches = [batch["attention_mask"] for batch in loader]
+        assert len(batches) == recipe.steps(len(rows)) == 32  # one epoch of 512 rows in batches of 16
         padded = sum(m.numel() for m in batches)  # tokens computed, padding included
         lengths = sorted(int(n) for m in batches for n in m.sum(1))
         return padded, lengths
@@ -391,3 +392,22 @@ def test_group_by_length_batches_pad_less_and_cover_each_example_once(tokenizer,
     real = sorted(len(ids) for ids in rows["input_ids"])
     assert grouped_lengths == shuffled_lengths == real  # each example once in either order
     assert sum(real) <= grouped < 0.75 * shuffled, (sum(real), grouped, shuffled)
+
+
+def test_sampling_arguments_for_old_and_new_transformers():
+    """transformers >= 5.2 takes train_sampling_strategy; older 5.x the group_by_length flag."""
+    import dataclasses
+
+    from obce_core.training.trainer import _sampling_args
+
+    @dataclasses.dataclass
+    class Old:
+        group_by_length: bool = False
+
+    @dataclasses.dataclass
+    class New:
+        train_sampling_strategy: str = "random"
+
+    assert _sampling_args(Old, True) == {"group_by_length": True}
+    assert _sampling_args(New, True) == {"train_sampling_strategy": "group_by_length"}
+    assert _sampling_args(New, False) == {"train_sampling_strategy": "random"}

@@ -24,7 +24,7 @@ from typing import Any
 from obce_core import glue
 from obce_core.io import JsonDataclass
 from obce_core.obce_bert.configuration_obce_bert import CLASSIFIER_POOLINGS
-from obce_core.validation import check_choice, check_int, check_number
+from obce_core.validation import check_choice, check_int, check_number, invalid
 
 __all__ = [
     "CPU_PRESET",
@@ -103,6 +103,10 @@ def resolve_preset(name: str, task: str | None = None) -> str:
     return name
 
 
+# Fields added after results were stored, with the value every earlier recipe trained with.
+_FIELDS_ADDED_LATER = {"pooling": "cls", "group_by_length": False}
+
+
 @dataclass(frozen=True)
 class Recipe(JsonDataclass):
     """How a model is fine-tuned and evaluated. Every field is part of a result's key.
@@ -160,7 +164,8 @@ class Recipe(JsonDataclass):
                      fix="'cls' reads BERT's pooler on [CLS]; 'mean' averages the real tokens (mean-pooled "
                          "encoders such as all-MiniLM-L6-v2).")
         if not isinstance(self.group_by_length, bool):
-            raise ValueError(f"Recipe.group_by_length must be true or false; got {self.group_by_length!r}.")
+            raise invalid("group_by_length", o, "true or false", self.group_by_length,
+                          fix="true draws batches of similar lengths (less padding), false random ones.")
         # Canonical types, so equal recipes give equal JSON (3 and 3.0 epochs are one recipe).
         for name in ("epochs", "learning_rate", "weight_decay", "warmup_ratio"):
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -184,16 +189,17 @@ class Recipe(JsonDataclass):
     def canonical_json(self) -> str:
         """Compact JSON with sorted keys: equal recipes give equal text (the store's key).
 
-        ``pooling`` is left out when it is ``cls`` and ``group_by_length`` when it is false: recipes
-        from before those fields existed trained that way, so their stored results keep answering
-        the same recipe.
+        Fields added later are left out at the value that recipes from before them trained with
+        (``_FIELDS_ADDED_LATER``), so stored results keep answering the same recipe.
         """
-        data = self.to_dict()
-        if data["pooling"] == "cls":
-            del data["pooling"]
-        if not data["group_by_length"]:
-            del data["group_by_length"]
+        data = {k: v for k, v in self.to_dict().items()
+                if k not in _FIELDS_ADDED_LATER or v != _FIELDS_ADDED_LATER[k]}
         return json.dumps(data, sort_keys=True)
+
+    def steps(self, examples: int) -> int:
+        """Optimizer steps on ``examples`` training rows, as Trainer counts them: whole batches per
+        epoch (the last one short) times the epochs; ``max_steps`` wins when set."""
+        return self.max_steps or math.ceil(math.ceil(examples / self.batch_size) * self.epochs)
 
 
 # Measured on this project's 2-core CPU with nothing else running (0.70 and 0.79 s in two
@@ -214,8 +220,7 @@ def estimate_training(recipe: Recipe, task: str, *, runs: int = 1, extra_steps: 
     spec = glue.get_task(task)
     rows = spec.train_rows
     n = min(recipe.train_size or rows, rows) if rows else (recipe.train_size or 0)
-    # As Trainer counts: whole batches per epoch (the last one short), times the epochs.
-    steps = recipe.max_steps or math.ceil(math.ceil(n / recipe.batch_size) * recipe.epochs)
+    steps = recipe.steps(n)
     per_step = CPU_SECONDS_PER_STEP * (recipe.batch_size / 32) * (recipe.max_length / 64)
     if recipe.group_by_length:
         per_step *= _GROUPED_SHARE.get(spec.name, 1.0)

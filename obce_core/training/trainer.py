@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import shutil
 import statistics
@@ -226,7 +225,7 @@ def fine_tune(
     check_head(model, spec)
     train = glue.load_task(spec, "train", glue_dir, n=recipe.train_size, seed=recipe.seed)
     train = _tokenize(train, tokenizer, spec, recipe.max_length)
-    steps = recipe.max_steps or math.ceil(len(train) / recipe.batch_size * recipe.epochs)
+    steps = recipe.steps(len(train))
     callback = _make_progress_callback(progress, should_stop)
     out = tempfile.mkdtemp(prefix="obce-finetune-")
     try:
