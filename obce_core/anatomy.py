@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from obce_core.layout import layer_shapes
 from obce_core.loading import model_fingerprint
-from obce_core.pruning.report import layer_shapes
 
 __all__ = ["ModelAnatomy", "model_anatomy"]
 
@@ -30,11 +30,6 @@ class ModelAnatomy:
     parameters: int
     fingerprint: str
     device: str
-
-    @property
-    def uniform(self) -> bool:
-        """True when every layer has the same widths (an unpruned model)."""
-        return all(len(set(w)) <= 1 for w in (self.ffn, self.query_key_width, self.value_width))
 
 
 def model_anatomy(model) -> ModelAnatomy:

@@ -13,38 +13,52 @@ from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
 
+from obce_core import glue
+from obce_core.cli_args import (
+    CliError,
+    ObceArgumentParser,
+    add_model_argument,
+    add_overwrite_argument,
+    add_texts_arguments,
+    int_range,
+    number_range,
+    percent,
+    progress_bar,
+)
+from obce_core.evidence.cli import add_parser as add_sweep_parser
+from obce_core.export import ONNX_OPSET, export_onnx
+from obce_core.io import check_output_path
+from obce_core.jobs import JobSpec, create_job, run_job, start_job
+from obce_core.loading import load_model
+from obce_core.obce_bert.configuration_obce_bert import CLASSIFIER_POOLINGS
+from obce_core.pruning import COMPENSATIONS, SCORERS, PruningPlan, is_obce_saved, prune, save_pruned
+from obce_core.results import STORE_FILE, comparison_table
+from obce_core.scoring import TOKEN_MODES, NeuronScores, score_model
 from obce_core.scoring.texts import resolve_texts
+from obce_core.topology.cli import add_parser as add_layers_parser
+from obce_core.search.cli import add_parser as add_search_parser
+from obce_core.training import (
+    PRECISIONS,
+    PRESET_CHOICES,
+    PROTOCOLS,
+    Recipe,
+    TrainingCancelled,
+    finetune_task_model,
+    is_main_process,
+)
+from obce_core.training.task_models import TASK_MODEL_FILE
 
-__all__ = ["main", "build_parser", "resolve_texts"]
+__all__ = ["main", "build_parser"]
 
-
-class CliError(Exception):
-    """A user-facing failure: printed without a traceback."""
-
-
-def _add_model_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default="default",
-        help="'default' (embedded all-MiniLM-L6-v2), a Hugging Face hub id, or a local model directory",
-    )
-
-
-def _add_texts_arguments(parser: argparse.ArgumentParser) -> None:
-    src = parser.add_mutually_exclusive_group()
-    src.add_argument("--texts", help="a .txt file (one text per line) or a .csv/.tsv with a 'text' or 'sentence' column")
-    src.add_argument("--task", help="a GLUE task whose sentences are scored (cola, sst2, mrpc, ...)")
-    parser.add_argument("--split", default="validation", help="GLUE split for --task (default: validation)")
-    parser.add_argument("--glue-dir", help="local GLUE folder (<TASK>/train.tsv, dev.tsv); default $OBCE_GLUE_DIR, else the hub")
-    parser.add_argument("--n", type=int, default=512, help="number of texts, drawn with --seed (default 512)")
-    parser.add_argument("--seed", type=int, default=0)
+_positive_gb = number_range(0, low_open=True)
 
 
 def _cmd_score(args) -> int:
-    from obce_core import load_model, score_model
-
+    out = check_output_path(args.out, overwrite=args.overwrite) if args.out is not None else None
     texts, source = resolve_texts(args.texts, args.task, args.split, args.glue_dir, args.n, args.seed)
-    model, tokenizer = load_model(None if args.model == "default" else args.model, device=args.device)
+    model, tokenizer = load_model(args.model, device=args.device)
     print(f"Scoring {len(texts)} texts from {source} at token={args.token} on {args.model}", file=sys.stderr)
     bar = tqdm(total=len(texts), unit="text", desc="capture", file=sys.stderr)
 
@@ -64,31 +78,27 @@ def _cmd_score(args) -> int:
         f"\n{len(scores.table):,} neurons, {scores.n_samples:,} samples; {len(tied):,} neurons share their rf "
         "with another in the same layer and component (ties broken by std, then neuron index)."
     )
-    if args.out:
-        scores.to_parquet(args.out)
-        print(f"Wrote {args.out}")
+    if out is not None:
+        scores.to_parquet(out)
+        print(f"Wrote {out}")
     return 0
 
 
 def _add_plan_arguments(group, seed_flag: str) -> None:
     """--plan or the plan's flags; ``seed_flag`` names the random scorer's seed (glue's --seed is the recipe's)."""
-    from obce_core.pruning import COMPENSATIONS, SCORERS
-
     group.add_argument("--plan", help="a plan JSON file (PruningPlan.to_json); replaces the flags below")
-    group.add_argument("--ffn", type=float, help="percent of FFN units removed per layer, in [0, 100) (default 0)")
-    group.add_argument("--qk", type=float, help="percent of query/key dim pairs removed per head (default 0)")
-    group.add_argument("--v", type=float, help="percent of value dims removed per head (default 0)")
-    group.add_argument("--skip-layers", type=int, help="leave the first N layers unpruned (default 0)")
+    group.add_argument("--ffn", type=percent, help="percent of FFN units removed per layer, in [0, 100) (default 0)")
+    group.add_argument("--qk", type=percent, help="percent of query/key dim pairs removed per head (default 0)")
+    group.add_argument("--v", type=percent, help="percent of value dims removed per head (default 0)")
+    group.add_argument("--skip-layers", type=int_range(0), help="leave the first N layers unpruned (default 0)")
     group.add_argument("--compensation", choices=COMPENSATIONS, help="what replaces removed units (default auto: per layer, the best on held-out tokens "
                             "of the scoring texts; none when no texts are at hand)")
     group.add_argument("--scorer", choices=SCORERS, help="unit ranking (default rf)")
-    group.add_argument(seed_flag, dest="plan_seed", type=int, help="seed of scorer 'random' (default 0)")
+    group.add_argument(seed_flag, dest="plan_seed", type=int_range(0), help="seed of scorer 'random' (default 0)")
 
 
 def _plan_from_args(args, seed_flag: str):
     """The ``PruningPlan`` of --plan or the flags; None when neither is given."""
-    from obce_core.pruning import PruningPlan
-
     flags = {"ffn": args.ffn, "qk": args.qk, "v": args.v, "skip_layers": args.skip_layers,
              "compensation": args.compensation, "scorer": args.scorer, "seed": args.plan_seed}
     given = {k: v for k, v in flags.items() if v is not None}
@@ -101,16 +111,10 @@ def _plan_from_args(args, seed_flag: str):
 
 
 def _cmd_prune(args) -> int:
-    from obce_core import NeuronScores, load_model
-    from obce_core.pruning import PruningPlan, prune, save_pruned
-
+    out = check_output_path(args.out, overwrite=args.overwrite, kind="dir", may_replace=is_obce_saved)
     plan = _plan_from_args(args, "--seed") or PruningPlan()
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        # Checked before the slow steps; save_pruned checks again.
-        raise CliError(f"Output {args.out!r} exists and is not an empty directory; pass --overwrite or choose another --out.")
     scores = NeuronScores.from_parquet(args.scores)
-    model, tokenizer = load_model(None if args.model == "default" else args.model, device=args.device)
+    model, tokenizer = load_model(args.model, device=args.device)
     pruned, report = prune(model, scores, plan)
     save_pruned(pruned, tokenizer, out, plan=plan, report=report, overwrite=args.overwrite)
     print(report.summary())
@@ -124,41 +128,11 @@ _RECIPE_FIELDS = ("max_length", "epochs", "max_steps", "learning_rate", "batch_s
 
 def _recipe_for(args, task: str):
     """The --recipe preset for ``task`` (``cpu`` = the task's CPU preset) with the flags' overrides."""
-    from obce_core.training import Recipe
-
     overrides = {name: getattr(args, name) for name in _RECIPE_FIELDS if getattr(args, name) is not None}
     return Recipe.preset(args.recipe, task, **overrides)
 
 
-def _progress_bar(show: bool):
-    """(tqdm bar, progress callback) for the training events: a line per phase, a bar of steps."""
-    from obce_core.training import PhaseEvent, ResultEvent, StepEvent
-
-    bar = tqdm(total=None, unit="step", file=sys.stderr, dynamic_ncols=True, disable=not show)
-
-    def progress(event) -> None:
-        if isinstance(event, (PhaseEvent, ResultEvent)) and show:
-            bar.write(event.phase, file=sys.stderr)
-            bar.set_description(event.phase[:40])
-            bar.set_postfix_str("", refresh=False)
-            bar.reset()
-            bar.total = None  # reset(total=None) would keep the last phase's step count
-        if isinstance(event, StepEvent):
-            if bar.total != event.max_steps:
-                bar.reset(total=event.max_steps)
-            bar.update(event.step - bar.n)
-            if event.loss is not None:
-                bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)
-
-    return bar, progress
-
-
 def _cmd_glue(args) -> int:
-    from obce_core import glue
-    from obce_core.jobs import JobSpec, create_job, run_job, start_job
-    from obce_core.results import STORE_FILE, comparison_table
-    from obce_core.training import TrainingCancelled, is_main_process
-
     tasks = [glue.get_task(t).name for t in args.tasks.split(",") if t.strip()]
     recipes = {task: _recipe_for(args, task) for task in tasks}
     spec = JobSpec(
@@ -176,7 +150,7 @@ def _cmd_glue(args) -> int:
     if main_process:
         for task in tasks:
             print(f"Job {job_dir} | {task} recipe {spec.recipe_for(task).canonical_json()}", file=sys.stderr)
-    bar, progress = _progress_bar(main_process)
+    bar, progress = progress_bar(show=main_process, per_phase=True)
     try:
         results = run_job(job_dir, progress=progress)
     except TrainingCancelled as exc:
@@ -196,19 +170,26 @@ def _cmd_glue(args) -> int:
     return 0
 
 
-def _cmd_finetune(args) -> int:
-    from obce_core import glue
-    from obce_core.training import TrainingCancelled, finetune_task_model, is_main_process
+def _is_task_model(folder: Path) -> bool:
+    return (folder / TASK_MODEL_FILE).is_file()
 
+
+def _cmd_finetune(args) -> int:
+    check_output_path(args.out, overwrite=args.overwrite, kind="dir", may_replace=_is_task_model)
     task = glue.get_task(args.task).name
-    recipe = _recipe_for(args, task)
+    kd = {name: getattr(args, name) for name in ("kd_temperature", "kd_alpha") if getattr(args, name) is not None}
+    if kd and args.teacher is None:
+        raise CliError(f"--{'/--'.join(k.replace('_', '-') for k in kd)} set the distillation; add --teacher "
+                       f"TASK_MODEL_DIR (a task model for {task}) or leave them out.")
+    recipe = _recipe_for(args, task).replace(**kd)
     main_process = is_main_process()
     if main_process:
-        print(f"Fine-tuning {args.model} on {task} into {args.out} | recipe {recipe.canonical_json()}", file=sys.stderr)
-    bar, progress = _progress_bar(main_process)
+        how = f"Distilling {args.teacher} into" if args.teacher else "Fine-tuning"
+        print(f"{how} {args.model} on {task} into {args.out} | recipe {recipe.canonical_json()}", file=sys.stderr)
+    bar, progress = progress_bar(show=main_process, per_phase=True)
     try:
-        info = finetune_task_model(task, args.out, model=args.model, recipe=recipe, glue_dir=args.glue_dir,
-                                   device=args.device, progress=progress, overwrite=args.overwrite)
+        info = finetune_task_model(task, args.out, model=args.model, recipe=recipe, teacher=args.teacher,
+                                   glue_dir=args.glue_dir, device=args.device, progress=progress, overwrite=args.overwrite)
     except TrainingCancelled as exc:
         raise CliError(f"cancelled: {exc}") from exc
     except FileExistsError as exc:
@@ -218,53 +199,44 @@ def _cmd_finetune(args) -> int:
     if main_process:
         metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in info.metrics.items() if k != "main_score")
         print(f"{task} dev (x100): {metrics}; main score {100 * info.main_score:.2f}")
-        print(f"trained {info.train_steps} steps in {info.train_s:.1f} s on {info.device}")
+        print(f"trained {info.train_steps} steps in {info.train_s:.1f} s on {info.device}"
+              + (f", distilled from {info.distilled_from} ({info.recipe.kd_teacher})" if info.distilled_from else ""))
         print(f"Wrote {args.out} (reload with obce_core.load_model({str(args.out)!r}))")
     return 0
 
 
 def _cmd_export_onnx(args) -> int:
-    from obce_core import load_model
-    from obce_core.export import export_onnx
-
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise CliError(f"Output {args.out!r} exists; pass --overwrite or choose another --out.")
-    model, tokenizer = load_model(None if args.model_dir == "default" else args.model_dir, device="cpu")
+    out = check_output_path(args.out, overwrite=args.overwrite)
+    model, tokenizer = load_model(args.model_dir, device="cpu")
     report = export_onnx(model, tokenizer, out, opset=args.opset, max_length=args.max_length)
     print(report.summary())
     return 0
 
 
 def _add_recipe_arguments(parser, *, default: str) -> None:
-    from obce_core.obce_bert.configuration_obce_bert import CLASSIFIER_POOLINGS
-    from obce_core.training import PRECISIONS, PRESET_CHOICES
-
+    # Counts are checked here; the bounds of the other numbers are Recipe's (checked before any work).
     rec = parser.add_argument_group("recipe (a preset, then any of these overrides)")
     rec.add_argument("--recipe", default=default, choices=PRESET_CHOICES,
                      help="cpu: the task's CPU preset (cpu-sst2, ...); bert-glue: BERT's GLUE recipe (128 tokens, "
                           "batch 32, lr 2e-5, 3 epochs); obce-40: the OBCE paper's 40 epochs (GPU); smoke: 20 steps "
                           f"(default {default})")
     rec.add_argument("--max-length", type=int)
-    rec.add_argument("--epochs", type=float)
-    rec.add_argument("--max-steps", type=int, help="> 0 wins over --epochs")
-    rec.add_argument("--lr", dest="learning_rate", type=float)
-    rec.add_argument("--batch-size", type=int, help="global training batch (split over processes)")
-    rec.add_argument("--eval-batch-size", type=int)
-    rec.add_argument("--train-size", type=int, help="seeded subset of the training split")
-    rec.add_argument("--eval-size", type=int, help="seeded subset of the validation split")
-    rec.add_argument("--seed", type=int)
-    rec.add_argument("--warmup-ratio", type=float)
-    rec.add_argument("--weight-decay", type=float)
+    rec.add_argument("--epochs", type=number_range(0, low_open=True))
+    rec.add_argument("--max-steps", type=int_range(0), help="> 0 wins over --epochs")
+    rec.add_argument("--lr", dest="learning_rate", type=number_range())
+    rec.add_argument("--batch-size", type=int_range(1), help="global training batch (split over processes)")
+    rec.add_argument("--eval-batch-size", type=int_range(1))
+    rec.add_argument("--train-size", type=int_range(1), help="seeded subset of the training split")
+    rec.add_argument("--eval-size", type=int_range(1), help="seeded subset of the validation split")
+    rec.add_argument("--seed", type=int_range(0))
+    rec.add_argument("--warmup-ratio", type=number_range())
+    rec.add_argument("--weight-decay", type=number_range())
     rec.add_argument("--precision", choices=PRECISIONS)
     rec.add_argument("--pooling", choices=CLASSIFIER_POOLINGS, help="what a new task head reads: [CLS] or the token mean")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from obce_core import TOKEN_MODES
-    from obce_core.training import PROTOCOLS
-
-    parser = argparse.ArgumentParser(
+    parser = ObceArgumentParser(
         prog="python -m obce_core",
         description="Explain and compress BERT models with zero-dimensional persistent homology (OBCE).",
     )
@@ -272,40 +244,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     score = sub.add_parser("score", help="score every neuron by the 0-D persistence (rf) of its outputs")
-    _add_model_argument(score)
-    _add_texts_arguments(score)
+    add_model_argument(score)
+    add_texts_arguments(score)
     score.add_argument("--token", default="cls", choices=TOKEN_MODES, help="which token(s) make a sample")
-    score.add_argument("--max-length", type=int, default=128)
-    score.add_argument("--batch-size", type=int, default=32)
+    score.add_argument("--max-length", type=int_range(2), default=128)
+    score.add_argument("--batch-size", type=int_range(1), default=32)
     score.add_argument("--convention", default="length", choices=["length", "radius"],
                        help="filtration value of an edge: its length (gudhi) or half of it")
-    score.add_argument("--memory-budget-gb", type=float, default=4.0)
+    score.add_argument("--memory-budget-gb", type=_positive_gb, default=4.0)
     score.add_argument("--cache-dir", help="score cache folder (default $OBCE_CACHE_DIR or ~/.cache/obce)")
     score.add_argument("--no-cache", action="store_true")
     score.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     score.add_argument("--out", help="write the per-neuron table to this .parquet file")
+    add_overwrite_argument(score, "an existing --out file")
     score.set_defaults(func=_cmd_score)
 
     prune_p = sub.add_parser("prune", help="remove low-scoring FFN units and Q/K/V dims; save the smaller model")
-    _add_model_argument(prune_p)
+    add_model_argument(prune_p)
     prune_p.add_argument("--scores", required=True, help="per-neuron scores (.parquet from `score --out`) of this model")
     _add_plan_arguments(prune_p, "--seed")
     prune_p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     prune_p.add_argument("--out", required=True, help="directory for the pruned model, plan and report")
-    prune_p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
+    add_overwrite_argument(prune_p, "an --out folder holding a model obce saved")
     prune_p.set_defaults(func=_cmd_prune)
     glue_p = sub.add_parser("glue", help="fine-tune and evaluate original vs pruned on GLUE tasks (results are stored)")
-    _add_model_argument(glue_p)
+    add_model_argument(glue_p)
     glue_p.add_argument("--tasks", required=True, help="comma-separated GLUE tasks, e.g. sst2,mrpc,cola,rte")
     glue_p.add_argument("--glue-dir", help="local GLUE folder (<TASK>/train.tsv, dev.tsv); default $OBCE_GLUE_DIR, else the hub")
     glue_p.add_argument("--protocol", default="paper", choices=PROTOCOLS,
                         help="paper: prune the pre-trained model, fine-tune both; finetuned: prune a fine-tuned classifier")
-    glue_p.add_argument("--recover-steps", type=int, default=0, help="finetuned protocol: fine-tune the pruned model this many steps")
+    glue_p.add_argument("--recover-steps", type=int_range(0), default=0, help="finetuned protocol: fine-tune the pruned model this many steps")
     plan_g = glue_p.add_argument_group("pruning (no plan and no flags: the original alone)")
     _add_plan_arguments(plan_g, "--plan-seed")
     plan_g.add_argument("--scores", help="scores .parquet of --model (default: score each task's training sentences)")
-    plan_g.add_argument("--score-n", type=int, default=512, help="training sentences scored per task (default 512)")
-    plan_g.add_argument("--score-seed", type=int, default=0)
+    plan_g.add_argument("--score-n", type=int_range(2), default=512, help="training sentences scored per task (default 512)")
+    plan_g.add_argument("--score-seed", type=int_range(0), default=0)
     _add_recipe_arguments(glue_p, default="cpu")
     glue_p.add_argument("--workspace", help="jobs and results.sqlite folder (default $OBCE_WORKSPACE or ./obce_workspace)")
     glue_p.add_argument("--device", help="cpu, cuda ... (default: what Trainer picks)")
@@ -313,29 +286,32 @@ def build_parser() -> argparse.ArgumentParser:
     glue_p.set_defaults(func=_cmd_glue)
 
     ft = sub.add_parser("finetune", help="fine-tune a model on one GLUE task and save the classifier (a task model)")
-    _add_model_argument(ft)
+    add_model_argument(ft)
     ft.add_argument("--task", required=True, help="the GLUE task (sst2, cola, mrpc, rte, ...)")
     ft.add_argument("--out", required=True, help="directory for the task model (reload with obce_core.load_model)")
     ft.add_argument("--glue-dir", help="local GLUE folder (<TASK>/train.tsv, dev.tsv); default $OBCE_GLUE_DIR, else the hub")
     _add_recipe_arguments(ft, default="cpu")
+    kd = ft.add_argument_group("recovery by distillation (knowledge distillation from a teacher's logits)")
+    kd.add_argument("--teacher", metavar="TASK_MODEL_DIR",
+                    help="a task model for --task (e.g. the one --model was pruned from): --model learns from its "
+                         "outputs as well as from the labels")
+    kd.add_argument("--kd-temperature", type=number_range(0, 100, low_open=True),
+                    help="softmax temperature of the teacher term (default 2)")
+    kd.add_argument("--kd-alpha", type=number_range(0, 1),
+                    help="weight of the teacher term: 1 = teacher alone, 0 = labels alone (default 0.5)")
     ft.add_argument("--device", help="cpu, cuda ... (default: what Trainer picks)")
-    ft.add_argument("--overwrite", action="store_true", help="replace --out when it holds an earlier task model")
+    add_overwrite_argument(ft, "an --out folder holding an earlier task model")
     ft.set_defaults(func=_cmd_finetune)
-    from obce_core.export import ONNX_OPSET
-
     onnx_p = sub.add_parser("export-onnx", help="write a model (pruned or not) as ONNX, checked against PyTorch in ONNX Runtime")
     onnx_p.add_argument("model_dir", metavar="DIR", help="a saved model directory ('default': the embedded all-MiniLM-L6-v2)")
     onnx_p.add_argument("--out", required=True, help="the .onnx file to write")
     onnx_p.add_argument("--opset", type=int, default=ONNX_OPSET, help=f"ONNX opset (default {ONNX_OPSET})")
-    onnx_p.add_argument("--max-length", type=int, default=128, help="longest input in tokens (default 128)")
-    onnx_p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    onnx_p.add_argument("--max-length", type=int_range(2), default=128, help="longest input in tokens (default 128)")
+    add_overwrite_argument(onnx_p, "an existing --out file")
     onnx_p.set_defaults(func=_cmd_export_onnx)
-    from obce_core.evidence.cli import add_parser as add_sweep_parser  # the `sweep` subcommand lives with its package
-    from obce_core.topology.cli import add_parser as add_layers_parser
-
-    add_sweep_parser(sub)  # the `layers` subcommand lives with its package
-
+    add_sweep_parser(sub)  # `sweep`, `layers` and `search` live with their packages
     add_layers_parser(sub)
+    add_search_parser(sub)
     return parser
 
 
@@ -344,8 +320,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
-        from transformers.utils import logging as hf_logging
-
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         logging.getLogger("huggingface_hub").setLevel(logging.ERROR)

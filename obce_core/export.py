@@ -18,9 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from obce_core.forward import locked_eval, model_lock
 from obce_core.io import JsonDataclass, atomic_path
-from obce_core.pruning import PruningPlan, PruningReport, save_pruned
-from obce_core.scoring import NeuronScores, cls_embeddings, model_lock
+from obce_core.pruning.files import save_pruned
+from obce_core.pruning.plan import PruningPlan
+from obce_core.pruning.report import PruningReport
+from obce_core.scoring.capture import cls_embeddings
+from obce_core.scoring.scores import NeuronScores
 from obce_core.scoring.texts import demo_sentences
 from obce_core.validation import check_int, check_number
 
@@ -42,8 +46,9 @@ SIMILARITY_TEXTS = 32
 
 def model_zip(model, tokenizer, plan: PruningPlan | None = None, report: PruningReport | None = None,
               name: str = "obce-pruned") -> bytes:
-    """A zip of the directory ``save_pruned`` writes (config, weights, tokenizer, plan, report),
-    under one top folder ``name``. Built in a temporary directory that is removed afterwards."""
+    """A zip of the directory ``save_pruned`` writes (config, weights, tokenizer, plan, report, and
+    a sentence-transformers source's module files), under one top folder ``name``. Built in a
+    temporary directory that is removed afterwards."""
     buf = io.BytesIO()
     with tempfile.TemporaryDirectory(prefix="obce-zip-") as tmp:
         out = save_pruned(model, tokenizer, Path(tmp) / name, plan=plan, report=report)
@@ -145,7 +150,7 @@ def _encode(tokenizer, texts, max_length: int) -> dict:
 
 
 def _ort_session(path: Path):
-    import onnxruntime as ort
+    import onnxruntime as ort  # here: only an ONNX export loads its native runtime, not every importer of export
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
@@ -158,7 +163,10 @@ def export_onnx(model, tokenizer, out_path: str | os.PathLike, *, opset: int = O
 
     Inputs are the tokenizer's ``input_ids``, ``attention_mask`` (and ``token_type_ids``) with
     dynamic batch and sequence axes; the one output is ``logits`` for a classifier, else
-    ``last_hidden_state``. Exported with torch's dynamo exporter: the TorchScript one bakes the
+    ``last_hidden_state``: the token states only. A sentence-transformers model's pooling and
+    normalization are NOT in the file (apply them to ``last_hidden_state`` yourself: e.g.
+    all-MiniLM-L6-v2 averages the real tokens, then scales to unit length); the saved folder
+    (``save_pruned``) keeps them. Exported with torch's dynamo exporter: the TorchScript one bakes the
     example's padding into transformers' mask code and gives wrong outputs for other lengths.
     The file is then run in ONNX Runtime (CPU) on ``texts`` (default: the first demo
     sentences) and compared with PyTorch on the CPU; a max |diff| above ``tolerance`` raises
@@ -209,7 +217,7 @@ def export_onnx(model, tokenizer, out_path: str | os.PathLike, *, opset: int = O
             export_s = time.perf_counter() - start
             enc = _encode(tokenizer, texts, max_length)
             got = _ort_session(onnx_tmp).run([output], {k: v.numpy() for k, v in enc.items()})[0]
-            with torch.inference_mode():
+            with locked_eval(cpu_model):  # the one way obce runs a forward pass (this copy is ours alone)
                 want = graph(*(enc[n] for n in names)).float().numpy()
             gap = np.abs(got - want)
             if output == "last_hidden_state":

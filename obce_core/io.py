@@ -6,6 +6,11 @@ temp directory beside the target, then a rename), so a crash never leaves a half
 score settings, run results): every class reads, writes and rejects unknown keys the same way,
 with the same messages. A subclass names itself in ``_json_name`` (used in messages) and overrides
 ``to_dict``/``from_dict`` only where a field needs more than ``dataclasses.asdict``.
+
+``check_output_path`` is the one rule for a path the user asks obce to write (every CLI ``--out``,
+``--csv``): it is checked before any slow work, never creates folders and never replaces anything
+without ``--overwrite``. A write that fails later raises ``OutputWriteError`` naming the user's
+path, not the temp file beside it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,89 @@ import tempfile
 from pathlib import Path
 from typing import Callable, ClassVar, Iterator
 
-__all__ = ["JsonDataclass", "atomic_path", "publish_directory", "write_text_atomic"]
+__all__ = ["JsonDataclass", "OutputPathError", "OutputWriteError", "atomic_path", "check_output_path",
+           "publish_directory", "write_text_atomic"]
+
+OUTPUT_KINDS = ("file", "dir")
+
+
+class OutputPathError(ValueError):
+    """An output path that may not be written; the message names the flag, the path and the fix."""
+
+
+class OutputWriteError(OSError):
+    """Writing an output failed part way; nothing was left behind. Names the target, not a temp file."""
+
+    def __init__(self, target: Path, reason: str):
+        self.target, self.reason = Path(target), reason
+        super().__init__(f"Could not write {str(target)!r}: {reason}; nothing was written. Check the "
+                         "folder's free space and permissions, or choose another path.")
+
+
+def _reason(exc: OSError) -> str:
+    # strerror leaves out the file name, which for these writers is an internal temp path.
+    if isinstance(exc, OutputWriteError):
+        return exc.reason
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def check_output_path(path: str | os.PathLike, *, overwrite: bool, kind: str = "file", flag: str = "--out",
+                      may_replace: Callable[[Path], bool] | None = None, suffix: str | None = None,
+                      option: str = "--overwrite", elsewhere: str = "choose another path") -> Path:
+    """``path`` as a ``Path`` if obce may write it; else ``OutputPathError`` saying what to do.
+
+    Refused: an empty path; a directory where a file is wanted (``kind="file"``) or a file where a
+    directory is wanted (``kind="dir"``); an existing file, or a non-empty directory, without
+    ``overwrite``; with ``overwrite``, a non-empty directory that ``may_replace`` does not accept
+    (e.g. a folder obce did not write); a missing parent folder (never created here: the user
+    runs ``mkdir -p``); a parent that is not a folder or that cannot be written to (checked with
+    ``os.access`` and a real probe file, since /proc and read-only mounts pass ``os.access``
+    for root). ``suffix``: the file name must end in it (e.g. ".parquet"). ``flag`` and ``option``
+    name the path and the overwrite switch in messages, ``elsewhere`` the other way out (the
+    dashboard names its own widgets).
+    """
+    if kind not in OUTPUT_KINDS:
+        raise ValueError(f"check_output_path's kind must be one of {OUTPUT_KINDS}; got {kind!r}.")
+    text = os.fspath(path) if path is not None else ""
+    if not str(text).strip():
+        raise OutputPathError(f"{flag} is empty; give the {'file' if kind == 'file' else 'folder'} to write.")
+    target = Path(text).expanduser()
+    name = f"{flag} {str(target)!r}"
+    other = elsewhere
+    if suffix is not None and target.suffix != suffix:
+        raise OutputPathError(f"{name} should end in {suffix}; e.g. {str(target.with_suffix(suffix))!r}.")
+    if target.is_dir() and kind == "file":
+        raise OutputPathError(f"{name} is a folder; expected a file name, e.g. {str(target / ('out' + (suffix or '')))!r}.")
+    if target.exists() and not target.is_dir() and kind == "dir":
+        raise OutputPathError(f"{name} is a file; expected a folder: {other}.")
+    if target.exists():
+        empty_dir = target.is_dir() and not any(target.iterdir())
+        if not empty_dir and not overwrite:
+            what = "is a folder that is not empty" if target.is_dir() else "exists"
+            raise OutputPathError(f"{name} {what}; to replace it use {option}, or {other}.")
+        if not empty_dir and kind == "dir" and may_replace is not None and not may_replace(target):
+            raise OutputPathError(f"{name} holds files obce did not write, so it is never replaced, even with "
+                                  f"{option}; {other}.")
+    parent = target.parent
+    if not parent.exists():
+        raise OutputPathError(f"{name} cannot be written: its folder {str(parent)!r} does not exist; create it "
+                              f"first (mkdir -p {str(parent)!r}) or {other}.")
+    if not parent.is_dir():
+        raise OutputPathError(f"{name} cannot be written: {str(parent)!r} is not a folder; {other}.")
+    if not os.access(parent, os.W_OK | os.X_OK) or not _can_create_in(parent):
+        raise OutputPathError(f"{name} cannot be written: you may not create files in {str(parent)!r}; {other}.")
+    return target
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can really be created (and removed) in ``folder``: what every writer here does."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".obce-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    Path(probe).unlink(missing_ok=True)
+    return True
 
 
 @contextlib.contextmanager
@@ -29,12 +116,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     For writers that want a file name (``pq.write_table``, ``np.save`` with a file object, ...).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise OutputWriteError(path, _reason(exc)) from exc
     os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputWriteError(path, _reason(exc)) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -62,8 +155,11 @@ def publish_directory(directory: str | os.PathLike, fill: Callable[[Path], None]
     directory = Path(directory)
     if directory.exists() and not (replace is not None and directory.is_dir() and replace(directory)):
         raise FileExistsError(f"{str(directory)!r} exists and may not be replaced.")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    except OSError as exc:
+        raise OutputWriteError(directory, _reason(exc)) from exc
     old = None
     try:
         fill(tmp)
@@ -72,12 +168,14 @@ def publish_directory(directory: str | os.PathLike, fill: Callable[[Path], None]
             old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
             os.replace(directory, old / "d")
         os.replace(tmp, directory)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and (old / "d").exists() and not directory.exists():
             os.replace(old / "d", directory)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise OutputWriteError(directory, _reason(exc)) from exc
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -22,7 +22,9 @@ from transformers import (
     PreTrainedModel,
 )
 
+from obce_core.layout import ModelLoadError, base_model, encoder_layers
 from obce_core.obce_bert import CLASSIFIER_POOLINGS, ObceBertConfig, ObceBertForSequenceClassification
+from obce_core.sentence_transformers_files import cache_hub_files
 from obce_core.validation import check_choice, check_int, invalid
 
 __all__ = [
@@ -31,6 +33,8 @@ __all__ = [
     "ModelLoadError",
     "default_model_dir",
     "load_model",
+    "local_model_dir",
+    "looks_like_path",
     "base_model",
     "encoder_layers",
     "model_fingerprint",
@@ -41,10 +45,6 @@ __all__ = [
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2 (embedded)"
 # obce_bert is the pruned variant this package registers (see obce_bert/).
 SUPPORTED_MODEL_TYPES = ("bert", "obce_bert")
-
-
-class ModelLoadError(ValueError):
-    """A model could not be loaded; the message says which source and how to fix it."""
 
 
 def default_model_dir() -> Path:
@@ -65,30 +65,45 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def looks_like_path(text: str) -> bool:
+    """Whether a model source names a folder rather than a hub id, by its shape alone (no disk look-up).
+
+    A hub id is "name" or "org/name"; anything starting with '.', '/' or '~', with two or more '/',
+    a backslash, or absolute is a path.
+    """
+    text = str(text)
+    return text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text or Path(text).is_absolute()
+
+
+def local_model_dir(source: str | os.PathLike) -> Path:
+    """``source`` as the model folder it names; ``ModelLoadError`` unless it is a folder with a config.json."""
+    text = str(source)
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise ModelLoadError(
+            f"Model directory {text!r} does not exist. Check the path, or use 'default' for the "
+            "embedded all-MiniLM-L6-v2."
+        )
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"Model source {text!r} is a file; expected a model directory containing config.json "
+            "(as written by save_pretrained) or a Hugging Face hub id."
+        )
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"Model directory {text!r} has no config.json; expected a directory written by "
+            "save_pretrained (config.json + model.safetensors + tokenizer files)."
+        )
+    return path
+
+
 def _resolve_source(source: str | os.PathLike | None) -> tuple[str, bool]:
     """(path or hub id, is_local)."""
     if source is None or str(source) in ("", "default"):
         return str(default_model_dir()), True
     text = str(source)
-    path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ModelLoadError(
-                f"Model source {text!r} is a file; expected a model directory containing config.json "
-                "(as written by save_pretrained) or a Hugging Face hub id."
-            )
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(
-                f"Model directory {text!r} has no config.json; expected a directory written by "
-                "save_pretrained (config.json + model.safetensors + tokenizer files)."
-            )
-        return str(path), True
-    # A hub id is "name" or "org/name"; anything else that looks like a path is a missing directory.
-    if text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
-        raise ModelLoadError(
-            f"Model directory {text!r} does not exist. Check the path, or use 'default' for the "
-            "embedded all-MiniLM-L6-v2."
-        )
+    if Path(text).expanduser().exists() or looks_like_path(text):
+        return str(local_model_dir(text)), True
     return text, False
 
 
@@ -152,7 +167,9 @@ def load_model(
     [CLS] pooler for a plain BERT), ``"cls"`` or ``"mean"`` sets it; ``"mean"`` gives an
     ``ObceBertForSequenceClassification`` (full sizes, encoder weights loaded, no pooler) that reads
     the mean of the real tokens' last hidden states. Nothing shipped with a model is ever executed
-    (``trust_remote_code=False``; configs with an ``auto_map`` are refused).
+    (``trust_remote_code=False``; configs with an ``auto_map`` are refused). The source folder
+    is recorded as the config's absolute ``_name_or_path`` (outside the fingerprint), so a save of
+    a sentence-transformers model carries its module files.
     """
     owner = "load_model"
     num_labels = check_int(num_labels, "num_labels", owner, low=1, allow_none=True,
@@ -206,23 +223,13 @@ def load_model(
             "save_pretrained (config.json, model.safetensors, vocab.txt/tokenizer.json)."
         ) from exc
     model.to(pick_device(device)).eval()
+    # Where the model came from decides which sentence-transformers files its saves carry
+    # (obce_core.sentence_transformers_files): an absolute folder survives a change of directory.
+    if is_local:
+        model.config._name_or_path = str(Path(path).resolve())
+    else:
+        cache_hub_files(path)
     return model, tokenizer
-
-
-def base_model(model: PreTrainedModel):
-    """The bare encoder (``BertModel``) inside any BERT head model."""
-    return getattr(model, model.base_model_prefix, model) if hasattr(model, "base_model_prefix") else model
-
-
-def encoder_layers(model: PreTrainedModel):
-    """The ``BertLayer`` list of a BERT-family model, with or without a task head."""
-    bert = base_model(model)
-    try:
-        return bert.encoder.layer
-    except AttributeError as exc:
-        raise ModelLoadError(
-            f"{type(model).__name__} has no `encoder.layer` list; obce needs a BERT-family encoder."
-        ) from exc
 
 
 def model_fingerprint(model: PreTrainedModel) -> str:

@@ -10,9 +10,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from obce_core.forward import text_label, tokenize_texts
 from obce_core.persistence import last_merge
 from obce_core.scoring import NeuronScores
-from obce_core.scoring.capture import tokenize_texts
 from obce_core.validation import check_int
 
 __all__ = ["EXAMPLE_VIEWS", "neuron_examples", "text_label", "text_tokens", "token_values"]
@@ -24,11 +24,6 @@ EXAMPLE_VIEWS = {
     "top": "the highest outputs",
     "bottom": "the lowest outputs",
 }
-
-
-def text_label(text) -> str:
-    """A text as one line: pairs joined by ' [SEP] '."""
-    return " [SEP] ".join(text) if isinstance(text, (tuple, list)) else str(text)
 
 
 def text_tokens(tokenizer, text, max_length: int) -> list[str]:

@@ -5,7 +5,8 @@ plan in force, first on a seeded 256-example subset of the dev split with its 95
 interval, then, on request, on the whole split; both cached per (model, scores, plan). Beside it,
 the curves of a finished (or running) threshold sweep of the same model, read from the sweep's
 row cache, with the largest percentile within a tolerance per group and scorer. A sweep is started
-here as a background job (``SweepJobSpec``). Any other model gets a note on how to make one.
+here as a background job (``SweepJobSpec``). Any other model gets the label-free evidence of
+``embedding_evidence`` (also on request for a task model) and a note on how to make a task model.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from obce_core.pruning import PruningPlan
 from obce_core.training import read_task_model_info
 from obce_core.workspace import default_workspace
 from obce_dashboard import prune_plan, ui
+from obce_dashboard.embedding_evidence import embedding_evidence_ui
 from obce_dashboard.job_panel import job_panel, poll
 
 __all__ = ["ESTIMATE_SIZE", "evidence_ui", "task_model_info"]
@@ -162,6 +164,7 @@ def curves_ui(rows: pd.DataFrame, spec: jobs.SweepJobSpec, plan: PruningPlan) ->
 
 def start_sweep_ui(workspace: Path, source: str, task: str, plan: PruningPlan) -> None:
     from obce_core.evidence import SWEEP_GROUPS, SWEEP_SCORERS
+    from obce_core.pruning import SCORERS
 
     with st.form("sweep_form", border=True):
         st.markdown("**Start a sweep** (a background job; progress shows here, a refresh keeps it)")
@@ -170,7 +173,9 @@ def start_sweep_ui(workspace: Path, source: str, task: str, plan: PruningPlan) -
         seeds = b.number_input("Random seeds", min_value=1, max_value=5, value=3, key="sweep_seeds")
         size = c.selectbox("Dev examples", [ESTIMATE_SIZE, "all"], index=1, key="sweep_size")
         groups = st.multiselect("Groups", list(SWEEP_GROUPS), default=list(SWEEP_GROUPS), key="sweep_groups")
-        scorers = st.multiselect("Scorers", list(SWEEP_SCORERS), default=list(SWEEP_SCORERS), key="sweep_scorers")
+        # fisher (a gradient pass over 512 labelled training examples) and flap are offered, not defaults.
+        scorers = st.multiselect("Scorers", list(dict.fromkeys([*SWEEP_SCORERS, *SCORERS])), default=list(SWEEP_SCORERS),
+                                 key="sweep_scorers")
         st.caption(f"Uses this page's skip layers ({plan.skip_layers}) and compensation ({plan.compensation}). "
                    f"A full sweep of all-MiniLM on SST-2 takes several minutes on a CPU; finished points are kept "
                    f"if you cancel.")
@@ -215,7 +220,10 @@ def evidence_ui(loaded, run, plan: PruningPlan) -> None:
     """The evidence section for the model in ``loaded`` under ``plan`` (see the module docstring)."""
     st.subheader("What this plan costs the task")
     info = task_model_info(loaded.source)
-    if info is None:
+    if info is None:  # no task head: the model's own job, its sentence output, measured without labels
+        st.caption("No task head, so the evidence is label-free: what this plan does to the model's own sentence "
+                   "output on texts that were not scored.")
+        embedding_evidence_ui(loaded, run, plan)
         no_task_model_ui(loaded.source)
         return
     task = info.task
@@ -236,3 +244,5 @@ def evidence_ui(loaded, run, plan: PruningPlan) -> None:
     with right:
         with ui.errors("Could not read the sweep"):
             sweep_ui(loaded.source, task, plan)
+    if st.toggle("Also show the label-free evidence (the encoder's sentence output)", key="embedding_for_task_model"):
+        embedding_evidence_ui(loaded, run, plan)

@@ -14,6 +14,7 @@ import os
 import re
 from pathlib import Path
 
+from obce_core.loading import looks_like_path
 from obce_core.workspace import default_workspace
 
 __all__ = ["MODEL_DIRS_ENV", "SAVE_FOLDER", "TASK_MODELS_FOLDER", "ModelSourceRefused", "SaveNameRefused", "allowed_model_dirs",
@@ -56,9 +57,8 @@ def check_model_source(source: str | None) -> str:
     dirs = allowed_model_dirs()
     if any(_inside(resolved, d) for d in dirs):
         return text
-    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text or candidate.is_absolute()
     # A hub-id-shaped name that is also a folder here would be loaded from disk by load_model.
-    if looks_like_path or candidate.exists():
+    if looks_like_path(text) or candidate.exists():
         raise ModelSourceRefused(
             f"This server offers no model folder {text!r}. Local models load from the workspace "
             f"({dirs[0]}) or from the folders its operator lists in {MODEL_DIRS_ENV}; otherwise choose "

@@ -9,29 +9,35 @@ Prune page was never opened). ``overrides`` is the per-layer table as canonical 
 ``st.session_state``, never in a shared cache). ``calibration_for(loaded, run)`` captures what the
 fitted compensations (``auto``, ``lsq``, ``token-mean``) need from the scoring texts, once per
 (model, texts) for the whole server; ``calibration_if_needed`` only when the plan's compensation
-fits at all.
+fits at all. ``with_fisher(loaded, run)`` adds the ``fisher`` column when the plan ranks by it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from obce_core import PruningPlan, PruningReport, PruningSelection, select_units
 from obce_core.evidence import CALIBRATED_COMPENSATIONS
-from obce_core.pruning import Calibration, capture_calibration
+from obce_core.pruning import FISHER_COLUMN, Calibration, add_fisher, capture_calibration, fisher_information
+from obce_core.training import read_task_model_info
+from obce_dashboard import session, settings
 from obce_dashboard.settings import parse_overrides
 
-__all__ = ["Applied", "calibration_for", "calibration_if_needed", "current_plan", "current_selection", "overrides",
-           "set_overrides"]
+__all__ = ["Applied", "FISHER_EXAMPLES", "calibration_for", "calibration_if_needed", "current_plan", "current_selection",
+           "overrides", "set_overrides", "with_fisher"]
+
+# Labelled training examples the ``fisher`` scorer sums over on this page (the CLI's default too).
+FISHER_EXAMPLES = 512
 
 
 def overrides() -> dict[int, dict[str, float]]:
     """This session's per-layer overrides ``{layer: {group: percent}}``."""
-    raw = st.session_state.get("overrides") or "{}"
+    raw = settings.value("overrides") or "{}"
     return {int(k): dict(v) for k, v in json.loads(raw).items()}
 
 
@@ -40,18 +46,15 @@ def set_overrides(layers: dict[int, dict[str, float]]) -> None:
     st.session_state["overrides"] = parse_overrides("overrides", json.dumps({str(k): v for k, v in layers.items() if v}))
 
 
-def current_plan(num_layers: int | None = None) -> PruningPlan:
-    """The ``PruningPlan`` of this session's settings. Raises ``ValueError`` (the plan's own check)
-    when they do not fit; with ``num_layers``, overrides and ``skip_layers`` beyond the model too."""
-    ss = st.session_state
-    plan = PruningPlan(
-        ffn=float(ss.get("ffn", 0.0)), qk=float(ss.get("qk", 0.0)), v=float(ss.get("v", 0.0)),
-        skip_layers=int(ss.get("skip_layers", 0)), compensation=str(ss.get("compensation", "auto")),
-        scorer=str(ss.get("scorer", "rf")), seed=int(ss.get("prune_seed", 0)), layers=overrides(),
+def current_plan() -> PruningPlan:
+    """The ``PruningPlan`` of this session's settings (``SETTINGS``' defaults for those not set yet).
+    Raises ``ValueError`` (the plan's own check) when they do not fit."""
+    value = settings.value
+    return PruningPlan(
+        ffn=float(value("ffn")), qk=float(value("qk")), v=float(value("v")), skip_layers=int(value("skip_layers")),
+        compensation=str(value("compensation")), scorer=str(value("scorer")), seed=int(value("prune_seed")),
+        layers=overrides(),
     )
-    if num_layers is not None:
-        plan.check_layers(num_layers)
-    return plan
 
 
 def current_selection(scores, model) -> PruningSelection:
@@ -75,6 +78,33 @@ def calibration_for(loaded, run) -> Calibration:
 def calibration_if_needed(loaded, run, plan: PruningPlan) -> Calibration | None:
     """``calibration_for`` when ``plan.compensation`` fits with it, else None (nothing captured)."""
     return calibration_for(loaded, run) if plan.compensation in CALIBRATED_COMPENSATIONS else None
+
+
+@st.cache_resource(show_spinner=f"Computing Fisher importance on {FISHER_EXAMPLES} labelled training examples "
+                                "(once per task model; about a minute for all-MiniLM on a CPU)…", max_entries=4)
+def _fisher_table(fingerprint: str, source: str, task: str, _model, _tokenizer):  # noqa: ARG001 (keys of the cache)
+    return fisher_information(_model, _tokenizer, task, n=FISHER_EXAMPLES, seed=0)
+
+
+def with_fisher(loaded, run):
+    """``run`` with the ``fisher`` column in its scores when the plan in force ranks by ``fisher``
+    (computed once per task model on its task's training examples, then made this session's run);
+    otherwise ``run`` unchanged. Raises ``ValueError`` saying what to load when the model is not a
+    task model (Fisher needs the task's labels and loss)."""
+    if st.session_state.get("scorer") != "fisher" or FISHER_COLUMN in run.scores.table.columns:
+        return run
+    path = Path(loaded.source).expanduser()
+    info = read_task_model_info(path) if loaded.source != "default" and path.is_dir() else None
+    if info is None:
+        raise ValueError(
+            f"fisher needs a task model: it sums squared loss gradients over labelled training examples, and "
+            f"`{loaded.source}` has no task head (no obce_task.json). Load a task model on Model & data (Task "
+            "models, or fine-tune one there), or rank by another scorer.")
+    # The source too: the fingerprint covers the encoder, and Fisher depends on the head as well.
+    table = _fisher_table(loaded.anatomy.fingerprint, loaded.source, info.task, loaded.model, loaded.tokenizer)
+    run = replace(run, scores=add_fisher(run.scores, table))
+    session.set_current_scored(run)  # every page of this session now ranks by the same column
+    return run
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import streamlit as st
 from obce_core import NeuronScores, load_model, score_model
 from obce_core import glue
 from obce_core.anatomy import ModelAnatomy, model_anatomy
+from obce_core.forward import text_label
 from obce_core.scoring import TextsError, cached_scores, demo_sentences, resolve_texts, subsample, texts_fingerprint
 from obce_dashboard.paths import check_model_source
 
@@ -75,7 +76,7 @@ def _source_stamp(source: str) -> str:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def _load_model(source: str, stamp: str) -> LoadedModel:  # noqa: ARG001  (stamp is part of the cache key)
-    model, tokenizer = load_model(None if source == "default" else source)
+    model, tokenizer = load_model(source)
     return LoadedModel(source=source, model=model, tokenizer=tokenizer, anatomy=model_anatomy(model))
 
 
@@ -344,8 +345,6 @@ def sample_labels(run: ScoredRun, width: int = 90) -> list[str]:
         return [f"sample {k}" for k in range(run.scores.n_samples)]
     for t in sample_text.tolist():
         if t not in cache:
-            text = run.texts[t]
-            text = " [SEP] ".join(text) if isinstance(text, tuple) else str(text)
-            cache[t] = (text[: width - 1] + "…") if len(text) > width else text
+            cache[t] = text_label(run.texts[t], width)
         out.append(f"#{t}: {cache[t]}")
     return out

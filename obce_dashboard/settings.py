@@ -152,6 +152,12 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
+def value(name: str) -> Any:
+    """This session's value of setting ``name``, or its default where the session has none yet."""
+    ss = st.session_state
+    return ss[name] if name in ss else SETTINGS[name].default_value()
+
+
 def init_state() -> None:
     """Give every setting a value in this session if it has none: from the URL, else the default.
 

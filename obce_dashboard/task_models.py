@@ -13,7 +13,7 @@ import streamlit as st
 from obce_core import glue, jobs
 from obce_core.describe import describe_recipe
 from obce_core.training import (CPU_PRESET, PRESET_CHOICES, PRESET_DESCRIPTIONS, Recipe, estimate_training,
-                                list_task_models)
+                                list_task_models, subset_note)
 from obce_core.workspace import default_workspace
 from obce_dashboard import ui
 from obce_dashboard.job_panel import job_panel, poll
@@ -61,8 +61,9 @@ def train_ui(workspace: Path) -> None:
                          format_func=lambda p: f"{p}: {PRESET_DESCRIPTIONS.get(p, '')}", key="tm_preset")
     recipe = Recipe.preset(preset, task)
     steps, seconds = estimate_training(recipe, task)
+    note = subset_note(recipe, task)
     st.caption(f"{describe_recipe(recipe)}: {steps:,} steps, about {seconds / 60:.0f} min (an ESTIMATE for "
-               "all-MiniLM-L6-v2 on a 2-core CPU; other models and machines differ).")
+               "all-MiniLM-L6-v2 on a 2-core CPU; other models and machines differ)." + (f" {note}" if note else ""))
     c, d = st.columns(2)
     bases = ["default"] + ([current] if current and current != "default" else [])
     base = c.selectbox("Start from", bases, key="tm_base",

@@ -9,6 +9,7 @@ with st.spinner("Starting obce: loading PyTorch and transformers (only on the se
     from obce_core import TOKEN_MODES, plots
     from obce_core.anatomy import ModelAnatomy
     from obce_core.glue import TASKS
+    from obce_core.loading import looks_like_path
     from obce_core.scoring import parse_texts
     from obce_dashboard import session, settings, ui
     from obce_dashboard.paths import MODEL_DIRS_ENV
@@ -21,11 +22,6 @@ MODEL_KINDS = {
 }
 DATA_LABELS = {"demo": "Demo corpus (shipped)", "glue": "GLUE task", "upload": "Upload a file"}
 TOKEN_LABELS = {"cls": "[CLS] (paper)", "all": "every token", "mean": "mean over tokens"}
-
-
-def _looks_local(source: str) -> bool:
-    # by its shape only: a hub id is "name" or "org/name" (no disk look-up for a visitor's text)
-    return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
 
 
 def _widths(xs: tuple[int, ...]) -> str:
@@ -52,7 +48,7 @@ def model_ui() -> session.LoadedModel | None:
     ss = st.session_state
     if "model_kind" not in ss:  # derived once per session from the model setting (and so the URL)
         source = ss["model"]
-        ss["model_kind"] = "default" if source == "default" else ("local" if _looks_local(source) else "hub")
+        ss["model_kind"] = "default" if source == "default" else ("local" if looks_like_path(source) else "hub")
         ss["model_text"] = "" if source == "default" else source
     kind = settings.widget(st.radio, "Model", "model_kind", options=list(MODEL_KINDS), format_func=MODEL_KINDS.get, horizontal=True)
     if kind == "default":

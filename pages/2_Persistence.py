@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from obce_core import COMPONENTS, plots, ranking_stability
-from obce_core.pruning import GROUPS
+from obce_core.layout import GROUP_TAGS
+from obce_core.pruning.stability import STABILITY_FALLBACK_PERCENT, median_spearman, plan_percents, stability_summary
 from obce_core.neurons import EXAMPLE_VIEWS, neuron_examples, text_tokens, token_values
 from obce_core.verdicts import NOT_PRUNABLE, neuron_verdict, neuron_verdicts, plan_cuts
 from obce_dashboard import prune_plan, session, settings, ui
@@ -16,8 +17,6 @@ VERDICT_TEXT = {"pruned": "**pruned**", "kept": "**kept**",
                 NOT_PRUNABLE: "**kept**: it feeds a LayerNorm, which the method never prunes"}
 SCOPES = {"group": "this layer & component", "prunable": "all prunable neurons", "all": "all neurons"}
 STABILITY_SCORERS = ("rf", "std", "flap")  # the method and the two stable controls of benchmarks/RESULTS.md
-STABILITY_FALLBACK_PERCENT = 50.0  # where the plan removes nothing, the removed sets are compared at 50 %
-GROUP_LABELS = {"qk": "query/key", "v": "value", "ffn": "FFN"}
 
 
 def _set_neuron(neuron: int) -> None:
@@ -212,37 +211,12 @@ def _ranking_stability(model_fingerprint: str, texts_key: str, settings: tuple, 
                       for p in percents], ignore_index=True)
 
 
-def _plan_percents(selection, num_layers: int) -> dict[tuple[int, str], float]:
-    """The percentile the plan in force applies to each layer and group (50 where it removes nothing)."""
-    plan = selection.plan if selection is not None else None
-    return {(layer, group): (plan.percent(layer, group) if plan is not None else 0) or STABILITY_FALLBACK_PERCENT
-            for layer in range(num_layers) for group in GROUPS}
+def stability_reading(medians: pd.DataFrame) -> str:
+    """One line from ``median_spearman``: each scorer's median split-half Spearman for Q/K/V and for FFN units."""
+    def fmt(value: float) -> str:
+        return "n/a" if np.isnan(value) else f"{value:.2f}"
 
-
-def stability_table(stability: pd.DataFrame, percents: dict[tuple[int, str], float], scorers) -> pd.DataFrame:
-    """One row per layer x group: the plan's percentile, the chance overlap, and per scorer the split-half
-    Spearman and the removed-set overlap at that percentile (rows of ``ranking_stability``)."""
-    rows = []
-    for (layer, group), p in percents.items():
-        at = stability[(stability["layer"] == layer) & (stability["group"] == group) & (stability["percent"] == p)]
-        at = at.set_index("scorer")
-        row = {"layer": layer, "group": GROUP_LABELS[group], "p": p, "chance overlap": float(at["chance_overlap"].iloc[0])}
-        for scorer in scorers:
-            row[f"{scorer} Spearman"] = float(at.loc[scorer, "spearman"])
-            row[f"{scorer} overlap"] = float(at.loc[scorer, "overlap"])
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def stability_reading(table: pd.DataFrame, scorers) -> str:
-    """One line: each scorer's median split-half Spearman for query/key/value and for FFN units."""
-    def median(values: pd.Series) -> str:
-        values = values.dropna()  # NaN: one half scored every unit alike (rf = 0 at layer 0's [CLS])
-        return f"{np.median(values):.2f}" if len(values) else "n/a"
-
-    attention = table["group"] != GROUP_LABELS["ffn"]
-    parts = [f"{scorer} {median(table.loc[attention, f'{scorer} Spearman'])} (Q/K/V) and "
-             f"{median(table.loc[~attention, f'{scorer} Spearman'])} (FFN)" for scorer in scorers]
+    parts = [f"{row.scorer} {fmt(row.qkv)} (Q/K/V) and {fmt(row.ffn)} (FFN)" for row in medians.itertuples()]
     return ("Median split-half Spearman here: " + "; ".join(parts) + ". On SST-2 at [CLS], rf ranks of Q/K/V are "
             "close to chance (Spearman 0.07-0.24, removed-set overlap about chance): see benchmarks/RESULTS.md, Method.")
 
@@ -262,7 +236,7 @@ def stability_ui(run: session.ScoredRun, selection) -> None:
         return
     scoring = run.scores.settings
     scorers = tuple(dict.fromkeys([*STABILITY_SCORERS, *([selection.plan.scorer] if selection is not None else [])]))
-    percents = _plan_percents(selection, loaded.anatomy.layers)
+    percents = plan_percents(selection.plan if selection is not None else None, loaded.anatomy.layers)
     key = (loaded.anatomy.fingerprint, run.key or run.scores.texts_fingerprint,
            (scoring.token, int(scoring.max_length), int(scoring.batch_size)), scorers,
            tuple(sorted(set(percents.values()))))
@@ -276,8 +250,9 @@ def stability_ui(run: session.ScoredRun, selection) -> None:
             status.update(label=f"Scored two halves of {len(run.texts) // 2:,} texts", state="complete")
     if not outcome.ok:
         return
-    table = stability_table(stability, percents, scorers)
-    st.markdown(stability_reading(table, scorers))
+    table = stability_summary(stability, percents, scorers)
+    st.markdown(stability_reading(median_spearman(table, scorers)))
+    table["group"] = table["group"].map(GROUP_TAGS)
     fmt = {c: st.column_config.NumberColumn(format="%.2f") for c in table.columns if c not in ("layer", "group")}
     fmt["p"] = st.column_config.NumberColumn("p (%)", format="%g", help="The plan's percentile for this layer and "
                                              f"group ({STABILITY_FALLBACK_PERCENT:g} where the plan removes nothing).")

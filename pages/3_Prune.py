@@ -7,10 +7,12 @@ import streamlit as st
 
 from obce_core import PruningPlan, build_report, plots, prune, save_pruned
 from obce_core.export import cls_similarity, model_onnx, model_zip
+from obce_core.io import check_output_path
 from obce_core.pruning import COMPENSATIONS, GROUPS, SCORERS, is_obce_saved
 from obce_core.workspace import default_workspace
 from obce_dashboard import prune_plan, session, settings, ui
-from obce_dashboard.evidence import evidence_ui
+from obce_dashboard.evidence import evidence_ui, task_model_info
+from obce_dashboard.search_ui import search_ui
 from obce_dashboard.paths import SAVE_FOLDER, save_target
 
 SLIDERS = {
@@ -22,7 +24,8 @@ SLIDERS = {
     "ffn": ("FFN units removed per layer (%)", "Intermediate (feed-forward) units of each layer, lowest score first."),
 }
 SCORER_LABELS = {"rf": "rf (persistence: the paper)", "std": "std (control)", "magnitude": "weight magnitude (control)",
-                 "flap": "FLAP fluctuation (control)", "random": "random (control)"}
+                 "flap": "FLAP fluctuation (control)",
+                 "fisher": "Fisher (control; task models only)", "random": "random (control)"}
 COMPENSATION_LABELS = {
     "auto": "auto: per layer, what reconstructs it best",
     "none": "none",
@@ -48,8 +51,10 @@ def plan_ui(num_layers: int) -> None:
     with b:
         scorer = settings.widget(st.selectbox, "Rank units by", "scorer", options=list(SCORERS),
                                  format_func=lambda name: SCORER_LABELS.get(name, name),
-                                 help="Lower = removed first. std, weight magnitude, FLAP and random are controls: "
-                                      "they show whether the topology adds anything.")
+                                 help="Lower = removed first. std, weight magnitude, FLAP, Fisher and random are controls: "
+                                      "they show whether the topology adds anything. Fisher (Kwon et al. 2022: squared "
+                                      "loss gradients of a mask on each unit, over 512 labelled training examples) "
+                                      "needs a task model and is computed on first use.")
     with c:
         settings.widget(st.selectbox, "Compensation", "compensation",
                         options=list(COMPENSATIONS), format_func=lambda name: COMPENSATION_LABELS.get(name, name),
@@ -68,9 +73,7 @@ def overrides_ui(num_layers: int) -> None:
     layers = prune_plan.overrides()
     base = prune_plan.current_plan()  # with overrides
     plain = PruningPlan(**{**base.to_dict(), "layers": {}})  # what each cell would be without them
-    table = pd.DataFrame(
-        [{"layer": f"L{i}", **{g: float(base.percent(i, g)) for g in ("qk", "v", "ffn")}} for i in range(num_layers)]
-    )
+    table = pd.DataFrame(base.percent_table(num_layers))
     version = ss.setdefault("_overrides_version", 0)
     key = f"_overrides_editor_{version}"
 
@@ -271,17 +274,9 @@ def save_ui(applied: prune_plan.Applied, tag: str) -> None:
     if st.button("Save", icon=":material/save:", disabled=not name.strip()):
         with ui.errors("Could not save the pruned model") as outcome:
             target = save_target(name, workspace)
-            existed = target.exists() and (not target.is_dir() or any(target.iterdir()))
-            if existed and not overwrite:
-                raise ValueError(
-                    f"{SAVE_FOLDER}/{target.name} already exists in the workspace. Tick **Overwrite** to replace it "
-                    "(only a model that obce saved is replaced), or choose another name."
-                )
-            if existed and not is_obce_saved(target):
-                raise ValueError(
-                    f"{SAVE_FOLDER}/{target.name} holds something other than a model that obce saved, so Overwrite "
-                    "leaves it as it is. Choose another name."
-                )
+            target.parent.mkdir(parents=True, exist_ok=True)  # the workspace's own folder; the visitor names only `name`
+            check_output_path(target, overwrite=overwrite, kind="dir", flag="Save as", may_replace=is_obce_saved,
+                              option="**Overwrite**", elsewhere="choose another name")
             path = save_pruned(applied.model, applied.tokenizer, target, plan=applied.plan, report=applied.report,
                                overwrite=overwrite)
         if outcome.ok:
@@ -305,6 +300,7 @@ def main() -> None:
     plan_ui(num_layers)
     overrides_ui(num_layers)
     with ui.errors("These settings do not make a pruning plan for this model") as outcome:
+        run = prune_plan.with_fisher(loaded, run)  # the fisher scorer's column, computed once per task model
         selection = prune_plan.current_selection(run.scores, loaded.model)
         plan = selection.plan
         report = build_report(loaded.model, selection)
@@ -312,6 +308,11 @@ def main() -> None:
         return
     metrics_ui(report)
     evidence_ui(loaded, run, plan)
+    info = task_model_info(loaded.source)
+    if info is not None:
+        st.subheader("Find the smallest plan within X points")
+        with ui.errors("Could not read the plan search"):
+            search_ui(loaded.source, info.task, plan, num_layers)
     charts_ui(report, heads)
     apply_ui(loaded, run, plan)
     st.page_link(ui.PAGE_COMPARE, label="Fine-tune and evaluate original vs pruned on GLUE: Compare",

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from obce_core import jobs, plots, results, training
-from obce_core.describe import describe_plan, describe_recipe
+from obce_core.describe import describe_job, describe_plan, describe_recipe
 from obce_core.export import scores_file
 from obce_core.glue import TASKS
 from obce_core.pruning import PruningPlan
@@ -66,7 +66,7 @@ def model_ui(run: session.ScoredRun | None) -> tuple[str, str, int]:
     return source, choice, int(score_n)
 
 
-def recipe_ui(task: str) -> Recipe:
+def recipe_ui(task: str, distill: bool = False) -> Recipe:
     presets = list(PRESET_CHOICES)
     preset = st.selectbox("Recipe", presets, format_func=lambda p: f"{p}: {PRESET_DESCRIPTIONS.get(p, '')}",
                           key=field("compare_preset", CPU_PRESET, param=FORM, options=presets), persist_state="session",
@@ -101,12 +101,23 @@ def recipe_ui(task: str) -> Recipe:
                                key=key("lr", float(base.learning_rate), 1e-6, 1e-2), persist_state="session")
         seed = d[2].number_input("Seed", min_value=0, max_value=2**31 - 1, key=key("seed", base.seed, 0, 2**31 - 1),
                                  persist_state="session")
+        kd = {}
+        if distill:
+            e = st.columns(2)
+            kd["kd_temperature"] = float(e[0].number_input(
+                "Distillation temperature", min_value=0.5, max_value=20.0, step=0.5,
+                key=key("kd_t", float(base.kd_temperature), 0.5, 20.0), persist_state="session",
+                help="Softens the teacher's and the student's class probabilities before they are compared; 1 is "
+                     "the plain softmax, 2 to 4 is usual."))
+            kd["kd_alpha"] = float(e[1].number_input(
+                "Teacher weight", min_value=0.0, max_value=1.0, step=0.1, key=key("kd_alpha", float(base.kd_alpha), 0.0, 1.0),
+                persist_state="session", help="1 learns from the original's outputs alone, 0 from the labels alone."))
     return base.replace(train_size=int(train) or None, eval_size=int(evals) or None, epochs=float(epochs),
                         max_steps=int(steps), max_length=int(length), batch_size=int(batch), learning_rate=float(lr),
-                        seed=int(seed))
+                        seed=int(seed), **kd)
 
 
-def estimate_ui(recipe: Recipe, tasks: list[str], protocol: str, recover_steps: int) -> None:
+def estimate_ui(recipe: Recipe, tasks: list[str], protocol: str, recover_steps: int, distill: bool = False) -> None:
     parts, total = [], 0.0
     for task in tasks:
         if protocol == "paper":  # original and pruned (the pruned model's steps are a little faster)
@@ -122,6 +133,7 @@ def estimate_ui(recipe: Recipe, tasks: list[str], protocol: str, recover_steps: 
         f"in all. Measured: ~{training.CPU_SECONDS_PER_STEP} s per step of 32 x 64 tokens on this CPU for all-MiniLM "
         f"(here {recipe.batch_size} x {recipe.max_length} tokens ≈ {per_step:.1f} s per step); larger models take longer. "
         "The job runs in its own process: you can leave this page and come back."
+        + (" Distillation adds the original's forward pass to each step of the pruned model." if distill else "")
     )
 
 
@@ -150,7 +162,14 @@ def start_ui(workspace: Path, run: session.ScoredRun | None) -> None:
                                key=field("compare_tasks", [first], param=FORM, options=tasks_available),
                                format_func=lambda t: f"{TASKS[t].dir_name} ({t})", help=f"From {where}.")
         recover_steps = 0
+        distill = st.checkbox(
+            "Recover by distillation from the original", persist_state="session",
+            key=field("compare_distill", False, param=FORM),
+            help="The pruned model learns from the fine-tuned original's outputs as well as from the labels (knowledge "
+                 "distillation), instead of from the labels alone. Its result is stored apart from the plain fine-tune, "
+                 "so both can be compared.")
     else:
+        distill = False
         a, b = st.columns([3, 1])
         task = a.selectbox("GLUE task (the one the classifier was trained on)", tasks_available, persist_state="session",
                            key=field("compare_task", first, param=FORM, options=tasks_available),
@@ -170,15 +189,15 @@ def start_ui(workspace: Path, run: session.ScoredRun | None) -> None:
             st.warning(f"`{source}` is a {architecture}, not a fine-tuned classifier: the fine-tuned protocol "
                        "needs one (choose it on **Model & data** and score it), or use the paper protocol.")
     plan = plan_ui()
-    recipe = recipe_ui(tasks[0] if tasks else tasks_available[0])
-    estimate_ui(recipe, tasks, protocol, recover_steps)
+    recipe = recipe_ui(tasks[0] if tasks else tasks_available[0], distill)
+    estimate_ui(recipe, tasks, protocol, recover_steps, distill)
     remember(FORM, "compare_")  # a refreshed page opens with this form, so Start starts what it shows
     ready = bool(tasks) and plan is not None and fine_tuned_ok
     if st.button("Start the job", type="primary", icon=":material/play_arrow:", disabled=not ready):
         with ui.errors("Could not start the job") as outcome:
             scores = str(scores_file(run.scores, workspace)) if scores_choice == "current" and run is not None else None
             spec = jobs.JobSpec(model=check_model_source(source), tasks=tasks, plan=plan, recipe=recipe, protocol=protocol,
-                                recover_steps=recover_steps, scores=scores, score_n=score_n)
+                                recover_steps=recover_steps, distill=distill, scores=scores, score_n=score_n)
             job_id = jobs.start_job(spec, workspace)
         if outcome.ok:
             limit = jobs.max_parallel_jobs()
@@ -192,27 +211,11 @@ def start_ui(workspace: Path, run: session.ScoredRun | None) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _spec_line(job_dir: Path) -> str:
-    """Task(s), protocol, plan, recipe and model of a job: enough to tell two job lines apart."""
-    try:
-        spec = jobs.read_spec(job_dir / jobs.SPEC_FILE)
-    except (ValueError, OSError):
-        return "(spec unreadable)"
-    if isinstance(spec, jobs.FinetuneJobSpec):
-        return f"{spec.task} · fine-tune into `{spec.out}` · recipe: {describe_recipe(spec.recipe)} · `{spec.model}`"
-    if not isinstance(spec, jobs.JobSpec):
-        return f"{spec.kind} of {getattr(spec, 'task', '')} · `{spec.model}`"
-    recipes = "; ".join(f"{t}: {describe_recipe(spec.recipe_for(t))}" for t in spec.tasks) if spec.recipes \
-        else describe_recipe(spec.recipe)
-    return (f"{', '.join(spec.tasks)} · protocol {spec.protocol} · plan `{describe_plan(spec.plan)}` · "
-            f"recipe: {recipes} · `{spec.model}`")
-
-
 def job_ui(workspace: Path, status: jobs.JobStatus) -> None:
     stored = len(status.from_store_ids)
     done = (f"Finished {(status.finished_at or '')[:19].replace('T', ' ')}; {len(status.result_ids)} result(s)"
             + (f", {stored} answered from the store (already run with the same key)" if stored else "") + ".")
-    job_panel(workspace / "jobs" / status.job_id, status, _spec_line(workspace / "jobs" / status.job_id), done=done)
+    job_panel(workspace / "jobs" / status.job_id, status, describe_job(workspace / "jobs" / status.job_id), done=done)
 
 
 def _jobs_panel(workspace: Path, polling: bool) -> None:
@@ -257,7 +260,8 @@ def _experiments(frame: pd.DataFrame) -> list[dict]:
     out = []
     for group in results.comparisons(frame):
         newest = group["newest"]
-        label = (f"{describe_plan(group['plan'])} · {newest['model_source']} · {group['protocol']} · "
+        label = (f"{describe_plan(group['plan'])} · {newest['model_source']} · {group['protocol']}"
+                 f"{' (distilled)' if group['distilled'] else ''} · "
                  f"{', '.join(group['tasks'])} · {str(newest['created_at'])[:16].replace('T', ' ')}")
         out.append({**group, "label": label})
     return out
@@ -274,20 +278,6 @@ def _styled(frame: pd.DataFrame, numbers: list[str], fmt: str) -> pd.DataFrame:
         elif frame[c].dtype == object:
             frame[c] = [MISSING if v is None or (isinstance(v, float) and pd.isna(v)) else v for v in frame[c]]
     return frame
-
-
-def latency_table(latency: list, contended: set[int]) -> pd.DataFrame:
-    """Per task: each role's latency in ms, pruned / original, and whether another job ran meanwhile."""
-    by_task: dict[str, dict] = {}
-    for r in latency:
-        row = by_task.setdefault(r.task, {"task": r.task, "measured": "alone"})
-        row[f"{r.role} ms"] = r.latency_ms
-        if r.id in contended:
-            row["measured"] = "contended"
-    lat = pd.DataFrame(list(by_task.values()))
-    if "original ms" in lat.columns and "pruned ms" in lat.columns:
-        lat["pruned / original"] = lat["pruned ms"] / lat["original ms"]
-    return lat[[c for c in lat.columns if c != "measured"] + ["measured"]]
 
 
 def comparison_ui(store: results.ResultsStore, frame: pd.DataFrame, contended: set[int]) -> None:
@@ -319,7 +309,7 @@ def comparison_ui(store: results.ResultsStore, frame: pd.DataFrame, contended: s
     latency = [r for r in runs if r.latency_ms is not None]
     if latency:
         right.markdown("**Latency**")
-        lat = latency_table(latency, contended)
+        lat = results.latency_table(latency, contended)
         numbers = [c for c in lat.columns if c not in ("task", "measured")]
         right.dataframe(_styled(lat, numbers, "{:.3g}"), hide_index=True, key="latency_table")
         devices = sorted({r.device for r in latency})

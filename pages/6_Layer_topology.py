@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import streamlit as st
 
 from obce_core import plots
+from obce_core.forward import text_label
 from obce_core.loading import model_fingerprint
 from obce_core.plots.topology import bottleneck_by_layer_figure, cloud_merges_figure, layer_strip_figure
 from obce_core.topology import METRICS, POOLINGS, LayerDiagrams, comparison_table, layer_diagrams
@@ -115,11 +116,7 @@ def layers_ui(result: LayerDiagrams, layer: int) -> None:
 
 def cloud_ui(result: LayerDiagrams, layer: int, texts: tuple) -> None:
     st.subheader("The cloud and its H0 merges")
-    labels = []
-    for i in result.text_indices:
-        t = texts[int(i)]
-        t = " [SEP] ".join(t) if isinstance(t, (tuple, list)) else str(t)
-        labels.append(f"#{int(i)}: {t[:79] + '…' if len(t) > 80 else t}")
+    labels = [f"#{int(i)}: {text_label(texts[int(i)], 80)}" for i in result.text_indices]
     st.plotly_chart(cloud_merges_figure(result.clouds[layer], result.merge_edges(layer), labels=labels,
                                         title=f"{result.name(layer)}, first two principal axes"), key="topo_cloud")
     st.caption("Each dot is a text. Grey segments join the closest pair of clusters, one merge per finite H0 bar (a "

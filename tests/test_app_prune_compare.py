@@ -168,7 +168,8 @@ def _save_refusals(at: AppTest, workspace: Path, tmp_path: Path) -> None:
     next(t for t in at.text_input if t.label == "Save as").input("notes").run()
     _button(at, "Save").click().run()
     assert not at.exception and (other / "todo.txt").read_text() == "mine"
-    assert any("other than a model that obce saved" in e.value for e in at.error)
+    assert any("holds files obce did not write, so it is never replaced, even with **Overwrite**; choose another name"
+               in e.value for e in at.error)
 
 
 def test_apply_builds_the_reported_model_and_saves_it(scored, tmp_path, workspace):
@@ -211,7 +212,8 @@ def test_apply_builds_the_reported_model_and_saves_it(scored, tmp_path, workspac
     assert any(str(target.resolve()) in s.value for s in at.success)
     _button(at, "Save").click().run()
     assert not at.exception
-    assert any("already exists" in e.value and "Overwrite" in e.value for e in at.error)
+    assert any(f"{str(target)!r} is a folder that is not empty; to replace it use **Overwrite**, or choose another name"
+               in e.value for e in at.error)
     assert not any("overwrite=True" in e.value for e in at.error)
     _save_refusals(at, workspace, tmp_path)
 

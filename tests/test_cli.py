@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from obce_core import NeuronScores
 from obce_core.cli import main
@@ -53,7 +54,8 @@ def test_errors_exit_2_with_message(tmp_path, capsys):
     assert "Texts file" in capsys.readouterr().err
     assert main(["score", "--task", "sst2", "--glue-dir", str(tmp_path)]) == 2
     assert "SST-2" in capsys.readouterr().err
-    assert main(["score", "--n", "1"]) == 2
-    assert "n must be >= 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # refused by argparse, before any texts are read
+        main(["score", "--n", "1"])
+    assert info.value.code == 2 and "argument --n: expected an integer >= 2; got '1'" in capsys.readouterr().err
     assert main(["score", "--n", "4", "--token", "all", "--memory-budget-gb", "0.00001"]) == 2
     assert "memory budget" in capsys.readouterr().err

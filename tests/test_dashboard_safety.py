@@ -41,6 +41,11 @@ def test_the_shipped_config_binds_to_localhost_without_telemetry(monkeypatch):
         assert config.get_option("browser.gatherUsageStats") is False
         assert config.get_option("server.fileWatcherType") == "none"
         assert 0 < config.get_option("server.maxUploadSize") <= 20
+        # "viewer" hides Streamlit's developer options, the Deploy button among them (config.py's
+        # description of client.toolbarMode); "auto" would show it on localhost.
+        assert config.get_option("client.toolbarMode") == "viewer"
+        assert config.get_config_options()["client.toolbarMode"].where_defined.endswith(
+            os.path.join(".streamlit", "config.toml"))
         assert config.get_config_options()["server.address"].where_defined.endswith(
             os.path.join(".streamlit", "config.toml"))
     finally:

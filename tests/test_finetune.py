@@ -74,7 +74,7 @@ def test_recipe_json_round_trip_and_presets(tmp_path):
     assert (Recipe().max_length, Recipe().batch_size, Recipe().learning_rate, Recipe().epochs) == (128, 32, 2e-5, 3.0)
     assert Recipe.preset("obce-40") == Recipe(epochs=40)  # the OBCE paper's 40 epochs, else BERT's
     assert set(RECIPE_PRESETS) == {"bert-glue", "obce-40", "smoke", "cpu-sst2", "cpu-cola", "cpu-mrpc", "cpu-rte",
-                                   "cpu-wnli"}
+                                   "cpu-wnli", "cpu-generic"}
     assert PRESET_CHOICES[0] == "cpu" and set(PRESET_CHOICES[1:]) == set(RECIPE_PRESETS)
 
 
@@ -91,10 +91,11 @@ def test_cpu_presets_per_task():
     assert wnli == rte.replace(epochs=3.0, learning_rate=5e-5, pooling="cls")
     assert all(r.group_by_length for r in (cola, mrpc, rte, wnli))
     assert mrpc.train_size is None and cola.train_size is None  # whole training splits
-    with pytest.raises(ValueError, match="'qnli' has no CPU preset"):
-        Recipe.for_task("qnli")
-    with pytest.raises(ValueError, match="name the task"):
-        Recipe.preset("cpu")
+    # a task without its own preset gets the generic one, sized for it (tests/test_generic_preset.py)
+    assert Recipe.for_task("qnli") == Recipe.preset("cpu", "qnli") == Recipe.preset("cpu-generic", "qnli")
+    for name in ("cpu", "cpu-generic"):
+        with pytest.raises(ValueError, match="name the task"):
+            Recipe.preset(name)
     # pooling is checked, and "cls" keeps the store key of recipes from before the field existed
     with pytest.raises(ValueError, match="pooling"):
         Recipe(pooling="max")

@@ -38,7 +38,7 @@ from tests.pruning_helpers import texts, tiny_scored  # noqa: F401  fixtures
         ({"ffn": True}, r"'ffn' parameter .* got True"),
         ({"skip_layers": -2}, r"'skip_layers' parameter of PruningPlan must be an integer >= 0; got -2"),
         ({"compensation": "median"}, r"'compensation' parameter of PruningPlan must be one of 'auto', 'none', 'token-mean', 'cls-mean', 'cls-mean-std', 'lsq'"),
-        ({"scorer": "taylor"}, r"'scorer' parameter of PruningPlan must be one of 'rf', 'std', 'magnitude', 'flap', 'random'"),
+        ({"scorer": "taylor"}, r"'scorer' parameter of PruningPlan must be one of 'rf', 'std', 'magnitude', 'flap', 'fisher', 'random'"),
         ({"seed": -1}, r"'seed' parameter of PruningPlan must be an integer >= 0"),
         ({"layers": {1: {"ffm": 10}}}, r"Unknown group\(s\) \['ffm'\].*qk = query/key pairs"),
         ({"layers": {1: {"ffn": 100}}}, r"The \"layers\[1\]\['ffn'\]\" parameter of PruningPlan must be a finite number in \[0, 100\)"),

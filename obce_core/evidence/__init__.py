@@ -7,17 +7,25 @@
   percentile, scorer, seed) on the dev split; rows are cached on disk as they finish, so a
   cancelled sweep keeps them and a later one resumes. ``evaluate_plan`` is one such row, for the
   Prune page's current plan.
+* ``parallel``: ``PlanPool``, worker processes (one per GPU, or N CPU workers) that evaluate
+  independent plans at once, for sweeps (``threshold_sweep(..., workers=N)``) and searches.
 * ``task_sweep``: ``sweep_task_model``, the sweep of a saved task model from its directory (scores
   of its task's training sentences, calibration, dev split): what the CLI's ``sweep`` command and
-  the "sweep" job run; ``score_plan`` (one plan with its bootstrap interval, for the Prune page), ``sweep_summary``
+  the "sweep" job run; ``task_scores`` (the scores a sweep or search ranks with, Fisher included
+  when asked for); ``score_plan`` (one plan with its bootstrap interval, for the Prune page), ``sweep_summary``
   (mean ± std over seeds) and ``task_model_problem``.
+* ``embedding``, ``embedding_sweep``, ``pairs``: label-free evidence for any model (head or not):
+  its own sentence output on held-out texts, pruned vs original (cosine, similarity structure,
+  neighbours kept), the zero-shot Spearman on labelled sentence pairs, and their sweep over
+  percentiles (``sweep_encoder``: what ``sweep`` runs for a model without a task head).
 """
 
 from obce_core.evidence.evaluation import EncodedSplit, ScoreInterval, encode_split, evaluate_encoded, predict_logits, score_interval
+from obce_core.evidence.parallel import PlanPool, WorkerError, default_devices
 from obce_core.evidence.sweep import (SWEEP_GROUPS, SWEEP_SCORERS, evaluate_plan, largest_safe_percentile, read_sweep,
                                      sweep_cache_path, sweep_plan, threshold_sweep)
 from obce_core.evidence.task_sweep import (CALIBRATED_COMPENSATIONS, TaskSweep, score_plan, sweep_summary,
-                                           sweep_task_model, task_model_problem)
+                                           sweep_task_model, task_model_problem, task_scores, training_texts)
 
 __all__ = [
     "CALIBRATED_COMPENSATIONS",
@@ -26,7 +34,12 @@ __all__ = [
     "sweep_summary",
     "sweep_task_model",
     "task_model_problem",
+    "task_scores",
+    "training_texts",
     "EncodedSplit",
+    "PlanPool",
+    "WorkerError",
+    "default_devices",
     "ScoreInterval",
     "SWEEP_GROUPS",
     "SWEEP_SCORERS",

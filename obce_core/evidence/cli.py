@@ -2,7 +2,8 @@
 
 ``add_parser(subparsers)`` registers it; ``run(args)`` calls ``sweep_task_model`` (what the
 dashboard's sweep job runs), prints mean ± std over seeds per group, scorer and percentile and the
-largest percentile within a tolerance per scorer, and can write every row as CSV.
+largest percentile within a tolerance per scorer, and can write every row as CSV. A model without
+a task head gets the label-free sweep instead (``evidence.embedding_cli``).
 """
 
 from __future__ import annotations
@@ -11,46 +12,36 @@ import argparse
 import sys
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from obce_core.cli_args import (CliError, add_overwrite_argument, int_list, int_range, name_list, number_list, number_range,
+                                progress_bar)
+from obce_core.evidence.embedding_cli import has_task_head, run_label_free
+from obce_core.evidence.embedding_sweep import EMBEDDING_SCORERS
 from obce_core.evidence.sweep import SWEEP_GROUPS, SWEEP_SCORERS, largest_safe_percentile
 from obce_core.evidence.task_sweep import sweep_summary, sweep_task_model
-from obce_core.io import write_text_atomic
+from obce_core.io import check_output_path, write_text_atomic
 from obce_core.pruning import COMPENSATIONS, SCORERS
-from obce_core.training import PhaseEvent, StepEvent
 
 __all__ = ["add_parser", "run"]
 
 
-def _number_list(kind):
-    def parse(text: str) -> list:
-        try:
-            return [kind(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, e.g. 0,10,20; got {text!r}") from None
-    return parse
-
-
-def _name_list(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
 def run(args) -> int:
-    bar = tqdm(total=None, unit="point", desc="sweep", file=sys.stderr, dynamic_ncols=True)
-
-    def progress(event) -> None:
-        if isinstance(event, PhaseEvent):
-            bar.write(event.phase, file=sys.stderr)
-        elif isinstance(event, StepEvent):
-            if bar.total != event.max_steps:
-                bar.reset(total=event.max_steps)
-            bar.update(event.step - bar.n)
-
+    csv = check_output_path(args.csv, overwrite=args.overwrite, flag="--csv") if args.csv is not None else None
+    bar, progress = progress_bar("sweep", "point")
+    if not has_task_head(args.model):  # an encoder: label-free evidence (evidence.embedding_cli)
+        try:
+            return run_label_free(args, csv, progress)
+        finally:
+            bar.close()
+    if not args.task:
+        bar.close()
+        raise CliError(f"{args.model} is a task model: name the GLUE task it was fine-tuned on with --task.")
     try:
         swept = sweep_task_model(
             args.model, args.task, glue_dir=args.glue_dir, groups=args.groups, percentiles=args.percentiles,
-            scorers=args.scorers, seeds=args.seeds, skip_layers=args.skip_layers, compensation=args.compensation,
+            scorers=args.scorers or list(SWEEP_SCORERS), seeds=args.seeds, skip_layers=args.skip_layers, compensation=args.compensation,
             eval_size=args.eval_size, score_texts=args.score_texts, device=args.device, progress=progress,
+            workers=args.workers, fisher_examples=args.fisher_examples,
         )
     finally:
         bar.close()
@@ -67,32 +58,50 @@ def run(args) -> int:
     safe = safe.pivot_table(index="group", columns="scorer", values="largest_safe_percentile", sort=False)
     print(f"\nLargest percentile within {args.tolerance:g} point(s) of the original (worst seed):")
     print(safe.to_string(float_format=lambda x: f"{x:g}"))
-    if args.csv:
-        write_text_atomic(args.csv, swept.table.to_csv(index=False))  # never a half-written CSV
-        print(f"\nWrote {args.csv}")
+    if csv is not None:
+        write_text_atomic(csv, swept.table.to_csv(index=False))  # never a half-written CSV
+        print(f"\nWrote {csv}")
     print(f"Rows cached in {swept.path}", file=sys.stderr)
     return 0
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    sw = subparsers.add_parser("sweep", help="task score of a task model pruned at each percentile, retraining-free")
-    sw.add_argument("--model", required=True, help="a task model directory (from `finetune --out`)")
-    sw.add_argument("--task", required=True, help="the GLUE task it was fine-tuned on")
+    sw = subparsers.add_parser("sweep", help="task score of a task model pruned at each percentile, retraining-free; "
+                                             "label-free evidence for a model without a task head")
+    sw.add_argument("--model", required=True, help="a task model directory (from `finetune --out`), or a model "
+                                                   "without a task head ('default', a folder, a hub id)")
+    sw.add_argument("--task", help="a task model: the GLUE task it was fine-tuned on (required). Without a task head: "
+                                   "a local GLUE task whose training sentences are scored and dev sentences held out "
+                                   "(stsb, mrpc, qqp add its dev pairs, as with --pairs)")
+    sw.add_argument("--texts", help="without a task head: a text file (one per line, or .csv/.tsv with a text column); "
+                                    "half scored, half held out (default: the demo corpus)")
+    sw.add_argument("--pairs", action="append", metavar="FILE",
+                    help="without a task head: a .tsv/.csv with columns sentence1, sentence2, score (repeatable); "
+                         "adds the zero-shot Spearman x100 of embedding cosine against score")
     sw.add_argument("--glue-dir", help="local GLUE folder (<TASK>/train.tsv, dev.tsv); default $OBCE_GLUE_DIR, else the hub")
-    sw.add_argument("--groups", type=_name_list, default=list(SWEEP_GROUPS),
+    sw.add_argument("--groups", type=name_list, default=list(SWEEP_GROUPS),
                     help=f"comma-separated among {','.join(SWEEP_GROUPS)} ('all' = every group at once)")
-    sw.add_argument("--percentiles", type=_number_list(float), default=[float(p) for p in range(0, 100, 10)],
+    sw.add_argument("--percentiles", type=number_list(0, 100, high_open=True, what="percentiles"), default=[float(p) for p in range(0, 100, 10)],
                     help="comma-separated percentiles in [0, 100) (default 0,10,...,90)")
-    sw.add_argument("--scorers", type=_name_list, default=list(SWEEP_SCORERS),
-                    help=f"comma-separated among {','.join(SCORERS)} (default {','.join(SWEEP_SCORERS)})")
-    sw.add_argument("--seeds", type=_number_list(int), default=[0, 1, 2], help="seeds of the random scorer (default 0,1,2)")
-    sw.add_argument("--skip-layers", type=int, default=0, help="leave the first N layers unpruned (default 0)")
+    sw.add_argument("--scorers", type=name_list,
+                    help=f"comma-separated among {','.join(SCORERS)} (default {','.join(SWEEP_SCORERS)}; without a "
+                         f"task head {','.join(EMBEDDING_SCORERS)}, and no fisher: it needs labels)")
+    sw.add_argument("--seeds", type=int_list(0, what="seeds"), default=[0, 1, 2], help="seeds of the random scorer (default 0,1,2)")
+    sw.add_argument("--skip-layers", type=int_range(0), default=0, help="leave the first N layers unpruned (default 0)")
     sw.add_argument("--compensation", choices=COMPENSATIONS,
                     help="what replaces removed units (default auto, fitted on the scoring sentences)")
-    sw.add_argument("--eval-size", type=int, help="a seeded subset of the dev split (default: all of it)")
-    sw.add_argument("--score-texts", type=int, default=512, help="training sentences scored at [CLS] (default 512)")
-    sw.add_argument("--tolerance", type=float, default=1.0, help="points of main score x100 a safe percentile may lose (default 1)")
+    sw.add_argument("--eval-size", type=int_range(1), help="a seeded subset of the dev split (default: all of it); "
+                                                           "without a task head: held-out texts (default 256)")
+    sw.add_argument("--score-texts", type=int_range(2), default=512, help="training sentences scored at [CLS] (default 512)")
+    sw.add_argument("--fisher-examples", type=int_range(1), default=512,
+                    help="labelled training examples the fisher scorer sums squared mask gradients over, drawn with "
+                         "the scoring seed; only read with --scorers ...,fisher (default 512)")
+    sw.add_argument("--tolerance", type=number_range(0), default=1.0, help="points of main score x100 a safe percentile may lose (default 1)")
     sw.add_argument("--device", help="cpu, cuda ... (default: cuda when present)")
+    sw.add_argument("--workers", type=int_range(1), default=1,
+                    help="worker processes evaluating points at once: one per GPU when there are GPUs (at most "
+                         "this many), else this many CPU workers sharing the cores (default 1: no workers)")
     sw.add_argument("--csv", help="write every row (one per group, percentile, scorer, seed) to this CSV file")
+    add_overwrite_argument(sw, "an existing --csv file")
     sw.set_defaults(func=run)
     return sw

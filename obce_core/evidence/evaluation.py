@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from obce_core import glue
-from obce_core.scoring import length_sorted_batches, model_lock, tokenize_texts
+from obce_core.forward import length_sorted_batches, locked_eval, tokenize_texts
 from obce_core.training.trainer import check_head
 from obce_core.validation import check_int, check_number
 
@@ -86,17 +86,11 @@ def predict_logits(model, encoded: EncodedSplit) -> np.ndarray:
     Runs under the model's lock, so a model shared by dashboard sessions is never forwarded while
     another caller's capture hooks are attached.
     """
-    device = next(model.parameters()).device
     outputs = []
-    with model_lock(model), torch.inference_mode():
-        was_training = model.training
-        model.eval()
-        try:
-            for batch in encoded.batches:
-                batch = {k: v.to(device) for k, v in batch.items()}
-                outputs.append(model(**batch).logits.float().cpu())
-        finally:
-            model.train(was_training)
+    with locked_eval(model) as device:
+        for batch in encoded.batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            outputs.append(model(**batch).logits.float().cpu())
     logits = torch.cat(outputs).numpy()
     drawn = np.empty_like(logits)
     drawn[encoded.order] = logits

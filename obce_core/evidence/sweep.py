@@ -14,19 +14,27 @@ import json
 import math
 import os
 import time
-from dataclasses import replace
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pandas as pd
 
-from obce_core.evidence.evaluation import EncodedSplit, evaluate_encoded
-from obce_core.pruning.plan import GROUPS, SCORERS
+from obce_core.evidence.evaluation import EncodedSplit, encode_split, evaluate_encoded
+from obce_core.evidence.parallel import PlanPool
 from obce_core.io import write_text_atomic
+from obce_core.layout import GROUPS
+from obce_core.loading import model_fingerprint
+from obce_core.pruning.fisher import fisher_fingerprint
+from obce_core.pruning.importance import make_importance
+from obce_core.pruning.plan import SCORERS, PruningPlan
+from obce_core.pruning.surgery import prune
+from obce_core.scoring.scores import default_cache_dir
+from obce_core.training.trainer import head_fingerprint, parameter_counts
 from obce_core.validation import check_choice, check_int
 
-__all__ = ["SWEEP_GROUPS", "SWEEP_SCORERS", "evaluate_plan", "largest_safe_percentile", "read_sweep", "sweep_cache_path",
-           "sweep_plan", "threshold_sweep"]
+__all__ = ["SWEEP_GROUPS", "SWEEP_SCORERS", "evaluate_plan", "largest_safe_percentile", "read_sweep", "run_sweep_points",
+           "sweep_cache_path", "sweep_plan", "sweep_points", "threshold_sweep"]
 
 # "all" prunes every group at the same percentile.
 SWEEP_GROUPS = ("ffn", "v", "qk", "all")
@@ -41,8 +49,6 @@ Progress = Callable[[int, int, dict], None]
 def sweep_plan(group: str, percentile: float, scorer: str, seed: int, *, skip_layers: int = 0,
                compensation: str | None = None):
     """The ``PruningPlan`` of one sweep point (``group='all'`` sets ffn = v = qk = percentile)."""
-    from obce_core.pruning import PruningPlan
-
     check_choice(group, "group", "sweep_plan", SWEEP_GROUPS)
     sizes = {g: (percentile if group in ("all", g) else 0) for g in GROUPS}
     extra = {} if compensation is None else {"compensation": compensation}
@@ -52,9 +58,6 @@ def sweep_plan(group: str, percentile: float, scorer: str, seed: int, *, skip_la
 def evaluate_plan(model, scores, plan, encoded: EncodedSplit, *, calibration=None) -> dict:
     """One row: the task metrics of ``prune(model, scores, plan, calibration=...)`` on ``encoded``,
     its sizes and time (``calibration``: what ``auto``/``lsq``/``token-mean`` fit with)."""
-    from obce_core.pruning import prune
-    from obce_core.training import parameter_counts
-
     start = time.perf_counter()
     removes_nothing = all(getattr(plan, g) == 0 for g in GROUPS) and not plan.layers
     pruned = model if removes_nothing else prune(model, scores, plan, calibration=calibration)[0]
@@ -72,9 +75,6 @@ def evaluate_plan(model, scores, plan, encoded: EncodedSplit, *, calibration=Non
 
 def _sweep_key(model, scores, encoded: EncodedSplit, skip_layers: int, compensation: str | None,
                calibration=None) -> str:
-    from obce_core import model_fingerprint
-    from obce_core.training import head_fingerprint
-
     data = {
         "format": CACHE_FORMAT,
         "model": model_fingerprint(model),
@@ -86,12 +86,13 @@ def _sweep_key(model, scores, encoded: EncodedSplit, skip_layers: int, compensat
     }
     if calibration is not None:  # only then: keys of uncalibrated sweeps stay what they were
         data["calibration"] = [calibration.model_fingerprint, calibration.n_texts, calibration.n_train]
+    fisher = fisher_fingerprint(scores)
+    if fisher is not None:  # only then, as above: the fisher rows depend on the examples Fisher was summed over
+        data["fisher"] = fisher
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def default_sweep_dir() -> Path:
-    from obce_core.scoring import default_cache_dir
-
     return Path(default_cache_dir()) / "sweeps"
 
 
@@ -126,7 +127,8 @@ def threshold_sweep(model, tokenizer, scores, task: str, *, groups=SWEEP_GROUPS,
                     glue_dir: str | os.PathLike | None = None, eval_size: int | None = None, eval_seed: int = 0,
                     max_length: int = 128, encoded: EncodedSplit | None = None, calibration=None,
                     cache_dir: str | os.PathLike | None = None, progress: Progress | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> pd.DataFrame:
+                    should_stop: Callable[[], bool] | None = None, workers: int = 1,
+                    devices: Sequence[str] | None = None) -> pd.DataFrame:
     """Task quality of ``prune(model, scores, plan)`` for every (group, percentile, scorer, seed).
 
     ``model`` is a classifier fine-tuned on ``task``; ``scores`` are ``NeuronScores`` of its
@@ -138,51 +140,36 @@ def threshold_sweep(model, tokenizer, scores, task: str, *, groups=SWEEP_GROUPS,
     ``compensation=None`` uses ``PruningPlan``'s default; ``calibration`` (captured from the
     scoring texts) is what ``auto``/``lsq``/``token-mean`` fit with. ``progress(done, total, row)`` after each
     point; ``should_stop()`` ends the sweep early, keeping the finished rows (in the cache too).
+    ``workers`` > 1 (or ``devices``, one worker each) evaluates that many points at once in
+    ``parallel.PlanPool`` worker processes (one per GPU when there are GPUs); the rows are the same.
+    A scorer that needs a column the scores lack (``fisher``) is refused before any work.
     """
     owner = "threshold_sweep"
-    for g in groups:
-        check_choice(g, "groups", owner, SWEEP_GROUPS)
-    for s in scorers:
-        check_choice(s, "scorers", owner, SCORERS)
+    points = sweep_points(groups, percentiles, scorers, seeds, owner)
     check_int(skip_layers, "skip_layers", owner, low=0)
-    if not seeds:
-        raise ValueError("The 'seeds' parameter of threshold_sweep must name at least one seed; got an empty list.")
-    percentiles = sorted({float(p) for p in percentiles})
-    if any(not 0 <= p < 100 or math.isnan(p) for p in percentiles):
-        raise ValueError(f"The 'percentiles' parameter of threshold_sweep must hold numbers in [0, 100); got {percentiles}.")
+    check_int(workers, "workers", owner, low=1, fix="1 evaluates the points here, one after another.")
+    for scorer in dict.fromkeys(scorers):
+        make_importance(scorer).check_scores(scores)
     if encoded is None:
-        from obce_core.evidence.evaluation import encode_split
-
         encoded = encode_split(tokenizer, task, glue_dir=glue_dir, eval_size=eval_size, seed=eval_seed, max_length=max_length)
-    points = [(g, p, s, seed) for g in groups for p in percentiles for s in scorers
-              for seed in (seeds if s == "random" else seeds[:1])]
     path = sweep_cache_path(model, scores, encoded, skip_layers=skip_layers, compensation=compensation,
                             calibration=calibration, cache_dir=cache_dir)
-    done = _read_rows(path)
-    unpruned: dict | None = next((r for k, r in done.items() if k[1] == 0), None)
-    rows = []
-    for i, (group, p, scorer, seed) in enumerate(points):
-        if should_stop is not None and should_stop():
-            break
-        key = (group, p, scorer, seed)
-        if key in done:
-            row = {**done[key], "cached": True, "eval_s": 0.0}
-        else:
-            if p == 0 and unpruned is not None:
-                measured = {k: v for k, v in unpruned.items() if k not in ("group", "percentile", "scorer", "seed", "cached")}
-            else:
-                plan = sweep_plan(group, p, scorer, seed, skip_layers=skip_layers, compensation=compensation)
-                measured = evaluate_plan(model, scores, plan, encoded, calibration=calibration)
-            row = {"group": group, "percentile": p, "scorer": scorer, "seed": seed, **measured}
-            if p == 0 and unpruned is None:
-                unpruned = row
-            _append_row(path, row)
-            done[key] = row
-            row = {**row, "cached": False}
-        rows.append(row)
-        if progress is not None:
-            progress(i + 1, len(points), row)
-    return pd.DataFrame(rows)
+
+    def plan(point):
+        return sweep_plan(*point, skip_layers=skip_layers, compensation=compensation)
+
+    def measure(*point) -> dict:
+        return evaluate_plan(model, scores, plan(point), encoded, calibration=calibration)
+
+    with ExitStack() as stack:
+        batch, measure_batch = 1, None
+        # Workers only when something is left to evaluate: starting them costs a model load each.
+        if (workers > 1 or devices is not None) and _pending(points, path):
+            pool = stack.enter_context(PlanPool(model, scores, encoded, calibration=calibration, tokenizer=tokenizer,
+                                                workers=workers, devices=devices))
+            batch, measure_batch = pool.workers, (lambda todo: pool.evaluate([plan(p) for p in todo]))
+        return run_sweep_points(points, path, measure, progress=progress, should_stop=should_stop, batch=batch,
+                                measure_batch=measure_batch)
 
 
 def _append_row(path: Path, row: dict) -> None:
@@ -193,6 +180,82 @@ def _append_row(path: Path, row: dict) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row, sort_keys=True) + "\n")
         fh.flush()
+
+
+def sweep_points(groups, percentiles, scorers, seeds, owner: str) -> list[tuple[str, float, str, int]]:
+    """The checked (group, percentile, scorer, seed) points of a sweep: deterministic scorers with
+    the first seed only, ``random`` with every seed; percentiles sorted, each in [0, 100)."""
+    for g in groups:
+        check_choice(g, "groups", owner, SWEEP_GROUPS)
+    for s in scorers:
+        check_choice(s, "scorers", owner, SCORERS)
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError(f"The 'seeds' parameter of {owner} must name at least one seed; got an empty list.")
+    percentiles = sorted({float(p) for p in percentiles})
+    if not percentiles or any(not 0 <= p < 100 or math.isnan(p) for p in percentiles):
+        raise ValueError(f"The 'percentiles' parameter of {owner} must hold numbers in [0, 100); got {percentiles}.")
+    return [(g, p, s, seed) for g in groups for p in percentiles for s in scorers
+            for seed in (seeds if s == "random" else seeds[:1])]
+
+
+def _pending(points, path: Path) -> bool:
+    """Whether any point still needs an evaluation (percentile 0 needs one only while none is cached)."""
+    done = _read_rows(path)
+    has_zero = any(k[1] == 0 for k in done)
+    return any(tuple(p) not in done and not (p[1] == 0 and has_zero) for p in points)
+
+
+def run_sweep_points(points, path: Path, measure: Callable[[str, float, str, int], dict], *,
+                     progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+                     batch: int = 1, measure_batch: Callable[[list], list[dict]] | None = None) -> pd.DataFrame:
+    """One row per point, measured in order by ``measure(group, percentile, scorer, seed)`` or read
+    from the JSON-lines cache ``path`` (rows appended as they finish, so a cancelled sweep resumes);
+    percentile 0 removes nothing, so it is measured once and its other rows copy it. Rows carry
+    ``cached`` and ``eval_s`` (0 for cached rows).
+
+    ``batch`` > 1 with ``measure_batch(points) -> rows``: the next ``batch`` points that need a
+    measurement are measured by one call (``PlanPool.evaluate`` runs them at once), then their rows
+    are written and reported in point order, as the one-by-one loop would. ``should_stop()`` is
+    asked before each batch.
+    """
+    check_int(batch, "batch", "run_sweep_points", low=1)
+    measure_batch = measure_batch or (lambda todo: [measure(*point) for point in todo])
+    done = _read_rows(path)
+    unpruned: dict | None = next((r for k, r in done.items() if k[1] == 0), None)
+    rows, start = [], 0
+    while start < len(points):
+        if should_stop is not None and should_stop():
+            break
+        # The points up to (and including) the batch-th one that needs measuring.
+        end, todo, zero_claimed = start, [], unpruned is not None
+        while end < len(points) and len(todo) < batch:
+            point = tuple(points[end])
+            if point not in done and not (point[1] == 0 and zero_claimed):
+                todo.append(end)
+                zero_claimed = zero_claimed or point[1] == 0
+            end += 1
+        measured = dict(zip(todo, measure_batch([tuple(points[i]) for i in todo])))
+        for i in range(start, end):
+            group, p, scorer, seed = key = tuple(points[i])
+            if key in done:
+                row = {**done[key], "cached": True, "eval_s": 0.0}
+            else:
+                if i in measured:
+                    values = measured[i]
+                else:  # percentile 0 again: the unpruned model's row, measured once
+                    values = {k: v for k, v in unpruned.items() if k not in ("group", "percentile", "scorer", "seed", "cached")}
+                row = {"group": group, "percentile": p, "scorer": scorer, "seed": seed, **values}
+                if p == 0 and unpruned is None:
+                    unpruned = row
+                _append_row(path, row)
+                done[key] = row
+                row = {**row, "cached": False}
+            rows.append(row)
+            if progress is not None:
+                progress(i + 1, len(points), row)
+        start = end
+    return pd.DataFrame(rows)
 
 
 def largest_safe_percentile(table: pd.DataFrame, original_score: float, tolerance: float) -> pd.DataFrame:

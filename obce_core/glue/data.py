@@ -28,6 +28,7 @@ __all__ = [
     "HUB_DATASET",
     "OFFLINE_ENVS",
     "available_local_tasks",
+    "check_local_splits",
     "dataset_texts",
     "default_glue_dir",
     "hub_offline",
@@ -69,10 +70,35 @@ def hub_offline() -> bool:
         return True
     # datasets reads the variables once at import; honour that too in case they were unset since.
     try:
-        import datasets.config as dconfig
+        import datasets.config as dconfig  # `datasets` takes seconds to import: only when GLUE is read
     except ImportError:  # pragma: no cover - datasets is a hard dependency of this module
         return False
     return bool(getattr(dconfig, "HF_HUB_OFFLINE", False))
+
+
+def check_local_splits(glue_dir: str | os.PathLike | None, needs: dict[str, list[str]], *,
+                       hub_fallback: bool = True) -> None:
+    """GlueDataError naming the file when a local GLUE copy lacks a split in ``needs`` (task -> splits).
+
+    Without a local folder the hub is used, and ``load_task`` reports what went wrong, unless
+    ``hub_fallback`` is false or the hub is switched off: then the error comes now, before any work.
+    """
+    root = Path(glue_dir).expanduser() if glue_dir is not None else default_glue_dir()
+    if root is None:
+        if not hub_fallback or hub_offline():
+            first = get_task(next(iter(needs)))
+            raise GlueDataError(_no_data_message(first, "no local GLUE folder is set and the hub is off"))
+        return
+    for name, splits in needs.items():
+        spec = get_task(name)
+        for split in splits:
+            path = root / spec.dir_name / spec.split_file(split)
+            if not path.is_file():
+                raise GlueDataError(
+                    f"GLUE task {spec.name!r} needs split {split!r}: file {path} does not exist. Copy the "
+                    f"{spec.dir_name}/{path.name} file of a GLUE download there, or drop {spec.name!r} "
+                    f"from the tasks (found locally: {available_local_tasks(root) or 'none'})."
+                )
 
 
 def _no_data_message(task: GlueTask, reason: str) -> str:
@@ -167,7 +193,7 @@ def _read_tsv(task: GlueTask, path: Path) -> dict[str, list]:
 
 
 def _features(task: GlueTask):
-    import datasets
+    import datasets  # seconds to import: only when GLUE is read (obce_core imports this module)
 
     feats = {c: datasets.Value("string") for c in task.text_columns}
     feats["label"] = (
@@ -180,7 +206,7 @@ def _features(task: GlueTask):
 
 
 def _load_local(task: GlueTask, split: str, root: Path):
-    import datasets
+    import datasets  # seconds to import: only when GLUE is read
 
     task_dir = root / task.dir_name
     if not task_dir.is_dir():
@@ -206,7 +232,7 @@ def _load_hub(task: GlueTask, split: str):
             _no_data_message(task, "no local copy was given and the hub is switched off "
                              "(HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set)")
         )
-    import datasets
+    import datasets  # seconds to import: only when GLUE is read
 
     try:
         return datasets.load_dataset(HUB_DATASET, task.hub_config, split=split)

@@ -56,6 +56,7 @@ def compute_metrics(task: str | GlueTask, predictions, references) -> dict[str, 
     are reduced with argmax ((n, 1) is squeezed for stsb). A correlation of constant input is
     NaN, as in scipy.
     """
+    # scikit-learn takes seconds to import and only evaluation needs it
     from scipy.stats import pearsonr, spearmanr
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 

@@ -46,6 +46,7 @@ class GlueTask:
     tsv_label_column: str
     tsv_columns: tuple[str, ...] | None = None
     train_rows: int = 0  # the official training split's size (for estimates before loading it)
+    dev_rows: int = 0  # the official size of the first validation split (MNLI: matched)
 
     def __post_init__(self) -> None:
         if len(self.text_columns) not in (1, 2):
@@ -127,7 +128,7 @@ TASKS: dict[str, GlueTask] = {
     t.name: t
     for t in (
         GlueTask(
-            name="cola", train_rows=8551, dir_name="CoLA", text_columns=("sentence",),
+            name="cola", train_rows=8551, dev_rows=1043, dir_name="CoLA", text_columns=("sentence",),
             label_names=("unacceptable", "acceptable"), num_labels=2, is_regression=False,
             metrics=("matthews_correlation",), main_metric="matthews_correlation",
             splits=_STD_SPLITS, split_files=_STD_FILES,
@@ -137,33 +138,33 @@ TASKS: dict[str, GlueTask] = {
         # SST-2 sentences end with a space in the files; the hub keeps it too
         # ('hide new secretions from the parental units '), so texts are never stripped.
         GlueTask(
-            name="sst2", train_rows=67349, dir_name="SST-2", text_columns=("sentence",),
+            name="sst2", train_rows=67349, dev_rows=872, dir_name="SST-2", text_columns=("sentence",),
             label_names=("negative", "positive"), num_labels=2, is_regression=False,
             splits=_STD_SPLITS, split_files=_STD_FILES,
             tsv_text_columns=("sentence",), tsv_label_column="label", **_BINARY_ACC,
         ),
         GlueTask(
-            name="mrpc", train_rows=3668, dir_name="MRPC", text_columns=("sentence1", "sentence2"),
+            name="mrpc", train_rows=3668, dev_rows=408, dir_name="MRPC", text_columns=("sentence1", "sentence2"),
             label_names=("not_equivalent", "equivalent"), num_labels=2, is_regression=False,
             splits=_STD_SPLITS, split_files=_STD_FILES,
             tsv_text_columns=("#1 String", "#2 String"), tsv_label_column="Quality", **_ACC_F1,
         ),
         GlueTask(
-            name="stsb", train_rows=5749, dir_name="STS-B", text_columns=("sentence1", "sentence2"),
+            name="stsb", train_rows=5749, dev_rows=1500, dir_name="STS-B", text_columns=("sentence1", "sentence2"),
             label_names=(), num_labels=1, is_regression=True,
             metrics=("pearson", "spearmanr"), main_metric=COMBINED,
             splits=_STD_SPLITS, split_files=_STD_FILES,
             tsv_text_columns=("sentence1", "sentence2"), tsv_label_column="score",
         ),
         GlueTask(
-            name="qqp", train_rows=363846, dir_name="QQP", text_columns=("question1", "question2"),
+            name="qqp", train_rows=363846, dev_rows=40430, dir_name="QQP", text_columns=("question1", "question2"),
             label_names=("not_duplicate", "duplicate"), num_labels=2, is_regression=False,
             splits=_STD_SPLITS, split_files=_STD_FILES,
             tsv_text_columns=("question1", "question2"), tsv_label_column="is_duplicate",
             **_ACC_F1,
         ),
         GlueTask(
-            name="mnli", train_rows=392702, dir_name="MNLI", text_columns=("premise", "hypothesis"),
+            name="mnli", train_rows=392702, dev_rows=9815, dir_name="MNLI", text_columns=("premise", "hypothesis"),
             label_names=("entailment", "neutral", "contradiction"), num_labels=3,
             is_regression=False,
             splits=("train", "validation_matched", "validation_mismatched"),
@@ -172,13 +173,13 @@ TASKS: dict[str, GlueTask] = {
             **_BINARY_ACC,
         ),
         GlueTask(
-            name="qnli", train_rows=104743, dir_name="QNLI", text_columns=("question", "sentence"),
+            name="qnli", train_rows=104743, dev_rows=5463, dir_name="QNLI", text_columns=("question", "sentence"),
             label_names=_NLI2, num_labels=2, is_regression=False,
             splits=_STD_SPLITS, split_files=_STD_FILES,
             tsv_text_columns=("question", "sentence"), tsv_label_column="label", **_BINARY_ACC,
         ),
         GlueTask(
-            name="rte", train_rows=2490, dir_name="RTE", text_columns=("sentence1", "sentence2"),
+            name="rte", train_rows=2490, dev_rows=277, dir_name="RTE", text_columns=("sentence1", "sentence2"),
             label_names=_NLI2, num_labels=2, is_regression=False,
             splits=_STD_SPLITS, split_files=_STD_FILES,
             tsv_text_columns=("sentence1", "sentence2"), tsv_label_column="label",
@@ -187,7 +188,7 @@ TASKS: dict[str, GlueTask] = {
         # WNLI's hub order is reversed w.r.t. RTE/QNLI; the file's 1 means entailment, which is
         # hub id 1, so digits map straight through.
         GlueTask(
-            name="wnli", train_rows=635, dir_name="WNLI", text_columns=("sentence1", "sentence2"),
+            name="wnli", train_rows=635, dev_rows=71, dir_name="WNLI", text_columns=("sentence1", "sentence2"),
             label_names=("not_entailment", "entailment"), num_labels=2, is_regression=False,
             splits=_STD_SPLITS, split_files=_STD_FILES,
             tsv_text_columns=("sentence1", "sentence2"), tsv_label_column="label",

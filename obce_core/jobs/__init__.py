@@ -36,7 +36,7 @@ from obce_core.jobs.runner import (
 )
 from obce_core.jobs.progress import JobClock, PlannedRun, planned_runs
 from obce_core.jobs.queue import MAX_PARALLEL_ENV, max_parallel_jobs, overlapping_jobs
-from obce_core.jobs.spec import JOB_KINDS, FinetuneJobSpec, JobSpec, SweepJobSpec, read_spec
+from obce_core.jobs.spec import JOB_KINDS, FinetuneJobSpec, JobSpec, SearchJobSpec, SweepJobSpec, read_spec
 from obce_core.jobs.status import (
     ACTIVE_STATES,
     CANCEL_FILE,
@@ -69,6 +69,7 @@ __all__ = [
     "JobSpec",
     "JobStatus",
     "PlannedRun",
+    "SearchJobSpec",
     "SweepJobSpec",
     "cancel_job",
     "cancel_requested",

@@ -36,7 +36,7 @@ def planned_runs(spec) -> list[PlannedRun]:
             if spec.protocol == "paper":
                 runs.append(PlannedRun(f"original on {task}", steps))
                 if spec.plan is not None:
-                    runs.append(PlannedRun(f"pruned on {task}", steps))
+                    runs.append(PlannedRun(f"pruned on {task}" + (", distilled" if spec.distill else ""), steps))
             else:
                 runs.append(PlannedRun(f"original on {task}", 0))
                 if spec.plan is not None:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from obce_core.jobs.process import pid_alive, process_start_time, signal_worker
-from obce_core.jobs.spec import FinetuneJobSpec, JobSpec, SweepJobSpec, read_spec, spec_from_dict
+from obce_core.jobs.spec import FinetuneJobSpec, JobSpec, SearchJobSpec, SweepJobSpec, read_spec, spec_from_dict
 from obce_core.jobs.status import (
     CANCEL_FILE,
     LOG_FILE,
@@ -80,7 +80,7 @@ def _identical_running_job(spec, workspace: Path, job_id: str) -> JobStatus | No
     return None
 
 
-def create_job(spec: JobSpec | FinetuneJobSpec | SweepJobSpec | dict, workspace: str | os.PathLike | None = None) -> Path:
+def create_job(spec: JobSpec | FinetuneJobSpec | SweepJobSpec | SearchJobSpec | dict, workspace: str | os.PathLike | None = None) -> Path:
     """Check ``spec``, write ``<workspace>/jobs/<job_id>/spec.json`` and a queued status; return the folder.
 
     Refuses (``JobError``) while an identical job runs in the workspace: its results will answer
@@ -112,7 +112,7 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
-def start_job(spec: JobSpec | FinetuneJobSpec | SweepJobSpec, workspace: str | os.PathLike | None = None) -> str:
+def start_job(spec: JobSpec | FinetuneJobSpec | SweepJobSpec | SearchJobSpec, workspace: str | os.PathLike | None = None) -> str:
     """Create the job and run it in a new process (own session); returns the job id at once.
 
     The worker is ``python -m obce_core.jobs run <job_dir>``, with stdout and stderr in

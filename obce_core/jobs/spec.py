@@ -16,15 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from obce_core import glue
-from obce_core.io import JsonDataclass
-from obce_core.pruning import PruningPlan
+from obce_core.evidence.sweep import SWEEP_GROUPS
+from obce_core.evidence.task_sweep import task_model_problem
+from obce_core.io import JsonDataclass, check_output_path
+from obce_core.pruning import SCORERS, PruningPlan, is_obce_saved
+from obce_core.scoring.capture import TOKEN_MODES
+from obce_core.search.algorithm import SearchSettings
 from obce_core.training import PROTOCOLS, Recipe
 from obce_core.training.protocols import as_plan
 from obce_core.validation import check_choice, check_int, check_number, invalid
 
-__all__ = ["JOB_KINDS", "FinetuneJobSpec", "JobSpec", "SweepJobSpec", "read_spec"]
+__all__ = ["JOB_KINDS", "FinetuneJobSpec", "JobSpec", "SearchJobSpec", "SweepJobSpec", "read_spec"]
 
-JOB_KINDS = ("glue", "finetune", "sweep")
+JOB_KINDS = ("glue", "finetune", "sweep", "search")
 
 
 def _absolute(path: str | None) -> str | None:
@@ -42,23 +46,6 @@ def _absolute_model(model: str) -> str:
     return model  # "default" or a hub id
 
 
-def _check_splits(glue_dir: str | None, needs: dict[str, list[str]]) -> None:
-    """GlueDataError naming the file when a local GLUE copy lacks a split in ``needs`` (task -> splits)."""
-    root = Path(glue_dir).expanduser() if glue_dir is not None else glue.default_glue_dir()
-    if root is None:
-        return  # the hub; load_task reports what went wrong
-    for name, splits in needs.items():
-        spec = glue.get_task(name)
-        for split in splits:
-            path = root / spec.dir_name / spec.split_file(split)
-            if not path.is_file():
-                raise glue.GlueDataError(
-                    f"GLUE task {spec.name!r} needs split {split!r}: file {path} does not exist. Copy the "
-                    f"{spec.dir_name}/{path.name} file of a GLUE download there, or drop {spec.name!r} "
-                    f"from the tasks (found locally: {glue.available_local_tasks(root) or 'none'})."
-                )
-
-
 def _dev_splits(task: str) -> list[str]:
     return [s for s in glue.get_task(task).splits if s.startswith("validation")]
 
@@ -73,7 +60,8 @@ class JobSpec(JsonDataclass):
     recipes, e.g. each task's CPU preset). ``scores``: a ``.parquet`` written by
     ``python -m obce_core score --out``; without it each task's scores come from ``score_n``
     training sentences drawn with ``score_seed`` (``score_token``, ``score_max_length``).
-    ``recover_steps``: protocol ``finetuned`` only.
+    ``recover_steps``: protocol ``finetuned`` only. ``distill``: protocol ``paper`` with a plan only;
+    the pruned model then learns from the fine-tuned original's logits (``run_paper_protocol``).
     """
 
     _json_name = "job spec"
@@ -86,6 +74,7 @@ class JobSpec(JsonDataclass):
     recipes: dict[str, Recipe] = field(default_factory=dict)
     protocol: str = "paper"
     recover_steps: int = 0
+    distill: bool = False
     scores: str | None = None
     score_n: int = 512
     score_seed: int = 0
@@ -95,8 +84,6 @@ class JobSpec(JsonDataclass):
     device: str | None = None
 
     def __post_init__(self):
-        from obce_core import TOKEN_MODES
-
         o = "JobSpec"
         check_choice(self.kind, "kind", o, ("glue",), fix="A task-model job is a FinetuneJobSpec.")
         if not isinstance(self.model, str) or not self.model.strip():
@@ -126,6 +113,12 @@ class JobSpec(JsonDataclass):
         if self.recover_steps and self.protocol != "finetuned":
             raise invalid("recover_steps", o, "0 for protocol 'paper'", self.recover_steps,
                           "The paper protocol fine-tunes the pruned model in full; recovery applies to protocol 'finetuned' only.")
+        if not isinstance(self.distill, bool):
+            raise invalid("distill", o, "true or false", self.distill)
+        if self.distill and (self.protocol != "paper" or self.plan is None):
+            raise invalid("distill", o, "false unless protocol is 'paper' and there is a plan", self.distill,
+                          "Distillation trains the pruned model of the paper protocol from the fine-tuned original; "
+                          "choose protocol 'paper' and a plan, or turn distillation off.")
         if self.protocol == "finetuned" and len(self.tasks) != 1:
             raise invalid("tasks", o, "ONE task for protocol 'finetuned' (a classifier is fine-tuned for one task)",
                           self.tasks, "Start one job per fine-tuned model.")
@@ -161,7 +154,7 @@ class JobSpec(JsonDataclass):
     def check_data(self) -> None:
         """Fail early, naming the file, when a local GLUE folder lacks a split a job needs."""
         trains = self.protocol == "paper" or self.recover_steps or (self.scores is None and self.plan is not None)
-        _check_splits(self.glue_dir, {t: _dev_splits(t) + (["train"] if trains else []) for t in self.tasks})
+        glue.check_local_splits(self.glue_dir, {t: _dev_splits(t) + (["train"] if trains else []) for t in self.tasks})
 
 
 @dataclass
@@ -169,7 +162,8 @@ class FinetuneJobSpec(JsonDataclass):
     """One task-model job: fine-tune ``model`` on ``task`` and save the classifier in ``out``.
 
     ``recipe``: default the task's CPU preset. ``out`` must not exist, be empty, or (with
-    ``overwrite``) hold an earlier task model (see ``finetune_task_model``).
+    ``overwrite``) hold an earlier task model (see ``finetune_task_model``). ``teacher``: a task
+    model folder for the same task to distil from (``finetune_task_model``'s ``teacher``).
     """
 
     _json_name = "finetune job spec"
@@ -179,6 +173,7 @@ class FinetuneJobSpec(JsonDataclass):
     out: str = ""
     model: str = "default"
     recipe: Recipe | None = None
+    teacher: str | None = None
     overwrite: bool = False
     glue_dir: str | None = None
     device: str | None = None
@@ -193,6 +188,9 @@ class FinetuneJobSpec(JsonDataclass):
         if not isinstance(self.model, str) or not self.model.strip():
             raise invalid("model", o, "'default', a model directory or a hub id", self.model)
         self.recipe = Recipe.for_task(self.task) if self.recipe is None else Recipe.from_dict(self.recipe)
+        if self.teacher is not None and (not isinstance(self.teacher, str) or not self.teacher.strip()):
+            raise invalid("teacher", o, "None or the folder of a task model to distil from", self.teacher,
+                          f"Fine-tune one with `python -m obce_core finetune --task {self.task} --out DIR`.")
         if not isinstance(self.overwrite, bool):
             raise invalid("overwrite", o, "True or False", self.overwrite)
         if self.glue_dir is not None:
@@ -206,11 +204,12 @@ class FinetuneJobSpec(JsonDataclass):
     def absolute(self) -> "FinetuneJobSpec":
         """A copy whose local paths are absolute, so a worker in another folder finds them."""
         return dataclasses.replace(self, model=_absolute_model(self.model), out=_absolute(self.out),
+                                   teacher=None if self.teacher is None else _absolute_model(self.teacher),
                                    glue_dir=_absolute_glue_dir(self.glue_dir))
 
     def check_data(self) -> None:
         """Fail early, naming the file, when a local GLUE folder lacks the training or dev split."""
-        _check_splits(self.glue_dir, {self.task: ["train", *_dev_splits(self.task)]})
+        glue.check_local_splits(self.glue_dir, {self.task: ["train", *_dev_splits(self.task)]})
 
 
 @dataclass
@@ -241,15 +240,14 @@ class SweepJobSpec(JsonDataclass):
     device: str | None = None
 
     def __post_init__(self):
-        from obce_core.evidence import SWEEP_GROUPS, SWEEP_SCORERS
-
         o = "SweepJobSpec"
         check_choice(self.kind, "kind", o, ("sweep",))
         if not isinstance(self.model, str) or not self.model.strip():
             raise invalid("model", o, "the directory of a task model", self.model,
                           "Fine-tune one with `python -m obce_core finetune --task sst2 --out DIR`.")
         self.task = glue.get_task(self.task).name
-        for name, options in (("groups", SWEEP_GROUPS), ("scorers", SWEEP_SCORERS)):
+        # Any registered scorer: SWEEP_SCORERS are the defaults, fisher and flap are opt-in.
+        for name, options in (("groups", SWEEP_GROUPS), ("scorers", SCORERS)):
             values = getattr(self, name)
             if not isinstance(values, (list, tuple)) or not values:
                 raise invalid(name, o, f"a non-empty list among {', '.join(options)}", values)
@@ -282,15 +280,71 @@ class SweepJobSpec(JsonDataclass):
 
     def check_data(self) -> None:
         """Fail early, naming the file or the fix, when the data or the task model is missing."""
-        from obce_core.evidence import task_model_problem
-
         problem = task_model_problem(self.model, self.task)
         if problem:
             raise ValueError(problem)
-        _check_splits(self.glue_dir, {self.task: ["train", *_dev_splits(self.task)]})
+        glue.check_local_splits(self.glue_dir, {self.task: ["train", *_dev_splits(self.task)]})
 
 
-_SPEC_CLASSES = {"glue": JobSpec, "finetune": FinetuneJobSpec, "sweep": SweepJobSpec}
+@dataclass
+class SearchJobSpec(JsonDataclass):
+    """One plan search: ``obce_core.search.search_task_model`` of the task model in ``model``, saved
+    to ``out``. ``settings`` is a ``SearchSettings`` (its dict in JSON); the other fields are that
+    function's arguments. Rows are cached per plan, so a cancelled search resumes when run again."""
+
+    _json_name = "search job spec"
+
+    kind: str = "search"
+    model: str = ""
+    task: str = "sst2"
+    out: str = ""
+    settings: SearchSettings = field(default_factory=SearchSettings)
+    search_size: int = 1000
+    search_seed: int = 1
+    score_texts: int = 512
+    fisher_examples: int = 512
+    overwrite: bool = False
+    glue_dir: str | None = None
+    device: str | None = None
+
+    def __post_init__(self):
+        o = "SearchJobSpec"
+        check_choice(self.kind, "kind", o, ("search",))
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise invalid("model", o, "the directory of a task model", self.model,
+                          "Fine-tune one with `python -m obce_core finetune --task sst2 --out DIR`.")
+        if not isinstance(self.out, str) or not self.out.strip():
+            raise invalid("out", o, "the folder to save the pruned model in", self.out)
+        self.task = glue.get_task(self.task).name
+        if isinstance(self.settings, dict):
+            self.settings = SearchSettings.from_dict(self.settings)
+        check_int(self.search_size, "search_size", o, low=10)
+        check_int(self.search_seed, "search_seed", o, low=0)
+        check_int(self.score_texts, "score_texts", o, low=2)
+        check_int(self.fisher_examples, "fisher_examples", o, low=1)
+        if self.glue_dir is not None:
+            self.glue_dir = str(self.glue_dir)
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["settings"] = self.settings.to_dict()
+        return data
+
+    def absolute(self) -> "SearchJobSpec":
+        """A copy whose local paths are absolute, so a worker in another folder finds them."""
+        return dataclasses.replace(self, model=_absolute_model(self.model), out=_absolute(self.out),
+                                   glue_dir=_absolute_glue_dir(self.glue_dir))
+
+    def check_data(self) -> None:
+        """Fail early, naming the fix, when the task model, the data or the output folder is wrong."""
+        problem = task_model_problem(self.model, self.task)
+        if problem:
+            raise ValueError(problem)
+        glue.check_local_splits(self.glue_dir, {self.task: ["train", *_dev_splits(self.task)]})
+        check_output_path(self.out, overwrite=self.overwrite, kind="dir", may_replace=is_obce_saved, flag="out")
+
+
+_SPEC_CLASSES = {"glue": JobSpec, "finetune": FinetuneJobSpec, "sweep": SweepJobSpec, "search": SearchJobSpec}
 
 
 def spec_from_dict(data: dict) -> JobSpec | FinetuneJobSpec | SweepJobSpec:

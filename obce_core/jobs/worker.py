@@ -22,12 +22,17 @@ import time
 import traceback
 from pathlib import Path
 
+from transformers.utils import logging as hf_logging
+
 from obce_core import glue
+from obce_core.evidence.task_sweep import sweep_task_model
 from obce_core.jobs.progress import JobClock, planned_runs
 from obce_core.jobs.queue import overlapping_jobs, wait_for_turn
-from obce_core.jobs.spec import FinetuneJobSpec, JobSpec, SweepJobSpec, read_spec
+from obce_core.jobs.spec import FinetuneJobSpec, JobSpec, SearchJobSpec, SweepJobSpec, read_spec
 from obce_core.jobs.status import CANCEL_FILE, PID_FILE, SPEC_FILE, JobStatus, job_dir, now, read_status, write_status
 from obce_core.results import STORE_FILE, ResultsStore
+from obce_core.scoring.scores import NeuronScores, score_model
+from obce_core.search.task_search import search_task_model
 from obce_core.training import (
     PhaseEvent,
     Progress,
@@ -55,13 +60,9 @@ def _scores_provider(spec: JobSpec, task: str):
     if spec.plan is None:
         return None
     if spec.scores is not None:
-        from obce_core import NeuronScores
-
         return NeuronScores.from_parquet(spec.scores)
 
     def score(model, tokenizer):
-        from obce_core import score_model
-
         data = glue.load_task(task, "train", spec.glue_dir, n=spec.score_n, seed=spec.score_seed)
         texts = glue.dataset_texts(data, task)
         return score_model(model, tokenizer, texts, token=spec.score_token, max_length=spec.score_max_length)
@@ -138,7 +139,8 @@ def _run_glue(spec: JobSpec, folder: Path, status: JobStatus, on_event, should_s
                       store=store)
         scores = _scores_provider(spec, task)
         if spec.protocol == "paper":
-            out = run_paper_protocol(spec.model, scores, spec.plan, task, spec.recipe_for(task), **common)
+            out = run_paper_protocol(spec.model, scores, spec.plan, task, spec.recipe_for(task), distill=spec.distill,
+                                     **common)
         else:
             out = run_finetuned_protocol(spec.model, scores, spec.plan, task, spec.recipe_for(task),
                                          spec.recover_steps, **common)
@@ -149,14 +151,12 @@ def _run_glue(spec: JobSpec, folder: Path, status: JobStatus, on_event, should_s
 def _run_finetune(spec: FinetuneJobSpec, folder: Path, status: JobStatus, on_event, should_stop):
     status.task, status.output = spec.task, spec.out
     write_status(folder, status)
-    return finetune_task_model(spec.task, spec.out, model=spec.model, recipe=spec.recipe, glue_dir=spec.glue_dir,
-                               device=spec.device, progress=on_event, should_stop=should_stop,
+    return finetune_task_model(spec.task, spec.out, model=spec.model, recipe=spec.recipe, teacher=spec.teacher,
+                               glue_dir=spec.glue_dir, device=spec.device, progress=on_event, should_stop=should_stop,
                                overwrite=spec.overwrite)
 
 
 def _run_sweep(spec: SweepJobSpec, folder: Path, status: JobStatus, on_event, should_stop):
-    from obce_core.evidence import sweep_task_model
-
     status.task = spec.task
     write_status(folder, status)
 
@@ -175,7 +175,27 @@ def _run_sweep(spec: SweepJobSpec, folder: Path, status: JobStatus, on_event, sh
     return swept
 
 
-_RUNNERS = {JobSpec: _run_glue, FinetuneJobSpec: _run_finetune, SweepJobSpec: _run_sweep}
+# The trail of a search job: one JSON line per evaluated plan, which the Prune page draws while it runs.
+SEARCH_ROWS_FILE = "search_rows.jsonl"
+
+
+def _run_search(spec: SearchJobSpec, folder: Path, status: JobStatus, on_event, should_stop):
+    status.task, status.output = spec.task, str(folder / SEARCH_ROWS_FILE)
+    write_status(folder, status)
+    rows = folder / SEARCH_ROWS_FILE
+    rows.unlink(missing_ok=True)  # a rerun of this job starts its trail again (its cached rows answer at once)
+
+    def on_row(row: dict) -> None:
+        with open(rows, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    return search_task_model(spec.model, spec.task, spec.out, spec.settings, glue_dir=spec.glue_dir,
+                             search_size=spec.search_size, search_seed=spec.search_seed, score_texts=spec.score_texts,
+                             fisher_examples=spec.fisher_examples, device=spec.device, overwrite=spec.overwrite,
+                             progress=on_event, should_stop=should_stop, on_row=on_row)
+
+
+_RUNNERS = {JobSpec: _run_glue, FinetuneJobSpec: _run_finetune, SweepJobSpec: _run_sweep, SearchJobSpec: _run_search}
 
 
 def run_job(job, *, progress: Progress | None = None):
@@ -183,7 +203,7 @@ def run_job(job, *, progress: Progress | None = None):
 
     A GLUE job returns its ``RunResult`` list (each run also in ``<workspace>/results.sqlite``;
     runs already stored are answered from it); a finetune job returns the ``TaskModelInfo`` of the
-    saved model; a sweep job its ``TaskSweep``. Writes ``status.json`` as it goes; ``progress`` receives the same events.
+    saved model; a sweep job its ``TaskSweep``; a search job its ``SearchReport``. Writes ``status.json`` as it goes; ``progress`` receives the same events.
     Cancelling (the flag file, or SIGTERM in a worker) ends with state ``cancelled`` and raises
     ``TrainingCancelled``; any other error (a damaged results store included) ends with state
     ``failed``, its reason in ``status.error``, and is re-raised.
@@ -237,8 +257,6 @@ def main(argv=None) -> int:
     run.add_argument("job_dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from transformers.utils import logging as hf_logging
-
     hf_logging.set_verbosity_warning()
     hf_logging.disable_progress_bar()
 

@@ -15,7 +15,6 @@ from obce_core.obce_bert.modeling_obce_bert import (
     ObceBertLayer,
     ObceBertModel,
     ObceBertSelfAttention,
-    masked_mean,
 )
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "ObceBertModel",
     "ObceBertSelfAttention",
     "layer_sizes",
-    "masked_mean",
 ]
 
 # exist_ok: re-importing (importlib.reload, notebooks) must not fail on our own earlier registration.

@@ -34,6 +34,7 @@ from transformers.models.bert.modeling_bert import (
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from obce_core.forward import pool
 from obce_core.obce_bert.configuration_obce_bert import ObceBertConfig, layer_sizes
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "ObceBertForSequenceClassification",
     "ObceBertSelfAttention",
     "ObceBertLayer",
-    "masked_mean",
 ]
 
 class ObceBertSelfAttention(BertSelfAttention):
@@ -173,18 +173,6 @@ class ObceBertModel(BertModel):
         self.post_init()
 
 
-def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``hidden`` (batch, tokens, features) over the tokens whose mask is 1.
-
-    Padding must not dilute the mean: sentence-transformers' mean pooling, which all-MiniLM-L6-v2
-    was trained with, averages the real tokens only.
-    """
-    if attention_mask is None:
-        return hidden.mean(dim=1)
-    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
-
-
 class ObceBertForSequenceClassification(BertForSequenceClassification):
     """A sequence classifier on an ``ObceBertModel`` that reads [CLS] or the mean of the tokens.
 
@@ -215,7 +203,7 @@ class ObceBertForSequenceClassification(BertForSequenceClassification):
                                    position_ids=position_ids, inputs_embeds=inputs_embeds, labels=labels, **kwargs)
         outputs = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                             position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True, **kwargs)
-        pooled = masked_mean(outputs.last_hidden_state, attention_mask)
+        pooled = pool(outputs.last_hidden_state, attention_mask, "mean")
         logits = self.classifier(self.dropout(pooled))
         loss = None if labels is None else self._loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,

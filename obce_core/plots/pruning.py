@@ -10,7 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from obce_core.plots.style import GROUP_COLORS, GROUP_LABELS
+from obce_core.layout import GROUP_LABELS
+from obce_core.plots.style import GROUP_COLORS
 
 __all__ = ["KEPT_COLOR", "REMOVED_COLOR", "pruning_units_figure", "kept_per_layer_figure"]
 

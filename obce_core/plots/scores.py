@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from obce_core.plots.style import COMPONENT_COLORS, HIGHLIGHT_COLOR, REMOVED_COLOR, _rgba
-from obce_core.scoring import COMPONENTS, PRUNABLE_COMPONENTS
+from obce_core.layout import COMPONENTS, PRUNABLE_COMPONENTS
 
 __all__ = ["rf_distribution_figure", "rf_rank_figure", "summary_heatmap"]
 

@@ -13,7 +13,6 @@ __all__ = [
     "HIGHLIGHT_COLOR",
     "CLUSTER_COLORS",
     "GROUP_COLORS",
-    "GROUP_LABELS",
     "ROLE_COLORS",
     "REMOVED_COLOR",
     "SCORER_COLORS",
@@ -41,7 +40,6 @@ GROUP_COLORS: dict[str, str] = {
     "qk": COMPONENT_COLORS["query"],
     "v": COMPONENT_COLORS["value"],
 }
-GROUP_LABELS: dict[str, str] = {"ffn": "FFN units", "qk": "query/key pairs", "v": "value dims"}
 # Original vs pruned models (Okabe-Ito hues, apart from the component colours).
 ROLE_COLORS: dict[str, str] = {"original": "#666666", "pruned": "#0072b2", "recovered": "#009e73"}
 # Scorers on the evidence curves: rf stands out, the controls in muted hues.

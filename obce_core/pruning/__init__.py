@@ -4,8 +4,10 @@ The steps are separate so a dashboard can move a slider without touching the mod
 
 - ``plan``: ``PruningPlan``, what to remove (a percentile per group, per-layer overrides, scorer,
   compensation); it checks itself and round-trips through JSON.
-- ``importance``: the scorers (rf, std, magnitude, flap, random), each an object returning one
-  score per unit of a group, registered by name.
+- ``importance``: the scorers (rf, std, magnitude, flap, fisher, random), each an object returning
+  one score per unit of a group, registered by name.
+- ``fisher``: ``fisher_information`` (Kwon et al. 2022's squared mask gradients on labelled
+  examples) and ``add_fisher``, which puts it into a scores table for the ``fisher`` scorer.
 - ``selection``: ``select_units(scores, plan, model) -> PruningSelection``, which units each layer
   keeps: ranks and cuts only. Every pruned/kept verdict comes from here.
 - ``report``: ``build_report(model, selection) -> PruningReport`` (parameters, bytes, kept units,
@@ -29,9 +31,10 @@ from obce_core.pruning.compensation import (
     CompensationWarning,
     LayerCompensation,
 )
+from obce_core.pruning.fisher import FISHER_COLUMN, add_fisher, fisher_fingerprint, fisher_information
 from obce_core.pruning.files import PLAN_FILE, REPORT_FILE, is_obce_saved, load_plan, save_pruned
+from obce_core.layout import GROUPS, layer_shapes
 from obce_core.pruning.importance import (
-    GROUPS,
     IMPORTANCES,
     Importance,
     UnitScores,
@@ -39,7 +42,7 @@ from obce_core.pruning.importance import (
     register_importance,
 )
 from obce_core.pruning.plan import SCORERS, PruningPlan, n_removed
-from obce_core.pruning.report import DEFAULT_FLOPS_SEQ_LEN, PruningReport, build_report, layer_shapes
+from obce_core.pruning.report import DEFAULT_FLOPS_SEQ_LEN, PruningReport, build_report
 from obce_core.pruning.selection import PruningSelection, select_units
 from obce_core.pruning.stability import ranking_stability
 from obce_core.pruning.surgery import prune
@@ -55,6 +58,7 @@ __all__ = [
     "capture_calibration",
     "ranking_stability",
     "DEFAULT_FLOPS_SEQ_LEN",
+    "FISHER_COLUMN",
     "GROUPS",
     "IMPORTANCES",
     "PLAN_FILE",
@@ -65,7 +69,10 @@ __all__ = [
     "PruningReport",
     "PruningSelection",
     "UnitScores",
+    "add_fisher",
     "build_report",
+    "fisher_fingerprint",
+    "fisher_information",
     "is_obce_saved",
     "layer_shapes",
     "load_plan",

@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 import torch
 
-from obce_core.loading import base_model, model_fingerprint
+from obce_core.layout import base_model
+from obce_core.loading import model_fingerprint
 
 __all__ = ["cached_fingerprint", "cached_on", "weights_key"]
 

@@ -29,9 +29,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from obce_core.loading import encoder_layers
+from obce_core.forward import length_sorted_batches, locked_eval, tokenize_texts
+from obce_core.layout import GROUP_LAYOUT, READ_GROUPS, encoder_layers, following_norm, reader
 from obce_core.pruning.cache import cached_fingerprint
-from obce_core.scoring import length_sorted_batches, model_lock, tokenize_texts
 from obce_core.validation import check_int, check_number
 
 __all__ = [
@@ -44,8 +44,6 @@ __all__ = [
 # Relative ridge dampings that lsq tries (times the mean variance of the kept units); the one
 # with the lowest held-out error wins. 1e-3 is what the prototype of issue 9 used.
 DEFAULT_LSQ_DAMPINGS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-READERS = {"ffn": "output.dense", "v": "attention.output.dense"}
-NORMS = {"ffn": "output.LayerNorm", "v": "attention.output.LayerNorm"}
 
 
 @dataclass
@@ -159,8 +157,8 @@ def capture_calibration(
              "heldout": _token_picks(lengths, np.flatnonzero(held), max_heldout_tokens, rng)}
 
     layers = encoder_layers(model)
-    modules = {(i, g): layer.get_submodule(name) for i, layer in enumerate(layers) for g, name in READERS.items()}
-    norms = {(i, g): layer.get_submodule(name) for i, layer in enumerate(layers) for g, name in NORMS.items()}
+    modules = {(i, g): reader(layer, g) for i, layer in enumerate(layers) for g in READ_GROUPS}
+    norms = {(i, g): following_norm(layer, g) for i, layer in enumerate(layers) for g in READ_GROUPS}
     acc = {key: {"shift": None, "sum1": 0.0, "sum2": 0.0, "n": 0, "held": [], "held_sum": []} for key in modules}
     state: dict = {}
 
@@ -193,32 +191,27 @@ def capture_calibration(
                 a["n"] += len(d)
         return hook
 
-    device = next(model.parameters()).device
-    with model_lock(model):
+    with locked_eval(model) as device:
         hooks = [m.register_forward_pre_hook(make_hook(k)) for k, m in modules.items()]
         hooks += [m.register_forward_pre_hook(make_norm_hook(k)) for k, m in norms.items()]
-        was_training = model.training
         try:
-            model.eval()
-            with torch.inference_mode():
-                for idx, batch in length_sorted_batches(tokenizer, encoded, batch_size, device):
-                    rows = {}
-                    for split, chosen in picks.items():
-                        b, t = [], []
-                        for row, text in enumerate(idx):
-                            pos = chosen.get(int(text))
-                            if pos is not None:
-                                b.append(np.full(len(pos), row)), t.append(pos)
-                        cat = (np.concatenate(b), np.concatenate(t)) if b else (np.empty(0, int), np.empty(0, int))
-                        rows[split] = tuple(torch.as_tensor(c, dtype=torch.long, device=device) for c in cat)
-                    if not any(len(r[0]) for r in rows.values()):
-                        continue
-                    state["rows"] = rows
-                    model(**batch)
+            for idx, batch in length_sorted_batches(tokenizer, encoded, batch_size, device):
+                rows = {}
+                for split, chosen in picks.items():
+                    b, t = [], []
+                    for row, text in enumerate(idx):
+                        pos = chosen.get(int(text))
+                        if pos is not None:
+                            b.append(np.full(len(pos), row)), t.append(pos)
+                    cat = (np.concatenate(b), np.concatenate(t)) if b else (np.empty(0, int), np.empty(0, int))
+                    rows[split] = tuple(torch.as_tensor(c, dtype=torch.long, device=device) for c in cat)
+                if not any(len(r[0]) for r in rows.values()):
+                    continue
+                state["rows"] = rows
+                model(**batch)
         finally:
             for h in hooks:
                 h.remove()
-            model.train(was_training)
 
     readers = {}
     for key, a in acc.items():
@@ -232,7 +225,7 @@ def capture_calibration(
             heldout_sum=np.concatenate(a["held_sum"]) if a["held_sum"] else None)
         if not (np.isfinite(readers[key].sum2).all() and np.isfinite(held_x).all()):
             raise ValueError(
-                f"The inputs of layer {key[0]} {READERS[key[1]]} are NaN or infinite on the calibration texts: "
+                f"The inputs of layer {key[0]} {GROUP_LAYOUT[key[1]].reader} are NaN or infinite on the calibration texts: "
                 "the model's weights are broken. Reload the model.")
     return Calibration(model_fingerprint=cached_fingerprint(model), n_texts=len(texts), readers=readers,
                        lsq_dampings=dampings, min_tokens_per_unit=float(min_tokens_per_unit))

@@ -51,7 +51,8 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from obce_core.pruning.importance import GROUP_COMPONENTS, GROUP_NAMES, group_statistic
+from obce_core.layout import GROUP_COMPONENTS, GROUP_NAMES, READ_GROUPS, encoder_layers, following_norm, reader
+from obce_core.pruning.importance import group_statistic
 
 if TYPE_CHECKING:
     from obce_core.pruning.calibration import Calibration
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTO_CANDIDATES",
-    "COMPENSATED_GROUPS",
     "COMPENSATIONS",
     "COMPENSATION_ALIASES",
     "CompensationWarning",
@@ -72,8 +72,6 @@ COMPENSATIONS = ("auto", "none", "token-mean", "cls-mean", "cls-mean-std", "lsq"
 # Names of plans written before the compensations said what they compute.
 COMPENSATION_ALIASES = {"mean": "cls-mean", "mean+std": "cls-mean-std"}
 AUTO_CANDIDATES = ("none", "token-mean", "cls-mean", "lsq")
-# group -> the reader Linear (a submodule of an encoder layer)
-COMPENSATED_GROUPS = {"ffn": "output.dense", "v": "attention.output.dense"}
 
 
 class CompensationWarning(UserWarning):
@@ -272,8 +270,6 @@ def compensate(selection: PruningSelection, scores, plan: PruningPlan, model,
 
     Nothing is written here: ``prune`` writes the result only once every layer has one.
     """
-    from obce_core.loading import encoder_layers
-
     requested = plan.compensation
     if requested in ("lsq",) and calibration is None:
         raise ValueError("compensation='lsq' needs calibration data: pass calibration=capture_calibration(model, "
@@ -285,14 +281,13 @@ def compensate(selection: PruningSelection, scores, plan: PruningPlan, model,
     layers = encoder_layers(model)
     result = {}
     for i in range(selection.num_layers):
-        for group, reader_name in COMPENSATED_GROUPS.items():
+        for group in READ_GROUPS:
             if not len(selection.removed(i, group)):
                 continue
-            reader = layers[i].get_submodule(reader_name)
-            w = reader.weight.detach().double().cpu().numpy()
-            b = reader.bias.detach().double().cpu().numpy()
-            norm = layers[i].get_submodule(reader_name.replace("dense", "LayerNorm"))
-            ctx = _Layer(selection, scores, calibration, i, group, w, b, norm)
+            linear = reader(layers[i], group)
+            w = linear.weight.detach().double().cpu().numpy()
+            b = linear.bias.detach().double().cpu().numpy()
+            ctx = _Layer(selection, scores, calibration, i, group, w, b, following_norm(layers[i], group))
             if requested == "none":
                 result[(i, group)] = LayerCompensation(i, group, requested, "none", b.copy())
                 continue

@@ -2,8 +2,10 @@
 
 The directory holds what ``save_pretrained`` writes (config + safetensors, tokenizer) plus
 ``obce_plan.json`` and ``obce_report.json``; ``transformers`` reloads it bit-exactly once
-``obce_core`` is imported. It is built beside the target and renamed into place
-(``obce_core.io.publish_directory``). An existing directory is only ever replaced when obce wrote
+``obce_core`` is imported. When the model came from a sentence-transformers folder (the embedded
+all-MiniLM-L6-v2 did), that folder's module files come along, so ``SentenceTransformer(directory)``
+rebuilds the same modules (``obce_core.sentence_transformers_files``). It is built beside the
+target and renamed into place (``obce_core.io.publish_directory``). An existing directory is only ever replaced when obce wrote
 it (its plan or report file says so) and the caller asked to overwrite: a user's other folders
 are never deleted.
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 from obce_core.io import publish_directory
 from obce_core.pruning.plan import PruningPlan
 from obce_core.pruning.report import PruningReport
+from obce_core.sentence_transformers_files import write_sentence_transformers_files
 
 __all__ = ["PLAN_FILE", "REPORT_FILE", "is_obce_saved", "load_plan", "save_pruned"]
 
@@ -38,8 +41,16 @@ def save_pruned(
     report: PruningReport | None = None,
     *,
     overwrite: bool = False,
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
     """Write model (config + safetensors), tokenizer, plan and report as one directory, atomically.
+
+    A bare encoder loaded from a sentence-transformers model also gets that model's
+    sentence-transformers files (modules, pooling, normalize, their configs), so that after
+    ``import obce_core``, ``SentenceTransformer(directory)`` builds the same modules around it.
+
+    ``extra_files`` (name -> text) are written into the same folder before it is published (a
+    search's report, say), so the folder appears whole or not at all.
 
     A failure leaves no half-written target. An existing ``directory`` is refused
     (``FileExistsError``) unless it is empty, or it holds a model saved by obce and ``overwrite`` is
@@ -52,10 +63,16 @@ def save_pruned(
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        write_sentence_transformers_files(model, tmp)
         if plan is not None:
             plan.to_json(tmp / PLAN_FILE)
         if report is not None:
             (tmp / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
+        for name, text in (extra_files or {}).items():
+            if Path(name).name != name or name in (PLAN_FILE, REPORT_FILE):
+                raise ValueError(f"extra_files names {name!r}: give a plain file name other than {PLAN_FILE} and "
+                                 f"{REPORT_FILE}.")
+            (tmp / name).write_text(text, encoding="utf-8")
 
     def replaceable(existing: Path) -> bool:
         return not any(existing.iterdir()) or (overwrite and is_obce_saved(existing))

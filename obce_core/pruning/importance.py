@@ -26,6 +26,11 @@ indexed as the Linear outputs are: head ``h``, dim ``d`` is ``h * head_size + d`
   fluctuation of the logit term ``q_i k_i``: ``var(q_i) E[k_i^2] + var(k_i) E[q_i^2]`` (the
   weight that reads ``q_i`` is ``k_i``). Variances and means come from the scores table (at
   [CLS] in the paper's setting; FLAP uses every token: score with ``token='all'`` for that).
+* ``fisher``: Kwon et al. 2022's Fisher importance, the squared gradient of the task loss with
+  respect to a mask on the unit, summed over labelled training examples (higher = the loss rises
+  more when the unit goes). Read from the table's ``fisher`` column, which
+  ``obce_core.pruning.fisher.fisher_information`` + ``add_fisher`` put there; the query/key pair's
+  value sits on both its query and key rows, so their mean is the pair's value.
 * ``random``: uniform scores from ``numpy.random.default_rng([seed, layer, group])``, so each
   group's draw depends only on the seed, not on the other groups' settings.
 
@@ -43,17 +48,18 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from obce_core.loading import encoder_layers
+from obce_core.layout import GROUP_COMPONENTS, GROUP_NAMES, GROUPS, PRUNABLE_COMPONENTS, encoder_layers, reader, unit_modules
 from obce_core.pruning.cache import cached_on, weights_key
-from obce_core.scoring import PRUNABLE_COMPONENTS
 from obce_core.validation import check_choice, check_int
 
 __all__ = [
+    "FISHER_COLUMN",
     "GROUPS",
     "GROUP_COMPONENTS",
     "GROUP_NAMES",
     "IMPORTANCES",
     "Importance",
+    "FisherImportance",
     "FlapImportance",
     "MagnitudeImportance",
     "RandomImportance",
@@ -65,10 +71,8 @@ __all__ = [
     "unit_statistics",
 ]
 
-GROUPS = ("ffn", "qk", "v")
-# The scores-table component(s) behind each group.
-GROUP_COMPONENTS = {"ffn": ("intermediate",), "qk": ("query", "key"), "v": ("value",)}
-GROUP_NAMES = {"ffn": "FFN units", "qk": "query/key dim pairs per head", "v": "value dims per head"}
+# The scores-table column the ``fisher`` scorer reads (written by ``pruning.fisher.add_fisher``).
+FISHER_COLUMN = "fisher"
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,12 @@ class Importance:
 
     def __call__(self, model, scores, layer: int, group: str, n: int) -> UnitScores:
         raise NotImplementedError(f"{type(self).__name__} must implement __call__.")
+
+    def check_scores(self, scores) -> None:
+        """Raise ``ValueError`` (saying how to fix it) when ``scores`` lack what this scorer reads.
+
+        Called before slow work (a sweep, a search) so a missing input fails first, not midway.
+        """
 
 
 IMPORTANCES: dict[str, type[Importance]] = {}
@@ -115,7 +125,8 @@ def make_importance(name: str, *, seed: int = 0) -> Importance:
 # The scores table as arrays per (layer, component), cached on the scores object
 # ------------------------------------------------------------------------------------------
 def unit_statistics(scores) -> dict[tuple[int, str], dict[str, np.ndarray]]:
-    """``{(layer, component): {"rf", "std", "mean"}}`` arrays indexed by neuron.
+    """``{(layer, component): {"rf", "std", "mean"}}`` arrays indexed by neuron (and ``"fisher"`` when
+    the table has that column).
 
     Built once per table and kept on ``scores`` (a new table gives new arrays).
     """
@@ -135,7 +146,8 @@ def _statistics_arrays(table) -> dict:
     neuron = table["neuron"].to_numpy(np.int64)
     keep = np.isin(comp, PRUNABLE_COMPONENTS)
     comp, layer, neuron = comp[keep], layer[keep], neuron[keep]
-    values = {c: table[c].to_numpy(np.float64)[keep] for c in ("rf", "std", "mean")}
+    columns = ("rf", "std", "mean") + ((FISHER_COLUMN,) if FISHER_COLUMN in table.columns else ())
+    values = {c: table[c].to_numpy(np.float64)[keep] for c in columns}
     order = np.lexsort((neuron, comp, layer))
     comp, layer, neuron = comp[order], layer[order], neuron[order]
     values = {c: v[order] for c, v in values.items()}
@@ -153,7 +165,7 @@ def _statistics_arrays(table) -> dict:
 
 
 def group_statistic(scores, layer: int, group: str, n: int, column: str) -> np.ndarray:
-    """``column`` ("rf", "std" or "mean") of the ``n`` units of a group; qk: the query/key mean."""
+    """``column`` ("rf", "std", "mean" or "fisher") of the ``n`` units of a group; qk: the query/key mean."""
     stats = unit_statistics(scores)
     parts = []
     for comp in GROUP_COMPONENTS[group]:
@@ -208,14 +220,11 @@ def _magnitudes(model) -> list[dict[str, np.ndarray]]:
     out = []
     with torch.no_grad():
         for layer in encoder_layers(model):
-            att = layer.attention.self
-            out.append(
-                {
-                    "ffn": (_in_norms(layer.intermediate.dense) * _out_norms(layer.output.dense)).cpu().numpy(),
-                    "v": (_in_norms(att.value) * _out_norms(layer.attention.output.dense)).cpu().numpy(),
-                    "qk": (_in_norms(att.query) * _in_norms(att.key)).cpu().numpy(),
-                }
-            )
+            query, key = unit_modules(layer, "qk")
+            row = {g: (_in_norms(unit_modules(layer, g)[0]) * _out_norms(reader(layer, g))).cpu().numpy()
+                   for g in ("ffn", "v")}
+            row["qk"] = (_in_norms(query) * _in_norms(key)).cpu().numpy()
+            out.append(row)
     return out
 
 
@@ -255,10 +264,9 @@ class FlapImportance(Importance):
     def __call__(self, model, scores, layer, group, n):
         block = encoder_layers(model)[layer]
         with torch.no_grad():
-            if group == "ffn":
-                score = _sample_variance(scores, layer, "intermediate", n) * _sq(_out_norms(block.output.dense))
-            elif group == "v":
-                score = _sample_variance(scores, layer, "value", n) * _sq(_out_norms(block.attention.output.dense))
+            if group in ("ffn", "v"):
+                (component,) = GROUP_COMPONENTS[group]
+                score = _sample_variance(scores, layer, component, n) * _sq(_out_norms(reader(block, group)))
             else:
                 stats = unit_statistics(scores)
                 var_q = _sample_variance(scores, layer, "query", n)
@@ -271,6 +279,28 @@ class FlapImportance(Importance):
 
 def _sq(norms: torch.Tensor) -> np.ndarray:
     return norms.double().cpu().numpy() ** 2
+
+
+@register_importance
+class FisherImportance(Importance):
+    """Kwon et al. 2022: summed squared loss gradients of a mask on each unit (the table's ``fisher``)."""
+
+    name = "fisher"
+    uses_table = True
+
+    def check_scores(self, scores) -> None:
+        if FISHER_COLUMN not in scores.table.columns:
+            raise ValueError(
+                "The 'fisher' scorer needs Fisher importance in the scores, and these scores have no 'fisher' "
+                "column. Compute it on labelled training examples of the task model: table = "
+                "obce_core.pruning.fisher_information(model, tokenizer, task, glue_dir=..., n=512); scores = "
+                "obce_core.pruning.add_fisher(scores, table), or take the scores from "
+                "obce_core.evidence.task_scores(..., scorers=[..., 'fisher']) (what `python -m obce_core sweep "
+                "--scorers fisher` does; the Prune page does it for a task model), or pick another scorer.")
+
+    def __call__(self, model, scores, layer, group, n):
+        self.check_scores(scores)
+        return UnitScores(group_statistic(scores, layer, group, n, FISHER_COLUMN), np.zeros(n))
 
 
 @register_importance

@@ -28,8 +28,9 @@ import math
 from dataclasses import dataclass, field
 
 from obce_core.io import JsonDataclass
+from obce_core.layout import GROUP_NAMES, GROUPS
 from obce_core.pruning.compensation import COMPENSATION_ALIASES, COMPENSATIONS
-from obce_core.pruning.importance import GROUP_NAMES, GROUPS, IMPORTANCES
+from obce_core.pruning.importance import IMPORTANCES
 from obce_core.validation import check_choice, check_int, check_number, invalid
 
 __all__ = ["COMPENSATIONS", "GROUPS", "SCORERS", "PruningPlan", "n_removed"]
@@ -85,7 +86,7 @@ class PruningPlan(JsonDataclass):
                      fix="'auto' picks, per layer, what reconstructs the layer's output best on held-out "
                          "tokens (none without calibration data); 'none' adds nothing.")
         check_choice(self.scorer, "scorer", _OWNER, IMPORTANCES,
-                     fix="'rf' is the paper's persistence score; std, magnitude, flap and random are controls.")
+                     fix="'rf' is the paper's persistence score; std, magnitude, flap, fisher and random are controls.")
         check_int(self.seed, "seed", _OWNER, low=0, fix="It seeds scorer 'random'.")
         if not isinstance(self.layers, dict):
             raise invalid("layers", _OWNER, "a dict {layer index: {group: percent}}", self.layers,
@@ -119,6 +120,10 @@ class PruningPlan(JsonDataclass):
         if layer < self.skip_layers:
             return 0
         return getattr(self, group)
+
+    def percent_table(self, num_layers: int) -> list[dict]:
+        """One row per layer, ``{"layer": "L3", "qk": .., "v": .., "ffn": ..}``: the percent in force."""
+        return [{"layer": f"L{i}", **{g: float(self.percent(i, g)) for g in ("qk", "v", "ffn")}} for i in range(num_layers)]
 
     def check_layers(self, num_layers: int) -> None:
         """Refuse layer indices and ``skip_layers`` that do not fit a model with ``num_layers``."""

@@ -1,8 +1,7 @@
 """What a pruning selection does to a model: parameters, bytes, kept units, estimated FLOPs.
 
 ``build_report(model, selection)`` computes ``PruningReport`` in closed form from the config and
-the selection (the model is not copied). ``layer_shapes(model)`` is the one reading of a model's
-per-layer sizes (heads, Q/K and V head sizes, FFN units) for everything that needs them.
+the selection (the model is not copied); per-layer sizes come from ``obce_core.layout.layer_shapes``.
 """
 
 from __future__ import annotations
@@ -14,40 +13,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from obce_core.loading import base_model, encoder_layers
-from obce_core.pruning.importance import GROUPS
+from obce_core.layout import GROUPS, base_model
 from obce_core.pruning.plan import PruningPlan
 from obce_core.validation import check_int
 
 if TYPE_CHECKING:
     from obce_core.pruning.selection import PruningSelection
 
-__all__ = ["DEFAULT_FLOPS_SEQ_LEN", "PruningReport", "build_report", "layer_shapes"]
+__all__ = ["DEFAULT_FLOPS_SEQ_LEN", "PruningReport", "build_report", "layer_macs", "layer_params"]
 
 DEFAULT_FLOPS_SEQ_LEN = 128
 
 
-def layer_shapes(model) -> list[dict[str, int]]:
-    """Per encoder layer: ``heads``, ``qk`` and ``v`` (dims per head) and ``ffn`` (units).
-
-    Read from the modules, so it holds for BERT, obce_bert and any model pruned in between.
-    """
-    shapes = []
-    for layer in encoder_layers(model):
-        att = layer.attention.self
-        heads = int(att.num_attention_heads)
-        shapes.append(
-            {
-                "heads": heads,
-                "qk": int(att.query.out_features) // heads,
-                "v": int(att.value.out_features) // heads,
-                "ffn": int(layer.intermediate.dense.out_features),
-            }
-        )
-    return shapes
-
-
-def _layer_params(hidden: int, heads: int, qk: int, v: int, ffn: int) -> dict[str, int]:
+def layer_params(hidden: int, heads: int, qk: int, v: int, ffn: int) -> dict[str, int]:
     """Closed-form parameter count of one encoder layer, by group.
 
     qk: query and key Linear (weights + biases); v: value Linear + attention.output.dense's input
@@ -65,7 +43,9 @@ def _layer_params(hidden: int, heads: int, qk: int, v: int, ffn: int) -> dict[st
     return out
 
 
-def _layer_macs(hidden: int, heads: int, qk: int, v: int, ffn: int, seq_len: int) -> int:
+def layer_macs(hidden: int, heads: int, qk: int, v: int, ffn: int, seq_len: int) -> int:
+    """Dense multiply-adds per token of one encoder layer at ``seq_len`` tokens (an estimate: no
+    softmax, LayerNorm or GELU)."""
     # Per token: Q,K,V and output projections, attention scores and context, FFN.
     dqk, dv = heads * qk, heads * v
     return 2 * hidden * dqk + hidden * dv + dv * hidden + seq_len * (dqk + dv) + 2 * hidden * ffn
@@ -214,12 +194,12 @@ def build_report(model, selection: PruningSelection, *, flops_seq_len: int = DEF
     after_sizes = selection.sizes_after()
     layers, enc_before, enc_after, macs_before, macs_after = [], 0, 0, 0, 0
     for i, (sb, sa) in enumerate(zip(selection.shapes, after_sizes)):
-        pb = _layer_params(hidden, sb["heads"], sb["qk"], sb["v"], sb["ffn"])
-        pa = _layer_params(hidden, sa["heads"], sa["qk"], sa["v"], sa["ffn"])
+        pb = layer_params(hidden, sb["heads"], sb["qk"], sb["v"], sb["ffn"])
+        pa = layer_params(hidden, sa["heads"], sa["qk"], sa["v"], sa["ffn"])
         enc_before += pb["total"]
         enc_after += pa["total"]
-        macs_before += _layer_macs(hidden, sb["heads"], sb["qk"], sb["v"], sb["ffn"], flops_seq_len)
-        macs_after += _layer_macs(hidden, sa["heads"], sa["qk"], sa["v"], sa["ffn"], flops_seq_len)
+        macs_before += layer_macs(hidden, sb["heads"], sb["qk"], sb["v"], sb["ffn"], flops_seq_len)
+        macs_after += layer_macs(hidden, sa["heads"], sa["qk"], sa["v"], sa["ffn"], flops_seq_len)
         layers.append(
             {
                 "layer": i,

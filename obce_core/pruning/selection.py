@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from obce_core.layout import GROUPS, layer_shapes
 from obce_core.pruning.cache import cached_fingerprint
-from obce_core.pruning.importance import GROUPS, make_importance
+from obce_core.pruning.importance import make_importance
 from obce_core.pruning.plan import PruningPlan, n_removed
-from obce_core.pruning.report import layer_shapes
 
 __all__ = ["PruningSelection", "select_units"]
 

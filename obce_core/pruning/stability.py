@@ -13,6 +13,9 @@ With ``splits > 1`` the texts are halved that many times (each split a fresh see
 and the columns are the mean over splits, with ``spearman_min`` the worst split. Scorers that do
 not read the texts (``magnitude``; ``random`` with a fixed seed) are stable by construction and
 give 1.
+
+``plan_percents``, ``stability_summary`` and ``median_spearman`` read those rows at the percentile
+a plan applies to each layer and group: what the Persistence page's noise panel shows.
 """
 
 from __future__ import annotations
@@ -23,14 +26,19 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from obce_core.pruning.importance import GROUPS, IMPORTANCES
+from obce_core.layout import GROUPS
+from obce_core.pruning.importance import IMPORTANCES
 from obce_core.pruning.plan import PruningPlan
 from obce_core.pruning.selection import select_units
+from obce_core.scoring.scores import score_model
 from obce_core.validation import check_choice, check_int, check_number
 
-__all__ = ["compare_rankings", "ranking_stability"]
+__all__ = ["STABILITY_FALLBACK_PERCENT", "compare_rankings", "median_spearman", "plan_percents", "ranking_stability",
+           "stability_summary"]
 
 _OWNER = "ranking_stability"
+# Where a plan removes nothing from a group, its removed sets are compared at this percentile.
+STABILITY_FALLBACK_PERCENT = 50.0
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -80,8 +88,6 @@ def ranking_stability(
     ``max_length``, ``cache_dir``, ``use_cache``...). Columns: layer, group, scorer, spearman,
     spearman_min, overlap, chance_overlap, removed, units, splits.
     """
-    from obce_core.scoring import score_model
-
     for scorer in scorers:
         check_choice(scorer, "scorers", _OWNER, IMPORTANCES)
     check_number(percent, "percent", _OWNER, low=0, high=100, low_open=True, high_open=True,
@@ -114,3 +120,52 @@ def ranking_stability(
         splits=("split", "nunique"),
     )
     return out.reset_index()
+
+
+def plan_percents(plan: PruningPlan | None, num_layers: int, *,
+                  fallback: float = STABILITY_FALLBACK_PERCENT) -> dict[tuple[int, str], float]:
+    """``{(layer, group): percentile}`` that ``plan`` applies; ``fallback`` where it removes nothing (or no plan)."""
+    check_int(num_layers, "num_layers", "plan_percents", low=1)
+    return {(layer, group): (plan.percent(layer, group) if plan is not None else 0) or fallback
+            for layer in range(num_layers) for group in GROUPS}
+
+
+def stability_summary(stability: pd.DataFrame, percents: dict[tuple[int, str], float],
+                      scorers: Sequence[str]) -> pd.DataFrame:
+    """One row per layer x group of ``percents``: its percentile ``p``, the ``chance overlap`` and, per
+    scorer, ``<scorer> Spearman`` and ``<scorer> overlap`` read at ``p``.
+
+    ``stability``: ``ranking_stability`` rows of every percentile in ``percents``, told apart by a
+    ``percent`` column. A missing row raises ``ValueError`` naming the layer, group and percentile.
+    """
+    rows = []
+    for (layer, group), p in percents.items():
+        at = stability[(stability["layer"] == layer) & (stability["group"] == group) & (stability["percent"] == p)]
+        at = at.set_index("scorer")
+        missing = [s for s in scorers if s not in at.index]
+        if missing:
+            raise ValueError(f"No ranking_stability rows for layer {layer}, group {group!r} at percent {p:g} and "
+                             f"scorer(s) {missing}; run ranking_stability at that percent with those scorers first.")
+        row = {"layer": layer, "group": group, "p": p, "chance overlap": float(at["chance_overlap"].iloc[0])}
+        for scorer in scorers:
+            row[f"{scorer} Spearman"] = float(at.loc[scorer, "spearman"])
+            row[f"{scorer} overlap"] = float(at.loc[scorer, "overlap"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def median_spearman(summary: pd.DataFrame, scorers: Sequence[str]) -> pd.DataFrame:
+    """Per scorer, the median ``<scorer> Spearman`` of a ``stability_summary`` over the attention
+    groups (``qkv``: query/key and value) and over FFN units (``ffn``); NaN where none is defined.
+
+    NaN Spearmans are left out: one half scored every unit alike (rf = 0 at layer 0's [CLS]).
+    """
+    attention = summary["group"] != "ffn"
+    rows = []
+    for scorer in scorers:
+        row = {"scorer": scorer}
+        for part, mask in (("qkv", attention), ("ffn", ~attention)):
+            values = summary.loc[mask, f"{scorer} Spearman"].dropna()
+            row[part] = float(np.median(values)) if len(values) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["scorer", "qkv", "ffn"])

@@ -17,10 +17,9 @@ import numpy as np
 import torch
 from transformers import BertForSequenceClassification, BertModel
 
-from obce_core.loading import base_model
+from obce_core.layout import GROUP_COMPONENTS, GROUP_LAYOUT, GROUP_NAMES, GROUPS, READ_GROUPS, base_model
 from obce_core.obce_bert import ObceBertConfig, ObceBertForSequenceClassification, ObceBertModel
-from obce_core.pruning.compensation import COMPENSATED_GROUPS, compensate
-from obce_core.pruning.importance import GROUP_COMPONENTS, GROUP_NAMES, GROUPS
+from obce_core.pruning.compensation import compensate
 from obce_core.pruning.plan import PruningPlan
 from obce_core.pruning.report import PruningReport, build_report
 from obce_core.pruning.selection import PruningSelection, select_units
@@ -29,9 +28,6 @@ if TYPE_CHECKING:
     from obce_core.pruning.calibration import Calibration
 
 __all__ = ["prune"]
-
-# The Linear whose outputs are the units of each compensated group.
-_UNITS = {"v": "attention.self.value", "ffn": "intermediate.dense"}
 
 
 def _target_class(model):
@@ -95,14 +91,15 @@ def prune(model, scores, plan: PruningPlan, *, calibration: Calibration | None =
     for i, kept in enumerate(selection.kept):
         p = f"{prefix}encoder.layer.{i}."
         if len(selection.removed(i, "qk")):
-            for name in ("attention.self.query", "attention.self.key"):
+            for name in GROUP_LAYOUT["qk"].units:
                 take(p + name + ".weight", 0, kept["qk"])
                 take(p + name + ".bias", 0, kept["qk"])
             # No Q/K compensation: see the module docstring.
-        for group, reader in COMPENSATED_GROUPS.items():
+        for group in READ_GROUPS:
             if not len(selection.removed(i, group)):
                 continue
-            units, fix = _UNITS[group], compensation[(i, group)]
+            (units,), reader = GROUP_LAYOUT[group].units, GROUP_LAYOUT[group].reader
+            fix = compensation[(i, group)]
             take(p + units + ".weight", 0, kept[group])
             take(p + units + ".bias", 0, kept[group])
             take(p + reader + ".weight", 1, kept[group])

@@ -138,11 +138,11 @@ class ResultsStore:
         return f"ResultsStore({str(self.path)!r})"
 
     def _broken(self, exc: sqlite3.Error) -> ResultsStoreError:
-        # One line: the CLI prints it as is, the Compare page shows it beside its "move aside" button.
+        # One line: the CLI prints it as is, the Compare page shows it as its error.
         return ResultsStoreError(
             f"The results store {str(self.path)!r} cannot be read ({type(exc).__name__}: {exc}). If it is "
-            "damaged, move it aside with obce_core.results.quarantine_store (the Compare page offers this); "
-            "nothing is deleted and a new store starts empty."
+            "damaged, move it aside with obce_core.results.quarantine_store (nothing is deleted) and a new "
+            "store starts empty."
         )
 
     @contextlib.contextmanager

@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from obce_core import glue
-from obce_core.training import RunResult
+from obce_core.training import Recipe, RunResult
 
-__all__ = ["ROLES", "comparison_table", "comparisons"]
+__all__ = ["ROLES", "comparison_table", "comparisons", "latency_table"]
 
 # A run's role in a comparison, in table order.
 ROLES = ("original", "pruned", "recovered")
@@ -76,13 +78,48 @@ def comparison_table(results: list[RunResult]) -> pd.DataFrame:
 
 
 
+def latency_table(results: list[RunResult], contended_ids=()) -> pd.DataFrame:
+    """Per task: each role's latency (``<role> ms``), ``pruned / original``, and ``measured``.
+
+    Runs without a latency are left out. ``measured`` is ``contended`` when any run of the task is
+    in ``contended_ids`` (another job shared the machine meanwhile, so the ratio is not to be
+    trusted), else ``alone``. Columns: task, the roles' ms in ``ROLES`` order, the ratio when both
+    original and pruned were timed, measured; an empty frame for no timed run.
+    """
+    contended = set(contended_ids)
+    by_task: dict[str, dict] = {}
+    for r in results:
+        if r.latency_ms is None:
+            continue
+        row = by_task.setdefault(r.task, {"task": r.task, "measured": "alone"})
+        row[f"{r.role} ms"] = r.latency_ms
+        if r.id in contended:
+            row["measured"] = "contended"
+    if not by_task:
+        return pd.DataFrame(columns=["task", "measured"])
+    frame = pd.DataFrame(list(by_task.values()))
+    roles = [f"{role} ms" for role in ROLES if f"{role} ms" in frame.columns]
+    if "original ms" in frame.columns and "pruned ms" in frame.columns:
+        frame["pruned / original"] = frame["pruned ms"] / frame["original ms"]
+        roles.append("pruned / original")
+    return frame[["task", *roles, "measured"]]
+
+
+def _without_teacher(recipe_json: str) -> str:
+    """A stored recipe's canonical JSON with distillation dropped: the recipe its original trained with."""
+    return Recipe.from_dict(json.loads(recipe_json)).without_teacher().canonical_json()
+
+
 def comparisons(frame: pd.DataFrame) -> list[dict]:
     """Stored runs grouped to set side by side, newest first.
 
     Each group is one pruned configuration (source weights, plan, protocol, recipe) with the
     originals of the same source, protocol, recipe and tasks, and (protocol ``finetuned``) the
-    recovered runs of the same plan. A group is a dict: ``ids`` (result ids), ``plan``,
-    ``protocol``, ``recipe``, ``tasks`` (sorted), ``newest`` (the newest pruned row as a dict).
+    recovered runs of the same plan. A pruned run distilled from its original (``kd_teacher``
+    set) is matched with the originals of its recipe without the teacher, which trained them.
+    A group is a dict: ``ids`` (result ids), ``plan``, ``protocol``, ``recipe``, ``tasks``
+    (sorted), ``newest`` (the newest pruned row as a dict), ``distilled`` (the pruned runs
+    learned from their original).
     """
     rows = frame.to_dict("records")
     groups: dict[tuple, list[dict]] = {}
@@ -92,10 +129,12 @@ def comparisons(frame: pd.DataFrame) -> list[dict]:
     out = []
     for (source_fp, plan, protocol, recipe), pruned in groups.items():
         tasks = {r["task"] for r in pruned}
+        plain = _without_teacher(recipe)
         originals = [r for r in rows if r["role"] == "original" and r["source_fingerprint"] == source_fp
-                     and r["protocol"] == protocol and r["recipe"] == recipe and r["task"] in tasks]
+                     and r["protocol"] == protocol and _without_teacher(r["recipe"]) == plain and r["task"] in tasks]
         recovered = [r for r in rows if r["role"] == "recovered" and r["source_fingerprint"] == source_fp
                      and r["plan"] == plan and r["task"] in tasks] if protocol == "finetuned" else []
         out.append({"ids": [int(r["id"]) for r in originals + pruned + recovered], "plan": plan, "protocol": protocol,
-                    "recipe": recipe, "tasks": sorted(tasks), "newest": max(pruned, key=lambda r: r["id"])})
+                    "recipe": recipe, "tasks": sorted(tasks), "newest": max(pruned, key=lambda r: r["id"]),
+                    "distilled": json.loads(recipe).get("kd_teacher") is not None})
     return sorted(out, key=lambda g: -g["newest"]["id"])

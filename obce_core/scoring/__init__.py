@@ -2,8 +2,9 @@
 
 - ``texts``: scoring texts from the shipped demo corpus, a user's .txt/.csv file or GLUE.
 - ``capture``: one forward pass with hooks that records every neuron's output per sample, under
-  a per-model lock (``model_lock``) so that a model shared between threads is never hooked while
-  another caller runs it.
+  the model's lock (``obce_core.forward.model_lock``) so that a model shared between threads is
+  never hooked while another caller runs it. The lock, tokenizing and batching live in
+  ``obce_core.forward`` and the layout facts in ``obce_core.layout``; they are re-exported here.
 - ``checks``: what a scores file or a fresh result must satisfy before it is used or cached.
 - ``scores``: ``NeuronScores`` (rf, mean, std, ranks per neuron), its validated files, and
   ``score_model`` with its on-disk cache.

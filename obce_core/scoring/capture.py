@@ -7,17 +7,16 @@ A sample is the [CLS] token (``cls``, the paper's setting), every non-padding to
 or the mean over non-padding tokens (``mean``).
 
 Models and tokenizers are shared between threads (the dashboard caches one per process for all
-sessions). Hooks are attached only while :func:`model_lock` of the model is held, and they record
-only the forward passes of the capture that attached them; every other forward pass on a shared
-model (``cls_embeddings`` here, latency checks, ...) holds the same lock, so no caller ever runs a
-model while someone else's hooks are on it. ``output_hidden_states`` would avoid hooks, but it
+sessions). Hooks are attached only while :func:`obce_core.forward.model_lock` of the model is held,
+and they record only the forward passes of the capture that attached them; every other forward
+pass on a shared model runs in :func:`obce_core.forward.locked_eval`, under the same lock, so no
+caller ever runs a model while someone else's hooks are on it. ``output_hidden_states`` would avoid hooks, but it
 gives only layer outputs, not query/key/value or the FFN's inner activations.
 """
 
 from __future__ import annotations
 
 import threading
-import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -25,7 +24,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from obce_core.loading import base_model, encoder_layers
+from obce_core.forward import (
+    TRUNCATE_CHARS_PER_TOKEN,
+    Text,
+    length_sorted_batches,
+    locked_eval,
+    model_lock,
+    pool,
+    tokenize_texts,
+    truncate_text,
+)
+from obce_core.layout import COMPONENTS, PRUNABLE_COMPONENTS, base_model, component_modules, encoder_layers
 from obce_core.validation import check_choice, check_int, check_number
 
 __all__ = [
@@ -47,18 +56,8 @@ __all__ = [
     "truncate_text",
 ]
 
-# Order matters: it is the column order of every activation matrix and scores table.
-COMPONENTS = ("query", "key", "value", "intermediate", "attention_output", "output")
-PRUNABLE_COMPONENTS = ("query", "key", "value", "intermediate")
 TOKEN_MODES = ("cls", "all", "mean")
 DEFAULT_MEMORY_BUDGET_GB = 4.0
-# A text is cut to this many characters per token of max_length BEFORE tokenizing, so a huge
-# single-line text costs what a short one does. Every token covers at least one non-space
-# character, so the cut changes nothing unless the first max_length tokens are spread over more
-# than 20 characters each on average (long runs of whitespace or of characters the tokenizer drops).
-TRUNCATE_CHARS_PER_TOKEN = 20
-
-Text = str | tuple[str, str]
 
 
 class MemoryBudgetError(ValueError):
@@ -69,28 +68,6 @@ class CaptureError(RuntimeError):
     """A capture's result failed its consistency check (a hook missed a batch, a value is not finite)."""
 
 
-# -- sharing models between threads ----------------------------------------------------------
-_LOCKS: "weakref.WeakKeyDictionary[object, threading.RLock]" = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(obj) -> threading.RLock:
-    """The one re-entrant lock of a shared model (or tokenizer); created on first use.
-
-    Hold it (``with model_lock(model):``) for the whole of anything that attaches hooks to a model,
-    switches its train/eval mode or runs a forward pass on it, whenever other threads may reach the
-    same model. A head model and its encoder share one lock (the lock belongs to the encoder the
-    hooks sit on). Fast tokenizers are not thread-safe either (their truncation settings live in
-    Rust state): obce tokenizes under the tokenizer's own lock. Locks go away with their object.
-    """
-    key = base_model(obj) if isinstance(obj, torch.nn.Module) else obj
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(key)
-        if lock is None:
-            lock = _LOCKS[key] = threading.RLock()
-        return lock
-
-
 @dataclass
 class Activations:
     """Captured outputs: ``values[sample, column]``, with ``columns`` naming each column."""
@@ -99,18 +76,6 @@ class Activations:
     columns: pd.DataFrame  # layer, component, neuron; row i describes values[:, i]
     sample_text: np.ndarray  # int64 (n_samples,): which input text each sample came from
     token: str
-
-
-def component_modules(layer) -> dict[str, torch.nn.Module]:
-    """The module whose output is each component, for one ``BertLayer``."""
-    return {
-        "query": layer.attention.self.query,
-        "key": layer.attention.self.key,
-        "value": layer.attention.self.value,
-        "intermediate": layer.intermediate,  # its output is after the activation function
-        "attention_output": layer.attention.output.dense,
-        "output": layer.output.dense,
-    }
 
 
 def _width(module: torch.nn.Module) -> int:
@@ -129,49 +94,6 @@ def _column_table(model) -> pd.DataFrame:
     table = pd.concat(rows, ignore_index=True)
     table["component"] = pd.Categorical(table["component"], categories=COMPONENTS)
     return table
-
-
-# -- tokenizing ----------------------------------------------------------------------------
-def truncate_text(text: str, max_length: int) -> str:
-    """``text`` cut to ``TRUNCATE_CHARS_PER_TOKEN * max_length`` characters (see that constant)."""
-    return text[: TRUNCATE_CHARS_PER_TOKEN * max_length]
-
-
-def tokenize_texts(tokenizer, texts: Sequence[Text], max_length: int) -> list[dict]:
-    """Unpadded encodings of single texts or (a, b) pairs, truncated to ``max_length`` tokens.
-
-    Texts are cut by characters first (:func:`truncate_text`), so a 50 MB line tokenizes in
-    milliseconds instead of minutes and gigabytes.
-    """
-    if len(texts) == 0:
-        raise ValueError("No texts to score: pass at least 2 sentences (the paper uses hundreds).")
-    pairs = isinstance(texts[0], (tuple, list))
-    if pairs:
-        if not all(isinstance(t, (tuple, list)) and len(t) == 2 and all(isinstance(s, str) for s in t)
-                   for t in texts):
-            raise ValueError("Texts mix single sentences and pairs; pass all strings or all (a, b) pairs of strings.")
-        first = [truncate_text(t[0], max_length) for t in texts]
-        second = [truncate_text(t[1], max_length) for t in texts]
-        with model_lock(tokenizer):
-            enc = tokenizer(first, second, truncation=True, max_length=max_length)
-    else:
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-        if bad:
-            raise ValueError(f"Text #{bad[0]} is {type(texts[bad[0]]).__name__}, expected str.")
-        with model_lock(tokenizer):
-            enc = tokenizer([truncate_text(t, max_length) for t in texts], truncation=True, max_length=max_length)
-    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
-    return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
-
-
-def length_sorted_batches(tokenizer, encoded: list[dict], batch_size: int, device):
-    """Yield ``(text indices, padded batch on device)``, texts of similar length together."""
-    order = np.argsort([len(e["input_ids"]) for e in encoded], kind="stable")
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        with model_lock(tokenizer):
-            batch = tokenizer.pad([encoded[i] for i in idx], padding=True, return_tensors="pt")
-        yield idx, {k: v.to(device) for k, v in batch.items()}
 
 
 # -- capture -------------------------------------------------------------------------------
@@ -193,7 +115,7 @@ def capture_activations(
     matrix products, so different batch sizes agree to about 1e-5, not bit for bit (which is why
     the batch size is part of the score cache's key). The memory needed (samples x neurons x 4
     bytes) is checked before anything runs. Hooks stay on the model only while
-    :func:`model_lock` is held and record only this call's forward passes; the result is checked
+    :func:`obce_core.forward.model_lock` is held and record only this call's forward passes; the result is checked
     (every hook fired once per batch, every value finite) or ``CaptureError`` is raised.
     """
     owner = "capture_activations"
@@ -222,15 +144,14 @@ def capture_activations(
         np.repeat(np.arange(len(encoded)), lengths) if token == "all" else np.arange(len(encoded))
     ).astype(np.int64)
 
-    with model_lock(model):
-        _run_hooked(model, tokenizer, encoded, values, row_start, lengths, token, batch_size, progress)
+    with locked_eval(model) as device:
+        _run_hooked(model, tokenizer, encoded, values, row_start, lengths, token, batch_size, progress, device)
     _check_finite(values, columns)
     return Activations(values=values, columns=columns, sample_text=sample_text, token=token)
 
 
-def _run_hooked(model, tokenizer, encoded, values, row_start, lengths, token, batch_size, progress) -> None:
-    """The forward passes with hooks attached; the caller holds ``model_lock(model)``."""
-    device = next(model.parameters()).device
+def _run_hooked(model, tokenizer, encoded, values, row_start, lengths, token, batch_size, progress, device) -> None:
+    """The forward passes with hooks attached; the caller is inside ``locked_eval(model)``."""
     me = threading.get_ident()
     state: dict = {"active": False}
     modules = [m for layer in encoder_layers(model) for m in component_modules(layer).values()]
@@ -244,53 +165,43 @@ def _run_hooked(model, tokenizer, encoded, values, row_start, lengths, token, ba
                 return
             out = output[0] if isinstance(output, tuple) else output
             mask = state["mask"]
-            if token == "cls":
-                sel = out[:, 0, :]
-            elif token == "mean":
-                m = mask.unsqueeze(-1).to(out.dtype)
-                sel = (out * m).sum(1) / m.sum(1).clamp_min(1)
-            else:
-                sel = out[mask]
+            sel = out[mask] if token == "all" else pool(out, mask, token)
             values[state["rows"], c0:c1] = sel.float().cpu().numpy()
             fired[k] += 1
 
         return hook
 
     hooks, col = [], 0
-    was_training = model.training
     try:
         for k, module in enumerate(modules):
             width = _width(module)
             hooks.append(module.register_forward_hook(make_hook(k, col, col + width)))
             col += width
-        model.eval()
         done = 0
-        with torch.inference_mode():
-            for n_batch, (idx, batch) in enumerate(length_sorted_batches(tokenizer, encoded, batch_size, device), 1):
-                state["mask"] = batch["attention_mask"].bool()
-                if token == "all":
-                    # out[mask] walks texts in batch order, tokens in position order.
-                    state["rows"] = np.concatenate([row_start[i] + np.arange(lengths[i]) for i in idx])
-                else:
-                    state["rows"] = row_start[idx]
-                state["active"] = True
-                try:
-                    model(**batch)
-                finally:
-                    state["active"] = False
-                if (fired != n_batch).any():
-                    k = int(np.flatnonzero(fired != n_batch)[0])
-                    raise CaptureError(
-                        f"Capture hook {k} fired {int(fired[k])} times in {n_batch} batches; the model's "
-                        "forward pass does not call each encoder module once. Nothing was scored."
-                    )
-                done += len(idx)
-                if progress is not None:
-                    progress(done, len(encoded))
+        for n_batch, (idx, batch) in enumerate(length_sorted_batches(tokenizer, encoded, batch_size, device), 1):
+            state["mask"] = batch["attention_mask"].bool()
+            if token == "all":
+                # out[mask] walks texts in batch order, tokens in position order.
+                state["rows"] = np.concatenate([row_start[i] + np.arange(lengths[i]) for i in idx])
+            else:
+                state["rows"] = row_start[idx]
+            state["active"] = True
+            try:
+                model(**batch)
+            finally:
+                state["active"] = False
+            if (fired != n_batch).any():
+                k = int(np.flatnonzero(fired != n_batch)[0])
+                raise CaptureError(
+                    f"Capture hook {k} fired {int(fired[k])} times in {n_batch} batches; the model's "
+                    "forward pass does not call each encoder module once. Nothing was scored."
+                )
+            done += len(idx)
+            if progress is not None:
+                progress(done, len(encoded))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
 
 
 def _check_finite(values: np.ndarray, columns: pd.DataFrame) -> None:
@@ -316,19 +227,12 @@ def cls_embeddings(model, tokenizer, texts: Sequence[Text], *, max_length: int =
     """The encoder's last hidden state at [CLS] for every text, in input order (float32, CPU).
 
     What the pruning fidelity checks compare between an original and a pruned model; a task head,
-    if any, is bypassed. Runs under :func:`model_lock`, in eval mode.
+    if any, is bypassed. Runs in :func:`obce_core.forward.locked_eval`.
     """
     bert = base_model(model)
     encoded = tokenize_texts(tokenizer, texts, max_length)
     out = torch.empty(len(encoded), int(model.config.hidden_size))
-    device = next(model.parameters()).device
-    with model_lock(model):
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                for idx, batch in length_sorted_batches(tokenizer, encoded, batch_size, device):
-                    out[torch.as_tensor(idx)] = bert(**batch).last_hidden_state[:, 0].float().cpu()
-        finally:
-            model.train(was_training)
+    with locked_eval(model) as device:
+        for idx, batch in length_sorted_batches(tokenizer, encoded, batch_size, device):
+            out[torch.as_tensor(idx)] = pool(bert(**batch).last_hidden_state, None, "cls").float().cpu()
     return out

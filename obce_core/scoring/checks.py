@@ -17,7 +17,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from obce_core.scoring.capture import COMPONENTS
+from obce_core.layout import COMPONENTS
 
 __all__ = ["MAX_ABS_STATISTIC", "ScoresFileError", "activations_problem", "metadata_problem", "table_problem"]
 

@@ -13,6 +13,18 @@ import sys
 import pandas as pd
 from tqdm.auto import tqdm
 
+from obce_core.cli_args import (
+    add_model_argument,
+    add_overwrite_argument,
+    add_texts_arguments,
+    int_list,
+    int_range,
+    model_directory,
+    number_range,
+)
+from obce_core.io import check_output_path
+from obce_core.loading import load_model
+from obce_core.scoring.texts import resolve_texts
 from obce_core.topology.clouds import POOLINGS
 from obce_core.topology.diagrams import DEFAULT_MAX_POINTS, layer_diagrams
 from obce_core.topology.distances import comparison_table
@@ -21,35 +33,29 @@ from obce_core.topology.rips import DEFAULT_MEMORY_BUDGET_GB, MAX_DIMENSIONS, ME
 __all__ = ["add_parser", "run"]
 
 
-def _layers(raw: str) -> list[int]:
-    try:
-        return [int(part) for part in raw.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated hidden-state indices such as 0,3,6; got {raw!r}") from None
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``layers`` to the ``python -m obce_core`` subcommands."""
-    from obce_core.cli import _add_model_argument, _add_texts_arguments  # here: cli imports this module
-
     p = subparsers.add_parser(
         "layers", help="H0/H1 persistence diagrams of every layer's [CLS]/mean vectors; optional pruned comparison",
         description="The Vietoris-Rips persistence (gudhi) of each layer's cloud of text vectors. Hidden state 0 is the "
                     "embeddings, 1..L the encoder layers L0..L{L-1}.",
     )
-    _add_model_argument(p)
-    _add_texts_arguments(p)
+    add_model_argument(p)
+    add_texts_arguments(p)
     p.add_argument("--pooling", default="cls", choices=POOLINGS, help="[CLS] token or mean over tokens (default cls)")
     p.add_argument("--metric", default="euclidean", choices=METRICS)
     p.add_argument("--max-dimension", type=int, default=1, choices=MAX_DIMENSIONS, help="0: H0 only; 1: H0 and H1 (default)")
-    p.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS,
+    p.add_argument("--max-points", type=int_range(2), default=DEFAULT_MAX_POINTS,
                    help=f"at most this many texts per diagram, a subsample drawn with --seed (default {DEFAULT_MAX_POINTS})")
-    p.add_argument("--layers", type=_layers, help="hidden-state indices, e.g. 0,3,6 (default: all)")
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--memory-budget-gb", type=float, default=DEFAULT_MEMORY_BUDGET_GB)
-    p.add_argument("--pruned", help="a pruned model directory (from `prune --out`): compare its diagrams per layer")
+    p.add_argument("--layers", type=int_list(0, what="hidden-state indices"),
+                   help="hidden-state indices, e.g. 0,3,6 (default: all); checked against the model before any run")
+    p.add_argument("--max-length", type=int_range(2), default=128)
+    p.add_argument("--memory-budget-gb", type=number_range(0, low_open=True), default=DEFAULT_MEMORY_BUDGET_GB)
+    p.add_argument("--pruned", type=model_directory,
+                   help="a pruned model directory (from `prune --out`): compare its diagrams per layer")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     p.add_argument("--out", help="write the diagrams and clouds to this .npz file")
+    add_overwrite_argument(p, "an existing --out file")
     p.set_defaults(func=run)
     return p
 
@@ -72,11 +78,9 @@ def _diagrams(model, tokenizer, texts, args, what: str):
 
 
 def run(args) -> int:
-    from obce_core import load_model
-    from obce_core.scoring import resolve_texts
-
+    out = check_output_path(args.out, overwrite=args.overwrite) if args.out is not None else None
     texts, source = resolve_texts(args.texts, args.task, args.split, args.glue_dir, args.n, args.seed)
-    model, tokenizer = load_model(None if args.model == "default" else args.model, device=args.device)
+    model, tokenizer = load_model(args.model, device=args.device)
     result = _diagrams(model, tokenizer, texts, args, "original")
     sub = f" (a subsample of {result.n_points} drawn with seed {args.seed})" if result.subsampled else ""
     print(f"{len(texts)} texts from {source}{sub}; pooling={args.pooling}, metric={args.metric}; "
@@ -91,7 +95,7 @@ def run(args) -> int:
         pruned = _diagrams(pruned_model, pruned_tokenizer, texts, args, "pruned")
         print(f"\nBottleneck distance, original vs pruned ({args.pruned}):")
         print(comparison_table(result, pruned).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    if args.out:
-        result.save_npz(args.out)
-        print(f"\nWrote {args.out}")
+    if out is not None:
+        result.save_npz(out)
+        print(f"\nWrote {out}")
     return 0

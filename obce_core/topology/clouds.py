@@ -2,8 +2,8 @@
 
 A single forward pass with ``output_hidden_states=True`` gives the embeddings' output (hidden
 state 0) and every encoder layer's output (hidden state ``l`` is the output of encoder layer
-``l - 1``, which the dashboard calls ``L{l-1}``). No hooks are attached: the pass runs under
-``model_lock(model)`` in eval mode, like every other forward pass on a model that sessions share.
+``l - 1``, which the dashboard calls ``L{l-1}``). No hooks are attached: the pass runs in
+``obce_core.forward.locked_eval``, like every other forward pass on a model that sessions share.
 """
 
 from __future__ import annotations
@@ -11,17 +11,12 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
-from obce_core.loading import base_model
-from obce_core.scoring import length_sorted_batches, model_lock, tokenize_texts
+from obce_core.forward import POOLINGS, Text, length_sorted_batches, locked_eval, pool, tokenize_texts
+from obce_core.layout import base_model
 from obce_core.validation import check_choice, check_int
 
 __all__ = ["POOLINGS", "layer_clouds", "layer_name", "seeded_subsample"]
-
-POOLINGS = ("cls", "mean")
-
-Text = str | tuple[str, str]
 
 
 def layer_name(index: int) -> str:
@@ -60,24 +55,15 @@ def layer_clouds(
     encoded = tokenize_texts(tokenizer, texts, max_length)
     num_states = int(model.config.num_hidden_layers) + 1
     out = np.empty((num_states, len(encoded), int(model.config.hidden_size)), dtype=np.float32)
-    device = next(model.parameters()).device
     done = 0
-    with model_lock(model):
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                for idx, batch in length_sorted_batches(tokenizer, encoded, batch_size, device):
-                    states = bert(**batch, output_hidden_states=True, return_dict=True).hidden_states
-                    mask = batch["attention_mask"].unsqueeze(-1).float()
-                    for k, h in enumerate(states):
-                        pooled = h[:, 0] if pooling == "cls" else (h.float() * mask).sum(1) / mask.sum(1).clamp_min(1)
-                        out[k, idx] = pooled.float().cpu().numpy()
-                    done += len(idx)
-                    if progress is not None:
-                        progress(done, len(encoded))
-        finally:
-            model.train(was_training)
+    with locked_eval(model) as device:
+        for idx, batch in length_sorted_batches(tokenizer, encoded, batch_size, device):
+            states = bert(**batch, output_hidden_states=True, return_dict=True).hidden_states
+            for k, h in enumerate(states):
+                out[k, idx] = pool(h.float(), batch["attention_mask"], pooling).cpu().numpy()
+            done += len(idx)
+            if progress is not None:
+                progress(done, len(encoded))
     if not np.isfinite(out).all():
         raise ValueError(
             "The model's hidden states contain NaN or infinite values, so their distances are undefined. "

@@ -20,7 +20,7 @@ import pandas as pd
 if TYPE_CHECKING:  # only for annotations: diagrams imports this module
     from obce_core.topology.diagrams import LayerDiagrams
 
-__all__ = ["bottleneck", "bottleneck_by_dimension", "comparison_table", "consecutive_table"]
+__all__ = ["bottleneck", "comparison_table", "consecutive_table"]
 
 
 def _bars(diagram, dimension: int) -> np.ndarray:
@@ -50,11 +50,6 @@ def bottleneck(a, b, dimension: int) -> float:
         # e=0: gudhi's exact algorithm (its default tolerance reports identical diagrams as 1e-308)
         finite = float(gudhi.bottleneck_distance(fa.reshape(-1, 2), fb.reshape(-1, 2), 0))
     return max(finite, essential)
-
-
-def bottleneck_by_dimension(a, b, dimensions=(0, 1)) -> dict[int, float]:
-    """``{dimension: bottleneck distance}`` for each of ``dimensions``."""
-    return {int(k): bottleneck(a, b, int(k)) for k in dimensions}
 
 
 def _dimensions(result: "LayerDiagrams") -> range:

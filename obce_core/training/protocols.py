@@ -4,7 +4,9 @@ Both compare an original model with its pruned copy under the same recipe and se
 
 * ``run_paper_protocol`` (the paper's): load the PRE-TRAINED encoder with a new task head (its
   pooling from ``Recipe.pooling``), prune it with the plan, fine-tune original and pruned alike,
-  evaluate both.
+  evaluate both. With ``distill`` the pruned model learns from the fine-tuned original's logits
+  as well as the labels (``obce_core.training.distill``); its recipe's ``kd_teacher`` names the
+  original's run.
 * ``run_finetuned_protocol``: prune an already FINE-TUNED classifier, evaluate it at once, and
   optionally let it recover with a short fine-tune.
 
@@ -24,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from transformers import set_seed
 
 from obce_core import glue
 from obce_core.io import JsonDataclass
@@ -36,6 +39,7 @@ from obce_core.training.progress import (
     TrainingCancelled,
     is_main_process,
 )
+from obce_core.training.distill import run_teacher_id
 from obce_core.training.recipe import Recipe
 from obce_core.training.trainer import evaluate, fine_tune, head_fingerprint, latency_on_task, parameter_counts
 from obce_core.validation import check_int
@@ -46,6 +50,7 @@ __all__ = [
     "RunResult",
     "as_plan",
     "check_finetuned",
+    "check_labels",
     "run_finetuned_protocol",
     "run_paper_protocol",
 ]
@@ -114,7 +119,8 @@ def as_plan(plan):
     """``plan`` as a ``PruningPlan``: from a plan, its dict, a JSON string or file; None stays None."""
     if plan is None:
         return None
-    from obce_core.pruning import PruningPlan
+    # here: the pruning package imports pruning.fisher, which imports training (a circle at import time)
+    from obce_core.pruning.plan import PruningPlan
 
     if isinstance(plan, (str, os.PathLike)):
         return PruningPlan.from_json(plan)
@@ -137,7 +143,7 @@ def _done(progress: Progress | None, phase: str, result: "RunResult") -> None:
 
 
 def _prune_for(model, tokenizer, scores, plan):
-    from obce_core.pruning import prune
+    from obce_core.pruning.surgery import prune  # here: see as_plan
 
     if callable(scores):
         scores = scores(model, tokenizer)
@@ -151,8 +157,12 @@ def _prune_for(model, tokenizer, scores, plan):
 
 
 def _run_one(*, role, protocol, model, tokenizer, spec, recipe, train_recipe, plan, model_source,
-             source_fp, glue_dir, device, progress, should_stop, store) -> RunResult:
-    """Fine-tune (when ``train_recipe``) and evaluate one model, or answer it from ``store``."""
+             source_fp, glue_dir, device, progress, should_stop, store, teacher=None) -> RunResult:
+    """Fine-tune (when ``train_recipe``) and evaluate one model, or answer it from ``store``.
+
+    ``teacher``: a callable giving the teacher model to distil from (``train_recipe.kd_teacher``
+    names it); called only when the run is not answered from the store.
+    """
     counts = parameter_counts(model)
     result = RunResult(
         task=spec.name, role=role, protocol=protocol, model_source=str(model_source),
@@ -171,9 +181,11 @@ def _run_one(*, role, protocol, model, tokenizer, spec, recipe, train_recipe, pl
     _check_stop(should_stop, f"the {role} run on {spec.name}")
     start = time.perf_counter()
     if train_recipe is not None:
-        _phase(progress, f"fine-tuning {role} on {spec.name}")
+        teacher_model = teacher() if teacher is not None else None
+        how = "distilling" if teacher_model is not None else "fine-tuning"
+        _phase(progress, f"{how} {role} on {spec.name}")
         fine_tune(model, tokenizer, spec.name, train_recipe, glue_dir=glue_dir, device=device,
-                  progress=progress, should_stop=should_stop)
+                  progress=progress, should_stop=should_stop, teacher=teacher_model)
         _check_stop(should_stop, f"evaluating {role} on {spec.name}")
     _phase(progress, f"evaluating {role} on {spec.name}")
     metrics = evaluate(model, tokenizer, spec.name, recipe, glue_dir=glue_dir, device=device)
@@ -200,6 +212,7 @@ def run_paper_protocol(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     store=None,
+    distill: bool = False,
 ) -> dict[str, RunResult]:
     """The paper's protocol: prune the PRE-TRAINED model, fine-tune original and pruned alike.
 
@@ -210,11 +223,21 @@ def run_paper_protocol(
     ``None`` to run the original alone. Returns ``{"original": ..., "pruned": ...}``; each
     result is taken from / added to ``store`` when one is given. Raises ``TrainingCancelled``
     when ``should_stop()`` turns True.
-    """
-    from transformers import set_seed
 
+    ``distill``: the pruned model is trained by knowledge distillation from the fine-tuned
+    original (the recipe's ``kd_temperature`` and ``kd_alpha``); its run's recipe gets
+    ``kd_teacher = run_teacher_id(original run's key)``, so it is stored apart from the plain
+    fine-tune of the same plan. When the original is answered from the store, it is fine-tuned
+    again here to teach (only if the distilled run is not stored as well).
+    """
     spec = glue.get_task(task)
     recipe = Recipe.from_dict(recipe) if recipe is not None else Recipe()
+    if recipe.kd_teacher is not None:
+        raise ValueError(f"run_paper_protocol's recipe names teacher {recipe.kd_teacher!r}; the protocol fills "
+                         "kd_teacher in itself. Pass recipe.without_teacher() (and distill=True to distil).")
+    if distill and plan is None:
+        raise ValueError("run_paper_protocol(distill=True) needs a plan: distillation trains the PRUNED model "
+                         "from the original; give a plan, or distill=False to run the original alone.")
     plan = as_plan(plan)
     _check_stop(should_stop, f"loading the model for {spec.name}")
     _phase(progress, f"loading {model_source or 'default'} for {spec.name}")
@@ -227,10 +250,29 @@ def run_paper_protocol(
         _phase(progress, f"pruning for {spec.name}")
         # Pruned from the pre-trained weights, before the original is fine-tuned in place.
         runs.append(("pruned", _prune_for(model, tokenizer, scores, plan), plan))
-    common = dict(protocol="paper", tokenizer=tokenizer, spec=spec, recipe=recipe, train_recipe=recipe,
-                  model_source=model_source or "default", source_fp=source_fp, glue_dir=glue_dir,
-                  device=device, progress=progress, should_stop=should_stop, store=store)
-    return {role: _run_one(role=role, model=m, plan=p, **common) for role, m, p in runs}
+    common = dict(protocol="paper", tokenizer=tokenizer, spec=spec, recipe=recipe, model_source=model_source or "default",
+                  source_fp=source_fp, glue_dir=glue_dir, device=device, progress=progress, should_stop=should_stop,
+                  store=store)
+    out = {"original": _run_one(role="original", model=model, plan=None, train_recipe=recipe, **common)}
+    if plan is None:
+        return out
+    pruned_recipe, teacher = recipe, None
+    if distill:
+        original = out["original"]
+
+        def teacher():
+            # The original's weights are only trained here when its run was not answered from the store.
+            if original.from_store:
+                _check_stop(should_stop, f"fine-tuning the teacher on {spec.name}")
+                _phase(progress, f"fine-tuning the original on {spec.name} to teach the pruned model")
+                fine_tune(model, tokenizer, spec.name, recipe, glue_dir=glue_dir, device=device, progress=progress,
+                          should_stop=should_stop)
+            return model
+
+        pruned_recipe = recipe.replace(kd_teacher=run_teacher_id(original.key()))
+    out["pruned"] = _run_one(role="pruned", model=runs[1][1], plan=plan, train_recipe=pruned_recipe, teacher=teacher,
+                             **common)
+    return out
 
 
 def run_finetuned_protocol(
@@ -290,6 +332,11 @@ def check_finetuned(model, spec: glue.GlueTask, source) -> None:
             "the 'finetuned' protocol prunes a classifier already trained on the task. Use protocol "
             "'paper' for a pre-trained encoder."
         )
+    check_labels(model, spec, source)
+
+
+def check_labels(model, spec: glue.GlueTask, source) -> None:
+    """ValueError unless the classifier ``model`` has the task's number of labels, in the hub's id order."""
     if model.config.num_labels != spec.num_labels:
         raise ValueError(
             f"Model {str(source)!r} has {model.config.num_labels} labels but GLUE task {spec.name!r} has "

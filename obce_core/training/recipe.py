@@ -10,6 +10,9 @@ Presets (``RECIPE_PRESETS``), named for what they are:
   on a GPU (``benchmarks/recipe_search.py``), then trained and timed on the CPU
   (``benchmarks/RESULTS.md``).
   ``cpu`` alone names the CPU preset of the task at hand (``resolve_preset``).
+* ``cpu-generic``: the CPU preset of every task without its own (STS-B, QQP, MNLI, QNLI), sized
+  per task from its training-set size (``generic_cpu_sizing``): fewer epochs, then a seeded
+  training subset, so the ESTIMATED fine-tune stays within 15 minutes on the 2-core CPU.
 * ``smoke``: seconds; checks that everything runs and measures nothing.
 """
 
@@ -29,19 +32,33 @@ from obce_core.validation import check_choice, check_int, check_number, invalid
 __all__ = [
     "CPU_PRESET",
     "CPU_SECONDS_PER_STEP",
+    "GENERIC_CPU_BUDGET_S",
+    "GENERIC_CPU_PRESET",
+    "GENERIC_EVAL_SIZE",
     "PRECISIONS",
     "PRESET_CHOICES",
     "PRESET_DESCRIPTIONS",
     "RECIPE_PRESETS",
     "Recipe",
     "cpu_preset_name",
+    "cpu_seconds_per_step",
     "estimate_training",
+    "generic_cpu_sizing",
+    "preset_fields",
     "resolve_preset",
+    "subset_note",
 ]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 # The alias for "the CPU preset of the task at hand" (cpu-sst2 for sst2, ...).
 CPU_PRESET = "cpu"
+# The CPU preset of tasks without their own; sized per task (generic_cpu_sizing).
+GENERIC_CPU_PRESET = "cpu-generic"
+# cpu-generic's training budget: the ESTIMATED fine-tune time; the rest of 15 minutes is left for
+# loading, tokenizing and the dev evaluation.
+GENERIC_CPU_BUDGET_S = 12 * 60
+# cpu-generic scores larger dev splits (QQP 40k, MNLI 2 x 9.8k, QNLI 5.5k) on a seeded subset of this size.
+GENERIC_EVAL_SIZE = 2000
 
 _CPU = {"warmup_ratio": 0.1, "group_by_length": True}
 RECIPE_PRESETS: dict[str, dict[str, Any]] = {
@@ -63,6 +80,12 @@ RECIPE_PRESETS: dict[str, dict[str, Any]] = {
     # WNLI is adversarial (dev pairs contradict train pairs); BERT does not beat the majority class
     # on it either, so three epochs of a pair recipe are as good as more.
     "cpu-wnli": {**_CPU, "max_length": 128, "epochs": 3.0, "learning_rate": 5e-5, "batch_size": 16, "pooling": "cls"},
+    # Tasks without their own preset: the pair-task settings the per-task searches landed on (128
+    # tokens, batch 16, a mean-pooled head, lr inside their 3e-5..1e-4 range), NOT searched for these
+    # tasks. Epochs and a training subset are sized per task (generic_cpu_sizing); a regression
+    # task (STS-B) gets one output trained with MSE, like any classifier with num_labels=1.
+    "cpu-generic": {**_CPU, "max_length": 128, "epochs": 3.0, "learning_rate": 5e-5, "batch_size": 16,
+                    "pooling": "mean"},
     # Seconds: checks that everything runs, measures nothing.
     "smoke": {"max_length": 64, "max_steps": 20, "learning_rate": 5e-5, "train_size": 256, "eval_size": 128},
 }
@@ -74,28 +97,24 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
     "bert-glue": "BERT's GLUE recipe: whole split, 3 epochs, 128 tokens, lr 2e-5 (GPU)",
     "obce-40": "the OBCE paper's 40 epochs on BERT's GLUE recipe (GPU, hours per task)",
     **{f"{CPU_PRESET}-{t}": f"CPU preset of {t}" for t in ("sst2", "cola", "mrpc", "rte", "wnli")},
+    "cpu-generic": "CPU preset of the other tasks, sized from the training-set size to stay within ~15 min",
     "smoke": "20 steps: checks that it runs, measures nothing",
 }
 
 
 def cpu_preset_name(task: str) -> str:
-    """The name of the CPU preset of ``task`` (``cpu-sst2``); ValueError when it has none."""
+    """The name of the CPU preset of ``task``: its own (``cpu-sst2``), else ``cpu-generic``."""
     name = f"{CPU_PRESET}-{glue.get_task(task).name}"
-    if name not in RECIPE_PRESETS:
-        have = [p.split("-", 1)[1] for p in RECIPE_PRESETS if p.startswith(CPU_PRESET + "-")]
-        raise ValueError(
-            f"GLUE task {glue.get_task(task).name!r} has no CPU preset; CPU presets exist for {', '.join(have)}. "
-            "Name another preset (e.g. 'bert-glue' on a GPU) or give the recipe's fields."
-        )
-    return name
+    return name if name in RECIPE_PRESETS else GENERIC_CPU_PRESET
 
 
 def resolve_preset(name: str, task: str | None = None) -> str:
-    """A preset name with the ``cpu`` alias resolved for ``task``; ValueError for unknown names."""
+    """A preset name with the ``cpu`` alias resolved for ``task``; ValueError for unknown names,
+    and for ``cpu`` or ``cpu-generic`` without a task (both depend on it)."""
+    if name in (CPU_PRESET, GENERIC_CPU_PRESET) and task is None:
+        raise ValueError(f"Preset {name!r} depends on the task (its CPU preset, sized from its training set); name "
+                         f"the task, or one of {', '.join(p for p in RECIPE_PRESETS if p != GENERIC_CPU_PRESET)}.")
     if name == CPU_PRESET:
-        if task is None:
-            raise ValueError(f"Preset {CPU_PRESET!r} means the task's CPU preset; name the task, or one of "
-                             f"{', '.join(RECIPE_PRESETS)}.")
         return cpu_preset_name(task)
     check_choice(name, "preset", "Recipe.preset", PRESET_CHOICES,
                  fix="bert-glue = BERT's GLUE recipe, obce-40 = the OBCE paper's 40 epochs, cpu = the task's CPU "
@@ -103,8 +122,55 @@ def resolve_preset(name: str, task: str | None = None) -> str:
     return name
 
 
+def preset_fields(name: str, task: str | None = None) -> dict[str, Any]:
+    """The fields of preset ``name`` for ``task`` (``cpu-generic`` sized by ``generic_cpu_sizing``)."""
+    name = resolve_preset(name, task)
+    sized = generic_cpu_sizing(task) if name == GENERIC_CPU_PRESET else {}
+    return {**RECIPE_PRESETS[name], **sized}
+
+
+def generic_cpu_sizing(task: str) -> dict[str, Any]:
+    """What ``cpu-generic`` changes for ``task``, from the official split sizes (``GlueTask.train_rows``,
+    ``dev_rows``) and the CPU step-time estimate (``cpu_seconds_per_step``).
+
+    Three epochs when they fit ``GENERIC_CPU_BUDGET_S``; else fewer (to a tenth, at least one); else one
+    epoch of a seeded training subset that fits. A dev split above ``GENERIC_EVAL_SIZE`` examples is
+    scored on a seeded subset of that size (per validation split), so evaluation stays within a minute.
+    """
+    spec = glue.get_task(task)
+    base = RECIPE_PRESETS[GENERIC_CPU_PRESET]
+    budget = int(GENERIC_CPU_BUDGET_S // cpu_seconds_per_step(Recipe(**base), spec.name))  # optimizer steps
+    per_epoch = math.ceil(spec.train_rows / base["batch_size"])
+    if per_epoch * base["epochs"] <= budget:
+        out: dict[str, Any] = {}
+    elif per_epoch <= budget:
+        out = {"epochs": math.floor(10 * budget / per_epoch) / 10}
+    else:
+        out = {"epochs": 1.0, "train_size": budget * base["batch_size"]}
+    if spec.dev_rows > GENERIC_EVAL_SIZE:
+        out["eval_size"] = GENERIC_EVAL_SIZE
+    return out
+
+
+def subset_note(recipe: "Recipe", task: str) -> str:
+    """One sentence saying which splits ``recipe`` draws a subset of for ``task`` ('' for whole splits)."""
+    spec = glue.get_task(task)
+    parts = []
+    if recipe.train_size and recipe.train_size < spec.train_rows:
+        parts.append(f"trains on a seeded {recipe.train_size:,} of the {spec.train_rows:,} training examples")
+    if recipe.eval_size and recipe.eval_size < spec.dev_rows:
+        several = sum(s.startswith("validation") for s in spec.splits) > 1
+        parts.append(f"scores a seeded {recipe.eval_size:,} of the {spec.dev_rows:,} dev examples"
+                     + (" (of each validation split)" if several else ""))
+    return f"Sub-sampled: {' and '.join(parts)}." if parts else ""
+
+
 # Fields added after results were stored, with the value every earlier recipe trained with.
-_FIELDS_ADDED_LATER = {"pooling": "cls", "group_by_length": False}
+_FIELDS_ADDED_LATER = {"pooling": "cls", "group_by_length": False, "kd_temperature": 2.0, "kd_alpha": 0.5,
+                       "kd_teacher": None}
+# Knowledge distillation's fields: they change nothing without a teacher, so a recipe's key names them only
+# when it has one (and then all of them, defaults included: a KD run's key says how it was distilled).
+_KD_FIELDS = ("kd_temperature", "kd_alpha", "kd_teacher")
 
 
 @dataclass(frozen=True)
@@ -121,6 +187,13 @@ class Recipe(JsonDataclass):
     ``group_by_length`` draws training batches of similar lengths (Hugging Face's length-grouped
     sampler: random mega-batches sorted by length), which pads less: on a CPU the same examples
     train in a fraction of the time.
+
+    Knowledge distillation (Hinton et al. 2015), only when ``kd_teacher`` is set: ``kd_teacher``
+    identifies the teacher whose logits train the model (``obce_core.training.distill``: the
+    fingerprint of its weights, or of the stored run that trained it); it is filled in by the run
+    that is given the teacher, not chosen by hand. The loss is ``kd_alpha * T^2 * KL(softmax(t/T) ||
+    softmax(s/T)) + (1 - kd_alpha) * CE(s, y)`` with ``T = kd_temperature`` (regression: ``kd_alpha *
+    MSE(s, t) + (1 - kd_alpha) * MSE(s, y)``); ``kd_alpha = 1`` learns from the teacher alone.
     """
 
     _json_name = "recipe"
@@ -139,6 +212,9 @@ class Recipe(JsonDataclass):
     precision: str = "fp32"
     pooling: str = "cls"
     group_by_length: bool = False
+    kd_temperature: float = 2.0
+    kd_alpha: float = 0.5
+    kd_teacher: str | None = None
 
     def __post_init__(self):
         o = "Recipe"
@@ -166,8 +242,15 @@ class Recipe(JsonDataclass):
         if not isinstance(self.group_by_length, bool):
             raise invalid("group_by_length", o, "true or false", self.group_by_length,
                           fix="true draws batches of similar lengths (less padding), false random ones.")
+        check_number(self.kd_temperature, "kd_temperature", o, low=0, high=100, low_open=True,
+                     fix="The softmax temperature of distillation: 1 is the plain softmax; 2 to 4 is usual.")
+        check_number(self.kd_alpha, "kd_alpha", o, low=0, high=1,
+                     fix="The weight of the teacher's term: 1 learns from the teacher alone, 0 from the labels alone.")
+        if self.kd_teacher is not None and (not isinstance(self.kd_teacher, str) or not self.kd_teacher.strip()):
+            raise invalid("kd_teacher", o, "None or the teacher's fingerprint (a non-empty string)", self.kd_teacher,
+                          fix="Leave it None: fine_tune / finetune_task_model fill it in from the teacher they are given.")
         # Canonical types, so equal recipes give equal JSON (3 and 3.0 epochs are one recipe).
-        for name in ("epochs", "learning_rate", "weight_decay", "warmup_ratio"):
+        for name in ("epochs", "learning_rate", "weight_decay", "warmup_ratio", "kd_temperature", "kd_alpha"):
             object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("max_length", "max_steps", "batch_size", "eval_batch_size", "seed"):
             object.__setattr__(self, name, int(getattr(self, name)))
@@ -176,12 +259,12 @@ class Recipe(JsonDataclass):
     @classmethod
     def preset(cls, name: str, task: str | None = None, **overrides) -> "Recipe":
         """A named recipe (``RECIPE_PRESETS``; ``cpu`` = the CPU preset of ``task``) with some fields replaced."""
-        return cls(**{**RECIPE_PRESETS[resolve_preset(name, task)], **overrides})
+        return cls(**{**preset_fields(name, task), **overrides})
 
     @classmethod
     def for_task(cls, task: str, **overrides) -> "Recipe":
-        """The task's CPU preset (``cpu-<task>``) with some fields replaced."""
-        return cls.preset(cpu_preset_name(task), **overrides)
+        """The task's CPU preset (``cpu-<task>``, else ``cpu-generic`` sized for it) with some fields replaced."""
+        return cls.preset(cpu_preset_name(task), task, **overrides)
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)
@@ -190,11 +273,19 @@ class Recipe(JsonDataclass):
         """Compact JSON with sorted keys: equal recipes give equal text (the store's key).
 
         Fields added later are left out at the value that recipes from before them trained with
-        (``_FIELDS_ADDED_LATER``), so stored results keep answering the same recipe.
+        (``_FIELDS_ADDED_LATER``), so stored results keep answering the same recipe. The
+        distillation fields are left out without a teacher (they change nothing then) and all
+        written with one.
         """
+        distilled = self.kd_teacher is not None
         data = {k: v for k, v in self.to_dict().items()
-                if k not in _FIELDS_ADDED_LATER or v != _FIELDS_ADDED_LATER[k]}
+                if (distilled and k in _KD_FIELDS)
+                or (k not in _KD_FIELDS and (k not in _FIELDS_ADDED_LATER or v != _FIELDS_ADDED_LATER[k]))}
         return json.dumps(data, sort_keys=True)
+
+    def without_teacher(self) -> "Recipe":
+        """This recipe as a plain fine-tune (no distillation): the recipe a KD run's original trained with."""
+        return self.replace(kd_teacher=None)
 
     def steps(self, examples: int) -> int:
         """Optimizer steps on ``examples`` training rows, as Trainer counts them: whole batches per
@@ -221,7 +312,12 @@ def estimate_training(recipe: Recipe, task: str, *, runs: int = 1, extra_steps: 
     rows = spec.train_rows
     n = min(recipe.train_size or rows, rows) if rows else (recipe.train_size or 0)
     steps = recipe.steps(n)
+    return steps, (runs * steps + extra_steps) * cpu_seconds_per_step(recipe, spec.name)
+
+
+def cpu_seconds_per_step(recipe: Recipe, task: str) -> float:
+    """ESTIMATED seconds of one optimizer step of all-MiniLM-L6-v2 on the 2-core CPU under ``recipe``."""
     per_step = CPU_SECONDS_PER_STEP * (recipe.batch_size / 32) * (recipe.max_length / 64)
     if recipe.group_by_length:
-        per_step *= _GROUPED_SHARE.get(spec.name, 1.0)
-    return steps, (runs * steps + extra_steps) * per_step
+        per_step *= _GROUPED_SHARE.get(glue.get_task(task).name, 1.0)
+    return per_step

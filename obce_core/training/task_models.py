@@ -2,16 +2,18 @@
 
 ``finetune_task_model`` loads an encoder with a new head (pooling from ``Recipe.pooling``),
 fine-tunes it, scores it on the dev split and publishes the directory atomically: config, weights,
-tokenizer and ``obce_task.json`` (``TaskModelInfo``: task, recipe, dev metrics, main score,
-training time and steps, device, source model, creation time, obce version). The directory is an
-ordinary classifier that ``load_model(DIR)`` reloads; the protocol ``finetuned`` and the
-retraining-free evaluation prune such models. ``read_task_model_info`` reads the JSON back and
+tokenizer, a sentence-transformers source's module files (``sentence_transformers_files``) and
+``obce_task.json`` (``TaskModelInfo``: task, recipe, dev metrics, main score, training time and
+steps, device, source model, creation time, obce version, which splits were sub-sampled and, for a
+model distilled from a teacher task model, that teacher). The directory is an ordinary classifier
+that ``load_model(DIR)`` reloads; the protocol ``finetuned`` and the retraining-free evaluation prune such models. ``read_task_model_info`` reads the JSON back and
 ``list_task_models`` finds every task model under a folder.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -19,12 +21,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from transformers import set_seed
 
 from obce_core import glue
 from obce_core.io import JsonDataclass, publish_directory
 from obce_core.loading import load_model
+from obce_core.sentence_transformers_files import write_sentence_transformers_files
+from obce_core.training.distill import check_tokenizers, load_teacher, teacher_fingerprint
 from obce_core.training.progress import PhaseEvent, Progress, ShouldStop, is_main_process
-from obce_core.training.recipe import Recipe
+from obce_core.training.recipe import Recipe, subset_note
 from obce_core.training.trainer import evaluate, fine_tune
 
 __all__ = ["TASK_MODEL_FILE", "TaskModelInfo", "finetune_task_model", "list_task_models", "read_task_model_info"]
@@ -45,7 +50,10 @@ class TaskModelInfo(JsonDataclass):
 
     ``metrics`` are ``evaluate``'s (GLUE metrics as fractions plus ``main_score``) on the task's
     validation split under ``recipe`` (its ``eval_size`` subset, when set). ``train_s`` is the
-    wall time of the fine-tune alone, ``train_steps`` its optimizer steps.
+    wall time of the fine-tune alone, ``train_steps`` its optimizer steps. ``distilled_from``: the
+    teacher task model (its folder) a distilled model learned from, whose weights
+    ``recipe.kd_teacher`` fingerprints; None for a plain fine-tune. ``data_note`` says which splits
+    were sub-sampled (``recipe.subset_note``; '' when both were used whole).
     """
 
     _json_name = "task model info"
@@ -60,10 +68,16 @@ class TaskModelInfo(JsonDataclass):
     source_model: str
     created_at: str
     obce_version: str
+    distilled_from: str | None = None
+    data_note: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "task", glue.get_task(self.task).name)
         object.__setattr__(self, "recipe", Recipe.from_dict(self.recipe))
+        if (self.distilled_from is None) != (self.recipe.kd_teacher is None):
+            raise ValueError(f"A task model info names teacher {self.distilled_from!r} but its recipe's kd_teacher is "
+                             f"{self.recipe.kd_teacher!r}: a distilled model needs both, a plain one neither. Rewrite "
+                             "the file from the run that trained the model.")
 
     def to_dict(self) -> dict:
         data = super().to_dict()
@@ -117,12 +131,35 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
         raise FileExistsError(f"Output {str(out)!r} exists and is {what}; or choose another directory.")
 
 
+def _where(source: str | os.PathLike) -> str:
+    """A local folder as its absolute path (the record outlives the working directory); a hub id as it is."""
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else str(source)
+
+
+def _has_task_head(source: str, spec: glue.GlueTask) -> bool:
+    """True when ``source`` is a local classifier with the task's number of labels (e.g. a pruned task model).
+
+    Read from its config.json alone (data, never code), before loading: such a model keeps its
+    head and pooling, which ``Recipe.pooling`` (what a NEW head reads) must not replace.
+    """
+    path = Path(source).expanduser() / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # a hub id, or no readable config: load_model reports what is wrong
+    architectures = config.get("architectures") or []
+    labels = len(config.get("id2label") or {}) or config.get("num_labels")
+    return any("SequenceClassification" in a for a in architectures) and labels == spec.num_labels
+
+
 def finetune_task_model(
     task: str,
     out_dir: str | os.PathLike,
     *,
     model: str | os.PathLike | None = None,
     recipe: Recipe | dict | None = None,
+    teacher: str | os.PathLike | None = None,
     glue_dir: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     progress: Progress | None = None,
@@ -131,31 +168,46 @@ def finetune_task_model(
 ) -> TaskModelInfo:
     """Fine-tune ``model`` on ``task`` and save the classifier in ``out_dir``; returns its info.
 
-    ``model``: what ``load_model`` takes (default: the embedded all-MiniLM-L6-v2); a new head with
-    ``recipe.pooling`` is put on it. ``recipe``: default the task's CPU preset (``Recipe.for_task``).
-    ``out_dir`` must not exist, be empty, or (with ``overwrite``) hold an earlier task model; it is
-    written atomically, so a failure or ``TrainingCancelled`` leaves nothing behind.
+    ``model``: what ``load_model`` takes (default: the embedded all-MiniLM-L6-v2); an encoder gets
+    a new head with ``recipe.pooling``, a classifier for the task (e.g. a pruned task model) keeps
+    its own. ``recipe``: default the task's CPU preset (``Recipe.for_task``). ``teacher``: a task
+    model folder for the same task; the model then learns from its logits as well as the labels
+    (knowledge distillation with the recipe's ``kd_temperature`` and ``kd_alpha``), the saved
+    recipe's ``kd_teacher`` is the teacher's fingerprint and the info's ``distilled_from`` its
+    folder. ``out_dir`` must not exist, be empty, or (with ``overwrite``) hold an earlier task
+    model; it is written atomically, so a failure or ``TrainingCancelled`` leaves nothing behind.
     """
-    from transformers import set_seed
-
     spec = glue.get_task(task)
     recipe = Recipe.from_dict(recipe) if recipe is not None else Recipe.for_task(spec.name)
     out = Path(out_dir).expanduser()
     _check_out_dir(out, overwrite)  # before the slow steps; publish_directory checks again
     say = progress or (lambda event: None)
     source = "default" if model is None or str(model) in ("", "default") else str(model)
-    say(PhaseEvent(f"loading {source} for {spec.name}"))
+    teacher_net = None
+    if teacher is not None:
+        say(PhaseEvent(f"loading the teacher {teacher}"))
+        teacher_net, teacher_tokenizer = load_teacher(teacher, spec.name, device=device)
+        fingerprint = teacher_fingerprint(teacher_net)
+        if recipe.kd_teacher not in (None, fingerprint):
+            raise ValueError(f"The recipe's kd_teacher {recipe.kd_teacher!r} is not the fingerprint of teacher "
+                             f"{str(teacher)!r} ({fingerprint}); leave kd_teacher None, it is filled in from the teacher.")
+        recipe = recipe.replace(kd_teacher=fingerprint)
+    note = subset_note(recipe, spec.name)  # said in the job's line and in obce_task.json
+    say(PhaseEvent(f"loading {source} for {spec.name}" + (f" ({note})" if note else "")))
     set_seed(recipe.seed)  # the new head is drawn from this seed
-    net, tokenizer = load_model(None if source == "default" else source, num_labels=spec.num_labels,
-                                classifier_pooling=recipe.pooling, device=device)
+    keep_head = source != "default" and _has_task_head(source, spec)
+    net, tokenizer = load_model(source, num_labels=spec.num_labels,
+                                classifier_pooling=None if keep_head else recipe.pooling, device=device)
+    if teacher_net is not None:
+        check_tokenizers(teacher_tokenizer, tokenizer, teacher, source)
     if not spec.is_regression:  # label names in the config, in the hub's id order
         net.config.id2label = dict(enumerate(spec.label_names))
         net.config.label2id = {name: i for i, name in enumerate(spec.label_names)}
     net.config.finetuning_task = spec.name
-    say(PhaseEvent(f"fine-tuning on {spec.name}"))
+    say(PhaseEvent(f"{'distilling' if teacher_net is not None else 'fine-tuning'} on {spec.name}"))
     start = time.perf_counter()
     fine_tune(net, tokenizer, spec.name, recipe, glue_dir=glue_dir, device=device, progress=progress,
-              should_stop=should_stop)
+              should_stop=should_stop, teacher=teacher_net)
     train_s = time.perf_counter() - start
     say(PhaseEvent(f"evaluating on {spec.name}"))
     metrics = evaluate(net, tokenizer, spec.name, recipe, glue_dir=glue_dir, device=device)
@@ -164,12 +216,14 @@ def finetune_task_model(
         main_score=float(metrics["main_score"]), train_s=round(train_s, 3), train_steps=int(net.obce_train_steps),
         device=str(next(net.parameters()).device), source_model=source,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), obce_version=_obce_version(),
+        distilled_from=None if teacher is None else _where(teacher), data_note=note,
     )
     say(PhaseEvent(f"saving {out}"))
 
     def fill(tmp: Path) -> None:
         net.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        write_sentence_transformers_files(net, tmp)  # a sentence-transformers source's modules come along
         info.to_json(tmp / TASK_MODEL_FILE)
 
     if is_main_process():  # one writer under accelerate launch / torchrun

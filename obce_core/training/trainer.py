@@ -2,7 +2,8 @@
 
 ``fine_tune`` trains in place, so the same code runs on the CPU, on one GPU, or on many under
 ``accelerate launch`` / ``torchrun`` (``Recipe.batch_size`` is the GLOBAL batch: each of
-``WORLD_SIZE`` processes gets an equal share, so results stay comparable across machines).
+``WORLD_SIZE`` processes gets an equal share, so results stay comparable across machines). Given a
+``teacher``, it trains by knowledge distillation instead (``obce_core.training.distill``).
 ``evaluate`` predicts through ``Trainer.predict`` and scores with ``glue.compute_metrics``.
 ``measure_latency``, ``parameter_counts`` and ``head_fingerprint`` describe a model for a result.
 """
@@ -17,9 +18,14 @@ import tempfile
 import time
 
 import torch
+from transformers import DataCollatorWithPadding, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from obce_core import glue
-from obce_core.loading import base_model, hash_tensors_
+from obce_core.forward import locked_eval, model_lock
+from obce_core.layout import base_model
+from obce_core.loading import hash_tensors_
+from obce_core.training.distill import check_distillation, make_distill_trainer
 from obce_core.training.progress import Progress, ShouldStop, StepEvent, TrainingCancelled, world_size
 from obce_core.training.recipe import Recipe
 
@@ -71,7 +77,7 @@ def _per_device(batch: int, name: str) -> int:
 
 def _tokenize(dataset, tokenizer, spec: glue.GlueTask, max_length: int):
     """Token ids (truncated to ``max_length``, unpadded) and ``label``; text columns dropped."""
-    from datasets.utils import logging as ds_logging
+    from datasets.utils import logging as ds_logging  # here: datasets is heavy, and only training needs it
 
     cols = list(spec.text_columns)
 
@@ -96,8 +102,6 @@ def _sampling_args(arguments_class, group_by_length: bool) -> dict:
 
 
 def _training_args(recipe: Recipe, output_dir: str, device, *, logging_steps: int = 1):
-    from transformers import TrainingArguments
-
     device = None if device is None else torch.device(device)
     use_cpu = device is not None and device.type == "cpu"
     cuda = torch.cuda.is_available() and not use_cpu
@@ -130,18 +134,16 @@ def _training_args(recipe: Recipe, output_dir: str, device, *, logging_steps: in
     )
 
 
-def _make_trainer(model, tokenizer, args, train_dataset=None, callbacks=None):
-    from transformers import DataCollatorWithPadding, Trainer
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+def _make_trainer(model, tokenizer, args, train_dataset=None, callbacks=None, *, teacher=None, recipe=None):
+    """Hugging Face's Trainer; with a ``teacher``, the distillation Trainer (``recipe``'s KD settings)."""
+    from transformers import Trainer  # here: transformers.trainer pulls in datasets (heavy)
 
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    kwargs = dict(model=model, args=args, train_dataset=train_dataset, data_collator=DataCollatorWithPadding(tokenizer),
+                  processing_class=tokenizer, callbacks=callbacks)
+    if teacher is None:
+        trainer = Trainer(**kwargs)
+    else:
+        trainer = make_distill_trainer(teacher, temperature=recipe.kd_temperature, alpha=recipe.kd_alpha, **kwargs)
     # Progress goes to our callback (CLI bar, job status), not to stdout.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -162,8 +164,6 @@ def check_head(model, spec: glue.GlueTask) -> None:
 
 
 def _make_progress_callback(progress: Progress | None, should_stop: ShouldStop | None):
-    from transformers import TrainerCallback
-
     class _ObceCallback(TrainerCallback):
         """Reports step, loss and ETA; stops training when ``should_stop()`` says so."""
 
@@ -207,6 +207,7 @@ def fine_tune(
     device: str | torch.device | None = None,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
+    teacher=None,
 ):
     """Fine-tune ``model`` (a sequence classifier) in place on the task's training split.
 
@@ -219,10 +220,16 @@ def fine_tune(
     process under ``accelerate launch``). Returns the trained model, in eval mode, with the
     logged ``(step, loss)`` pairs in ``model.obce_train_losses`` and the optimizer steps taken in
     ``model.obce_train_steps``.
+
+    ``teacher``: a classifier for the same task whose logits the model learns from as well
+    (knowledge distillation, ``obce_core.training.distill``; the loss and its weights are the
+    recipe's ``kd_*`` fields, and ``recipe.kd_teacher`` must name the teacher). It runs on every
+    batch in eval mode without autograd, moved to the model's device; it is not trained.
     """
     recipe = recipe or Recipe()
     spec = glue.get_task(task)
     check_head(model, spec)
+    check_distillation(teacher, model, spec, recipe)
     train = glue.load_task(spec, "train", glue_dir, n=recipe.train_size, seed=recipe.seed)
     train = _tokenize(train, tokenizer, spec, recipe.max_length)
     steps = recipe.steps(len(train))
@@ -230,7 +237,8 @@ def fine_tune(
     out = tempfile.mkdtemp(prefix="obce-finetune-")
     try:
         args = _training_args(recipe, out, device, logging_steps=max(1, min(50, steps // 25)))
-        trainer = _make_trainer(model, tokenizer, args, train_dataset=train, callbacks=[callback])
+        trainer = _make_trainer(model, tokenizer, args, train_dataset=train, callbacks=[callback], teacher=teacher,
+                                recipe=recipe)
         trainer.train()
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -293,7 +301,8 @@ def measure_latency(model, tokenizer, texts, *, batch_size: int = 64, max_length
     """Median milliseconds of one forward pass over a batch of ``batch_size`` texts.
 
     The batch is the first ``batch_size`` texts (strings or pairs), padded to its longest;
-    one warm-up pass is not timed. On CUDA the clock waits for the GPU.
+    one warm-up pass is not timed. On CUDA the clock waits for the GPU. The passes run in
+    ``obce_core.forward.locked_eval`` (the model's lock, eval mode, no autograd).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1; got {repeats}.")
@@ -301,25 +310,21 @@ def measure_latency(model, tokenizer, texts, *, batch_size: int = 64, max_length
     if not batch:
         raise ValueError("measure_latency needs at least one text.")
     columns = list(zip(*batch)) if isinstance(batch[0], (tuple, list)) else [batch]
-    device = next(model.parameters()).device
-    enc = tokenizer(*[list(c) for c in columns], truncation=True, max_length=max_length, padding=True,
-                    return_tensors="pt").to(device)
-    was_training = model.training
-    model.eval()
+    with model_lock(tokenizer):
+        enc = tokenizer(*[list(c) for c in columns], truncation=True, max_length=max_length, padding=True,
+                        return_tensors="pt")
     times = []
-    try:
-        with torch.inference_mode():
-            for i in range(repeats + 1):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                model(**enc)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                if i:  # the first pass warms caches and kernels
-                    times.append((time.perf_counter() - start) * 1000.0)
-    finally:
-        model.train(was_training)
+    with locked_eval(model) as device:
+        enc = enc.to(device)
+        for i in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            model(**enc)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i:  # the first pass warms caches and kernels
+                times.append((time.perf_counter() - start) * 1000.0)
     return float(statistics.median(times))
 
 

@@ -1,0 +1,90 @@
+"""The smallest plan within a tolerance, per scorer: FLOPs removed, scores and times.
+
+    python benchmarks/bench_search.py --model TASK_MODEL_DIR --task sst2 --tolerance 1 \
+        --scorers rf,std,fisher,random --out-root artifacts/search
+
+For each scorer, ``search_task_model`` (what ``python -m obce_core search`` runs) searches the task
+model with encoder FLOPs per token as the cost, then saves the pruned model to
+``<out-root>/<task>-<scorer>``. One JSON line per search is appended to
+``benchmarks/data/search.jsonl``: FLOPs removed, the search-split and full-dev scores (original
+and pruned), the seconds to the first plan within the tolerance that removes something (counted
+from the call, loading and scoring included), the whole time, the plans evaluated, and the load
+average before and after (timings on a shared CPU are indicative).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from obce_core.io import write_text_atomic
+from obce_core.search import SearchSettings, search_task_model
+
+JSONL = Path(__file__).resolve().parent / "data" / "search.jsonl"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _append_line(path: Path, record: dict) -> None:
+    before = path.read_text(encoding="utf-8") if path.is_file() else ""
+    write_text_atomic(path, before + json.dumps(record, sort_keys=True) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--task", required=True)
+    ap.add_argument("--tolerance", type=float, default=1.0)
+    ap.add_argument("--scorers", default="rf,std,fisher,random")
+    ap.add_argument("--compensation", default="auto")
+    ap.add_argument("--time-budget", type=float, default=420.0)
+    ap.add_argument("--search-size", type=int, default=1000)
+    ap.add_argument("--out-root", required=True)
+    ap.add_argument("--glue-dir", default=os.environ.get("OBCE_GLUE_DIR"))
+    a = ap.parse_args()
+    Path(a.out_root).mkdir(parents=True, exist_ok=True)
+    for scorer in a.scorers.split(","):
+        settings = SearchSettings(tolerance=a.tolerance, scorer=scorer, compensation=a.compensation,
+                                  time_budget_s=a.time_budget)
+        start, first = time.perf_counter(), []
+
+        def on_row(row, start=start, first=first):
+            if not first and row["feasible"] and row["cost_removed"] > 0:
+                first.append(time.perf_counter() - start)
+
+        load_before = os.getloadavg()[0]
+        report = search_task_model(a.model, a.task, Path(a.out_root) / f"{a.task}-{scorer}", settings,
+                                   glue_dir=a.glue_dir, search_size=a.search_size, overwrite=True, on_row=on_row,
+                                   progress=lambda event: None)
+        record = {
+            "task": report.task, "scorer": scorer, "tolerance": a.tolerance, "compensation": a.compensation,
+            "flops_removed": report.cost_removed, "params_before": report.params_before,
+            "params_after": report.params_after,
+            "search_original": report.search_original["main_score"], "search_found": report.search_found["main_score"],
+            "dev_original": report.dev_original["main_score"], "dev_found": report.dev_found["main_score"],
+            "dev_drop_points": 100 * (report.dev_original["main_score"] - report.dev_found["main_score"]),
+            "first_plan_s": first[0] if first else None, "search_s": report.seconds_search,
+            "total_s": report.seconds_total, "plans": len(report.rows), "stopped": report.stopped,
+            "plan": report.plan, "search_split": report.search_split, "model": a.model,
+            "load_before": load_before, "load_after": os.getloadavg()[0], "commit": _commit(),
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        _append_line(JSONL, record)
+        print(f"{scorer:8s} {100 * report.cost_removed:5.1f} % FLOPs removed | dev {100 * report.dev_found['main_score']:.2f}"
+              f" vs {100 * report.dev_original['main_score']:.2f} | first plan {record['first_plan_s'] or float('nan'):.0f} s"
+              f" | {report.seconds_total:.0f} s total, {len(report.rows)} plans", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The Prune page's "Find the smallest plan within X points": a plan search as a background job.
+
+The form starts ``jobs.SearchJobSpec`` (``obce_core.search.search_task_model``) for the task model
+on the page; the latest search of this model and task is then drawn from its trail file while it
+runs (every evaluated plan, the best one within the tolerance so far) and from its report once it
+has finished (search-split and dev scores, cost before and after). **Use these percentiles**
+makes the best plan the page's plan in force (per-layer overrides, sliders at 0).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from obce_core import jobs, plots
+from obce_core.layout import GROUPS
+from obce_core.pruning import COMPENSATIONS, SCORERS, PruningPlan
+from obce_core.search import COST_LABELS, COSTS, SearchSettings, read_search_report
+from obce_core.workspace import default_workspace
+from obce_dashboard import prune_plan, ui
+from obce_dashboard.job_panel import job_panel, poll
+
+__all__ = ["search_ui"]
+
+SEARCHES_FOLDER = "searches"
+
+
+def _search_jobs(workspace: Path, source: str, task: str) -> list[tuple[Path, jobs.JobStatus, jobs.SearchJobSpec]]:
+    """Search jobs of this model and task, newest first."""
+    target = str(Path(source).expanduser().resolve())
+    found = []
+    for status in jobs.list_jobs(workspace):
+        if status.kind != "search":
+            continue
+        folder = workspace / "jobs" / status.job_id
+        try:
+            spec = jobs.read_spec(folder / jobs.SPEC_FILE)
+        except (ValueError, OSError):
+            continue
+        if spec.model == target and spec.task == task:
+            found.append((folder, status, spec))
+    return found
+
+
+def _rows(path: str | None) -> list[dict]:
+    p = Path(path) if path else None
+    if p is None or not p.is_file():
+        return []
+    rows = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # the line being written right now
+    return rows
+
+
+def _use_plan(plan: dict) -> None:
+    ss = st.session_state
+    chosen = PruningPlan.from_dict(plan)
+    for name in ("qk", "v", "ffn"):
+        ss[name] = 0.0
+    ss["skip_layers"] = 0
+    ss["scorer"], ss["compensation"], ss["prune_seed"] = chosen.scorer, chosen.compensation, chosen.seed
+    prune_plan.set_overrides(chosen.layers)
+    ss["_overrides_version"] = ss.get("_overrides_version", 0) + 1  # the overrides editor shows the new table
+
+
+def trail_ui(rows: list[dict], spec: jobs.SearchJobSpec, num_layers: int) -> None:
+    if not rows:
+        st.caption("No plan has been evaluated yet (the job loads the model and scores the training sentences first).")
+        return
+    original = rows[0]
+    feasible = [r for r in rows if r["feasible"]]
+    best = max(feasible, key=lambda r: (r["cost_removed"], r["main_score"])) if feasible else None
+    label = COST_LABELS[spec.settings.cost]
+    st.plotly_chart(plots.search_front_figure(rows, original["main_score"], spec.settings.tolerance, best=best,
+                                              cost_label=label.split(" (")[0]), key="search_front")
+    st.caption(f"Each point is a plan really pruned and evaluated on the search split ({original['n_eval']} {spec.task} "
+               f"TRAINING examples, seed {spec.search_seed}); hollow: outside the tolerance. The dev split is read only "
+               f"when the search has finished.")
+    if best is None:
+        return
+    st.markdown(f"**Best so far:** {100 * best['cost_removed']:.1f} % of {label} removed, search-split score "
+                f"{100 * best['main_score']:.2f} (original {100 * original['main_score']:.2f}, tolerance "
+                f"{spec.settings.tolerance:g}).")
+    table = pd.DataFrame(PruningPlan.from_dict(best["plan"]).percent_table(num_layers))
+    st.dataframe(table, hide_index=True, column_config={g: st.column_config.NumberColumn(format="%g %%") for g in GROUPS})
+    st.button("Use these percentiles here", icon=":material/input:", on_click=_use_plan, args=(best["plan"],),
+              key="use_search_plan",
+              help="Makes them this page's plan in force (per-layer overrides, sliders at 0). The page ranks units "
+                   "with ITS scores; the search ranked them with scores of the task's training sentences, which the "
+                   "saved model in the search's folder uses.")
+
+
+def report_ui(spec: jobs.SearchJobSpec) -> None:
+    try:
+        report = read_search_report(spec.out)
+    except ValueError:
+        return
+    table = pd.DataFrame([
+        {"": "original", "search split": 100 * report.search_original["main_score"],
+         "dev": 100 * report.dev_original["main_score"], "cost": report.cost_before, "parameters": report.params_before},
+        {"": "found plan", "search split": 100 * report.search_found["main_score"],
+         "dev": 100 * report.dev_found["main_score"], "cost": report.cost_after, "parameters": report.params_after},
+    ]).set_index("")
+    st.dataframe(table, column_config={"search split": st.column_config.NumberColumn(format="%.2f"),
+                                       "dev": st.column_config.NumberColumn(format="%.2f"),
+                                       "cost": st.column_config.NumberColumn(report.cost_label, format="%.4g")})
+    note = f"; stopped at the {report.stopped}" if report.stopped else ""
+    st.caption(f"{report.summary()}{note}. The pruned model, plan.json and search_report.json are in `{spec.out}`: load "
+               "that folder on **Model & data** to score, prune or fine-tune it further.")
+
+
+def start_ui(workspace: Path, source: str, task: str, plan: PruningPlan) -> None:
+    with st.form("search_form", border=True):
+        st.markdown("**Find the smallest plan within X points** (a background job; progress shows here)")
+        a, b, c = st.columns(3)
+        tolerance = a.number_input("Tolerance (points)", min_value=0.0, max_value=100.0, value=1.0, step=0.5,
+                                   key="search_tolerance")
+        cost = b.selectbox("Cost to minimise", list(COSTS), format_func=lambda k: COST_LABELS[k], key="search_cost")
+        budget = c.number_input("Time budget (s)", min_value=30, max_value=3600, value=600, step=30, key="search_budget")
+        d, e, f = st.columns(3)
+        scorer = d.selectbox("Rank units by", list(SCORERS), index=list(SCORERS).index(plan.scorer), key="search_scorer")
+        compensation = e.selectbox("Compensation", list(COMPENSATIONS), index=list(COMPENSATIONS).index(plan.compensation),
+                                   key="search_compensation")
+        size = f.selectbox("Search split (training examples)", [500, 1000, 2000], index=1, key="search_size")
+        st.caption("The search never reads the dev split; it reports the found plan's dev score at the end. On this "
+                   "kind of CPU a search of all-MiniLM takes several minutes; the first plan within the tolerance "
+                   "shows within about a minute.")
+        go = st.form_submit_button("Find the smallest plan", icon=":material/search:")
+    if go:
+        with ui.errors("Could not start the search"):
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            (workspace / SEARCHES_FOLDER).mkdir(parents=True, exist_ok=True)  # the workspace's own folder
+            out = workspace / SEARCHES_FOLDER / f"{task}-{scorer}-{tolerance:g}pt-{stamp}"
+            settings = SearchSettings(tolerance=tolerance, cost=cost, scorer=scorer, compensation=compensation,
+                                      time_budget_s=float(budget))
+            spec = jobs.SearchJobSpec(model=source, task=task, out=str(out), settings=settings, search_size=int(size))
+            job_id = jobs.start_job(spec, workspace)
+            st.success(f"Started search job `{job_id}`.")
+            st.rerun()
+
+
+def search_ui(source: str, task: str, plan: PruningPlan, num_layers: int) -> None:
+    """The search section for the task model ``source`` (fine-tuned on ``task``)."""
+    workspace = default_workspace()
+    found = _search_jobs(workspace, source, task)
+    if not found:
+        st.caption("No search of this model yet: find the plan that removes the most cost within a tolerance, with "
+                   "percentiles chosen per layer and group.")
+        start_ui(workspace, source, task, plan)
+        return
+    folder, status, spec = found[0]
+    active = status.active
+
+    def draw() -> bool:
+        now = jobs.job_status(folder)
+        if now.active or now.state in ("failed", "cancelled"):
+            job_panel(folder, now, f"search of {spec.task} within {spec.settings.tolerance:g} point(s)", unit="plan")
+        trail_ui(_rows(now.output), spec, num_layers)
+        if now.state == "done":
+            report_ui(spec)
+        return not now.active
+
+    poll(draw, active)
+    if not active:
+        with st.expander("Start another search"):
+            start_ui(workspace, source, task, plan)

@@ -1,0 +1,98 @@
+"""The plan search on the Prune page and on the command line, end to end, on a tiny task model.
+
+Oracles: the job's own ``search_report.json`` and trail for what the page draws; ``load_plan`` and
+``training.evaluate`` of the saved folder for the CLI; the page's plan in force (``current_plan``'s
+session values) after **Use these percentiles here**.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import GLUE_DIR, make_tiny_bert, needs_glue
+from obce_core import jobs, load_model
+from obce_core.pruning import PruningPlan, load_plan
+from obce_core.search import SearchSettings, read_search_report
+from obce_core.training import Recipe, evaluate
+from test_app_prune_compare import APP, PRUNE_PAGE, TIMEOUT, _clean
+from test_search import _task_model
+
+pytestmark = needs_glue
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch, one_torch_thread):
+    ws = tmp_path / "workspace"
+    monkeypatch.setenv("OBCE_WORKSPACE", str(ws))
+    monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))
+    return ws
+
+
+def test_prune_page_starts_a_search_draws_its_trail_and_loads_the_plan(workspace, tokenizer, monkeypatch):
+    source = _task_model(workspace / "task_models" / "tiny-sst2", tokenizer)
+    started = []
+    monkeypatch.setattr(jobs, "start_job", lambda spec, ws=None: started.append(jobs.create_job(spec, ws)) or "x")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params = {"model": str(source), "data": "demo", "n": "16"}
+    at.run()
+    next(b for b in at.button if b.label == "Score neurons").click().run()
+    at.switch_page(PRUNE_PAGE).run()
+    _clean(at)
+    assert any("No search of this model yet" in c.value for c in at.caption)
+    at.number_input(key="search_tolerance").set_value(2.0)  # inside the form: sent with its button
+    next(b for b in at.button if b.label == "Find the smallest plan").click().run()
+    _clean(at)
+    spec = jobs.read_spec(started[0] / jobs.SPEC_FILE)
+    assert isinstance(spec, jobs.SearchJobSpec) and spec.settings.tolerance == 2.0 and spec.task == "sst2"
+    assert spec.model == str(source.resolve()) and spec.out.startswith(str((workspace / "searches").resolve()))
+
+    # The job, made small, run here in this process; the page then draws its trail and report.
+    small = jobs.SearchJobSpec(model=str(source), task="sst2", out=spec.out, search_size=80, score_texts=16,
+                               settings=SearchSettings(tolerance=2.0, compensation="none", levels=[0, 50, 90],
+                                                       sensitivity_levels=[90], exhaustive_limit=0))
+    (started[0] / jobs.SPEC_FILE).write_text(small.absolute().to_json())
+    report = jobs.run_job(started[0])
+    assert jobs.job_status(started[0]).state == "done"
+    at.run()
+    _clean(at)
+    chart = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "search split" in c.proto.spec)
+    drawn = sorted((x, y) for t in chart["data"] if t["name"] != "best within tolerance" for x, y in zip(t["x"], t["y"]))
+    expected = sorted((100 * r["cost_removed"], 100 * r["main_score"]) for r in report.rows)
+    assert len(drawn) == len(expected) and [v for p in drawn for v in p] == pytest.approx([v for p in expected for v in p])
+    table = next(d.value for d in at.dataframe if "dev" in d.value.columns)
+    assert table.loc["found plan", "dev"] == pytest.approx(100 * report.dev_found["main_score"])
+    assert table.loc["original", "search split"] == pytest.approx(100 * report.search_original["main_score"])
+
+    next(b for b in at.button if b.key == "use_search_plan").click().run()
+    _clean(at)
+    ss = at.session_state
+    in_force = PruningPlan(ffn=ss["ffn"], qk=ss["qk"], v=ss["v"], skip_layers=ss["skip_layers"], scorer=ss["scorer"],
+                           compensation=ss["compensation"], layers={int(k): v for k, v in json.loads(ss["overrides"]).items()})
+    assert [in_force.percent(i, g) for i in range(2) for g in ("qk", "v", "ffn")] == \
+        [PruningPlan.from_dict(report.plan).percent(i, g) for i in range(2) for g in ("qk", "v", "ffn")]
+
+
+def test_cli_search_saves_a_model_that_scores_what_it_reports(tmp_path, tokenizer, one_torch_thread, capsys):
+    from obce_core.cli import main
+
+    source = _task_model(tmp_path / "task", tokenizer)
+    out = tmp_path / "found"
+    code = main(["search", "--model", str(source), "--task", "sst2", "--out", str(out), "--glue-dir", str(GLUE_DIR),
+                 "--tolerance", "1.5", "--levels", "0,50,90", "--search-size", "80", "--score-texts", "16",
+                 "--compensation", "none", "--scorer", "magnitude"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    report = read_search_report(out)
+    assert report.summary() in printed and "Percent removed per layer and group" in printed
+    assert load_plan(out).to_dict() == report.plan and report.settings.scorer == "magnitude"
+    saved, tok = load_model(str(out), device="cpu")
+    found = evaluate(saved, tok, "sst2", Recipe(eval_size=80, seed=1, max_length=128), glue_dir=GLUE_DIR,
+                     split="train", device="cpu")["main_score"]
+    assert found == pytest.approx(report.search_found["main_score"])
+    assert found >= report.search_original["main_score"] - 0.015 - 1e-12
+    # The same folder again: refused without --overwrite, before any work.
+    assert main(["search", "--model", str(source), "--task", "sst2", "--out", str(out), "--glue-dir", str(GLUE_DIR)]) == 2
+    assert "--overwrite" in capsys.readouterr().err

@@ -1,0 +1,378 @@
+"""Recovery by knowledge distillation: the KD loss, training with a teacher, distilled task models, the
+paper protocol's distilled pruned run, the CLI, and the Compare page's core helpers (job line, latency table).
+
+Oracles: the loss against the formula written out in numpy, and its gradient against the closed
+form ``T (softmax(s/T) - softmax(t/T)) / batch``; a student distilled from an identical copy of
+itself at ``kd_alpha = 1`` must not move at all (zero loss, zero gradient, no weight decay); a
+saved distilled model's dev metrics against a plain forward loop over the reloaded folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from obce_core import load_model
+from obce_core.cli import main
+from obce_core.describe import UNREADABLE_SPEC, describe_job, describe_recipe
+from obce_core.jobs import FinetuneJobSpec, JobSpec
+from obce_core.pruning import PruningPlan
+from obce_core.results import ResultsStore, comparisons, latency_table
+from obce_core.training import (
+    Recipe,
+    RunResult,
+    TaskModelInfo,
+    fine_tune,
+    finetune_task_model,
+    kd_loss,
+    protocols,
+    read_task_model_info,
+    run_paper_protocol,
+    run_teacher_id,
+    teacher_fingerprint,
+)
+from obce_core.training.distill import check_tokenizers
+from tests.conftest import GLUE_DIR, make_tiny_bert, needs_glue
+from tests.test_finetune import _manual_predictions, _scores_on_train
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FAST = Recipe(max_length=48, max_steps=4, learning_rate=3e-3, batch_size=16, eval_batch_size=32, train_size=64,
+              eval_size=48, seed=3, weight_decay=0.0)
+
+
+def _log_softmax(x):
+    x = x - x.max(axis=1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("temperature, alpha", [(1.0, 0.5), (2.5, 0.3), (4.0, 1.0), (2.0, 0.0)])
+def test_kd_loss_classification_equals_the_formula(temperature, alpha):
+    rng = np.random.default_rng(0)
+    s, t = rng.normal(size=(5, 3)) * 3, rng.normal(size=(5, 3)) * 3
+    y = np.array([0, 2, 1, 1, 0])
+    log_ps, log_pt = _log_softmax(s / temperature), _log_softmax(t / temperature)
+    kl = (np.exp(log_pt) * (log_pt - log_ps)).sum(axis=1).mean()
+    ce = -_log_softmax(s)[np.arange(5), y].mean()
+    expected = alpha * temperature**2 * kl + (1 - alpha) * ce
+    got = kd_loss(torch.tensor(s), torch.tensor(t), torch.tensor(y), temperature=temperature, alpha=alpha)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_kd_loss_gradient_is_the_closed_form():
+    rng = np.random.default_rng(1)
+    s = torch.tensor(rng.normal(size=(4, 3)), dtype=torch.float32, requires_grad=True)
+    t = torch.tensor(rng.normal(size=(4, 3)), dtype=torch.float32)
+    kd_loss(s, t, None, temperature=3.0, alpha=1.0).backward()
+    ps, pt = np.exp(_log_softmax(s.detach().numpy() / 3.0)), np.exp(_log_softmax(t.numpy() / 3.0))
+    np.testing.assert_allclose(s.grad.numpy(), 3.0 * (ps - pt) / 4, atol=1e-6)
+
+
+def test_kd_loss_regression_equals_the_formula():
+    s, t, y = np.array([0.5, 2.0, 4.5, 1.0]), np.array([1.0, 2.5, 4.0, 0.0]), np.array([0.0, 3.0, 5.0, 1.5])
+    expected = 0.7 * np.mean((s - t) ** 2) + 0.3 * np.mean((s - y) ** 2)
+    got = kd_loss(torch.tensor(s)[:, None], torch.tensor(t)[:, None], torch.tensor(y), temperature=9.0, alpha=0.7)
+    assert got.item() == pytest.approx(expected, rel=1e-6)  # the temperature does not apply to regression
+
+
+def test_kd_loss_is_zero_with_the_teacher_as_student(tokenizer, sentences):
+    model = make_tiny_bert(seed=2, classifier=True, num_labels=3)
+    with torch.no_grad():
+        logits = model(**tokenizer(sentences, padding=True, return_tensors="pt")).logits
+    labels = torch.tensor([i % 3 for i in range(len(sentences))])
+    assert kd_loss(logits, logits, labels, temperature=2.0, alpha=1.0).item() == 0.0
+    assert kd_loss(logits[:, :1], logits[:, :1], None, temperature=2.0, alpha=1.0).item() == 0.0
+    assert kd_loss(logits, logits, labels, temperature=2.0, alpha=0.5).item() > 0  # the label term remains
+
+
+def test_kd_loss_bad_input():
+    s = torch.zeros(2, 2)
+    with pytest.raises(ValueError, match="'alpha' parameter of kd_loss"):
+        kd_loss(s, s, torch.zeros(2), temperature=2.0, alpha=1.5)
+    with pytest.raises(ValueError, match="'temperature' parameter of kd_loss"):
+        kd_loss(s, s, torch.zeros(2), temperature=0.0, alpha=0.5)
+    with pytest.raises(ValueError, match="same number of labels"):
+        kd_loss(s, torch.zeros(2, 3), torch.zeros(2), temperature=2.0, alpha=0.5)
+    with pytest.raises(ValueError, match="no labels"):
+        kd_loss(s, s, None, temperature=2.0, alpha=0.5)
+    with pytest.raises(ValueError, match="'kd_alpha' parameter of Recipe"):
+        Recipe(kd_alpha=1.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training with a teacher
+# ---------------------------------------------------------------------------------------------
+def _weights(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _kl_to(teacher, student, tokenizer, n=48):
+    """The teacher term of kd_loss (T = 2) over ``n`` RTE training pairs, both models in eval mode."""
+    from obce_core import glue
+
+    data = glue.load_task("rte", "train", GLUE_DIR, n=n, seed=0)
+    first, second = zip(*glue.dataset_texts(data, "rte"))
+    enc = tokenizer(list(first), list(second), truncation=True, max_length=48, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return kd_loss(student.eval()(**enc).logits, teacher.eval()(**enc).logits, None, temperature=2.0,
+                       alpha=1.0).item()
+
+
+@needs_glue
+def test_distillation_pulls_the_student_to_the_teacher_which_stays_as_it_was(tokenizer):
+    teacher = make_tiny_bert(seed=4, classifier=True)
+    with torch.no_grad():  # a random tiny model is all but uniform; a sharper teacher has something to teach
+        teacher.classifier.weight.mul_(30)
+    before = _weights(teacher)
+    recipe = FAST.replace(kd_alpha=1.0, max_steps=12, kd_teacher=teacher_fingerprint(teacher))
+    # A copy of the teacher as the student: the first batch's loss is exactly 0 (the same logits).
+    twin = copy.deepcopy(teacher)
+    fine_tune(twin, tokenizer, "rte", recipe.replace(max_steps=1), glue_dir=GLUE_DIR, teacher=teacher)
+    assert twin.obce_train_losses == [(1, 0.0)]
+    # Another model learns the teacher's outputs: the teacher term falls.
+    student = make_tiny_bert(seed=5, classifier=True)
+    kl_before = _kl_to(teacher, student, tokenizer)
+    fine_tune(student, tokenizer, "rte", recipe, glue_dir=GLUE_DIR, teacher=teacher)
+    assert _kl_to(teacher, student, tokenizer) < 0.1 * kl_before
+    # The teacher is only read: same weights, no gradients, eval mode.
+    assert all(torch.equal(p, before[n]) for n, p in teacher.named_parameters())
+    assert all(p.grad is None for p in teacher.parameters()) and not teacher.training
+
+
+@needs_glue
+def test_fine_tune_refuses_a_teacher_the_recipe_does_not_name_and_the_reverse(tokenizer):
+    teacher, student = make_tiny_bert(classifier=True), make_tiny_bert(seed=1, classifier=True)
+    with pytest.raises(ValueError, match="kd_teacher is None"):
+        fine_tune(student, tokenizer, "rte", FAST, glue_dir=GLUE_DIR, teacher=teacher)
+    with pytest.raises(ValueError, match="no teacher model was given"):
+        fine_tune(student, tokenizer, "rte", FAST.replace(kd_teacher="abc"), glue_dir=GLUE_DIR)
+    three = make_tiny_bert(classifier=True, num_labels=3)
+    with pytest.raises(ValueError, match="3 labels"):
+        fine_tune(student, tokenizer, "rte", FAST.replace(kd_teacher="abc"), glue_dir=GLUE_DIR, teacher=three)
+    bare = make_tiny_bert()
+    with pytest.raises(ValueError, match="no task head"):
+        fine_tune(student, tokenizer, "rte", FAST.replace(kd_teacher="abc"), glue_dir=GLUE_DIR, teacher=bare)
+
+
+def test_tokenizers_must_agree(tokenizer):
+    check_tokenizers(tokenizer, copy.deepcopy(tokenizer))
+    other = copy.deepcopy(tokenizer)
+    other.add_tokens(["zzqxword"])
+    with pytest.raises(ValueError, match="tokenize text differently"):
+        check_tokenizers(other, tokenizer, "T", "S")
+
+
+# ---------------------------------------------------------------------------------------------
+# Distilled task models: library and CLI
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rte_teacher(tmp_path_factory, tiny_model_dir):
+    """A tiny RTE task model (the teacher) and a copy of it pruned and saved (the student)."""
+    if not GLUE_DIR.is_dir():
+        pytest.skip(f"real GLUE files not found at {GLUE_DIR}")
+    from obce_core.pruning import prune, save_pruned
+
+    root = tmp_path_factory.mktemp("distill")
+    finetune_task_model("rte", root / "teacher", model=str(tiny_model_dir), recipe=FAST.replace(max_steps=6),
+                        glue_dir=GLUE_DIR, device="cpu")
+    model, tokenizer = load_model(str(root / "teacher"))
+    plan = PruningPlan(ffn=50, v=50)
+    pruned, report = prune(model, _scores_on_train("rte", 32)(model, tokenizer), plan)
+    save_pruned(pruned, tokenizer, root / "pruned", plan=plan, report=report)
+    return root
+
+
+@needs_glue
+def test_cli_distils_a_pruned_model_into_a_task_model_that_reloads(rte_teacher, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "distilled"
+    args = ["finetune", "--model", str(rte_teacher / "pruned"), "--teacher", str(rte_teacher / "teacher"), "--task",
+            "rte", "--out", str(out), "--glue-dir", str(GLUE_DIR), "--recipe", "smoke", "--max-steps", "3",
+            "--batch-size", "8", "--max-length", "48", "--eval-size", "40", "--kd-temperature", "3", "--kd-alpha", "0.8",
+            "--device", "cpu"]
+    rc = main(args)
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    info = read_task_model_info(out)
+    teacher, _ = load_model(str(rte_teacher / "teacher"))
+    assert info.distilled_from == str((rte_teacher / "teacher").resolve())
+    assert info.recipe == Recipe.preset("smoke", max_steps=3, batch_size=8, max_length=48, eval_size=40,
+                                        kd_temperature=3.0, kd_alpha=0.8, kd_teacher=teacher_fingerprint(teacher))
+    assert info.train_steps == 3 and "distilled from" in captured.out
+    # The folder reloads as the pruned classifier, and its predictions give the recorded dev metrics.
+    model, tokenizer = load_model(str(out))
+    pruned, _ = load_model(str(rte_teacher / "pruned"))
+    assert model.config.intermediate_sizes == pruned.config.intermediate_sizes != [teacher.config.intermediate_size] * 2
+    logits, labels = _manual_predictions(model, tokenizer, "rte", info.recipe)
+    assert info.metrics["accuracy"] == pytest.approx(float((logits.argmax(1) == labels).mean()))
+
+    # Bad input: one line, no traceback, nothing written.
+    common = ["finetune", "--model", str(rte_teacher / "pruned"), "--task", "rte", "--glue-dir", str(GLUE_DIR)]
+    with pytest.raises(SystemExit):  # argparse: exit code 2 and the flag's range
+        main([*common, "--teacher", str(rte_teacher / "teacher"), "--out", str(tmp_path / "x"), "--kd-alpha", "1.5"])
+    assert "--kd-alpha: expected a finite number in [0, 1]" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "x"), "--kd-alpha", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--kd-alpha set the distillation; add --teacher TASK_MODEL_DIR" in err and "Traceback" not in err
+    assert main([*common, "--teacher", str(tiny_model_dir), "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "has no task head" in err and "python -m obce_core finetune --task rte" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@needs_glue
+def test_a_teacher_of_another_task_or_without_a_head_is_refused_before_training(rte_teacher, tiny_model_dir, tmp_path,
+                                                                                monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("trained despite a bad teacher")
+
+    from obce_core.training import task_models
+
+    monkeypatch.setattr(task_models, "fine_tune", boom)
+    student, pruned = str(rte_teacher / "pruned"), rte_teacher / "pruned"  # pruned: a classifier, no obce_task.json
+    with pytest.raises(ValueError, match="task model for 'rte' \\(obce_task.json\\), not for 'mrpc'"):
+        finetune_task_model("mrpc", tmp_path / "a", model=student, teacher=rte_teacher / "teacher", glue_dir=GLUE_DIR)
+    with pytest.raises(ValueError, match="fine-tuned on 'rte' \\(its config's finetuning_task\\), not on 'sst2'"):
+        finetune_task_model("sst2", tmp_path / "b", model=student, teacher=pruned, glue_dir=GLUE_DIR)
+    with pytest.raises(ValueError, match="has 2 labels but GLUE task 'stsb' has 1"):
+        finetune_task_model("stsb", tmp_path / "c", model=student, teacher=pruned, glue_dir=GLUE_DIR)
+    with pytest.raises(ValueError, match="no task head"):
+        finetune_task_model("rte", tmp_path / "d", model=student, teacher=tiny_model_dir, glue_dir=GLUE_DIR)
+    with pytest.raises(ValueError, match="is not the fingerprint of teacher"):
+        finetune_task_model("rte", tmp_path / "e", model=student, teacher=rte_teacher / "teacher", glue_dir=GLUE_DIR,
+                            recipe=FAST.replace(kd_teacher="someone-else"))
+    assert not any((tmp_path / name).exists() for name in "abcde")
+
+
+def test_task_model_info_without_a_teacher_field_still_reads(tmp_path):
+    data = {"task": "rte", "recipe": FAST.to_dict(), "metrics": {"accuracy": 0.5, "main_score": 0.5}, "main_score": 0.5,
+            "train_s": 1.0, "train_steps": 4, "device": "cpu", "source_model": "default", "created_at": "2025-01-01",
+            "obce_version": "unknown"}
+    assert TaskModelInfo.from_dict(data).distilled_from is None  # written before distillation existed
+    with pytest.raises(ValueError, match="needs both"):
+        TaskModelInfo.from_dict({**data, "distilled_from": "/somewhere"})
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper protocol with distillation, and its stored results
+# ---------------------------------------------------------------------------------------------
+@needs_glue
+def test_paper_protocol_distils_the_pruned_model_and_stores_it_apart(tiny_model_dir, tmp_path, monkeypatch):
+    store = ResultsStore(tmp_path / "results.sqlite")
+    plan, recipe = PruningPlan(ffn=50, v=50), FAST.replace(max_steps=3)
+    scores = _scores_on_train("rte", 32)
+    plain = run_paper_protocol(str(tiny_model_dir), scores, plan, "rte", recipe, glue_dir=GLUE_DIR, store=store)
+    phases = []
+    kd = run_paper_protocol(str(tiny_model_dir), scores, plan, "rte", recipe, glue_dir=GLUE_DIR, store=store,
+                            distill=True, progress=lambda e: phases.append(getattr(e, "phase", None)))
+    # The original is the stored one; it is fine-tuned again only to teach, and the pruned run is distilled.
+    assert kd["original"].from_store and kd["original"].id == plain["original"].id
+    assert "fine-tuning the original on rte to teach the pruned model" in phases and "distilling pruned on rte" in phases
+    assert kd["pruned"].recipe == recipe.replace(kd_teacher=run_teacher_id(plain["original"].key())).to_dict()
+    assert kd["pruned"].id != plain["pruned"].id and kd["pruned"].fingerprint == plain["pruned"].fingerprint
+
+    # Asked again: everything from the store, nothing trained.
+    def boom(*args, **kwargs):
+        raise AssertionError("should have been answered from the store")
+
+    monkeypatch.setattr(protocols, "fine_tune", boom)
+    again = run_paper_protocol(str(tiny_model_dir), scores, plan, "rte", recipe, glue_dir=GLUE_DIR, store=store,
+                               distill=True)
+    assert all(r.from_store for r in again.values()) and again["pruned"].id == kd["pruned"].id
+
+    # Two comparisons of one plan, plain and distilled, each with the same original.
+    groups = {g["distilled"]: g for g in comparisons(store.all_results())}
+    assert sorted(groups[False]["ids"]) == sorted([plain["original"].id, plain["pruned"].id])
+    assert sorted(groups[True]["ids"]) == sorted([plain["original"].id, kd["pruned"].id])
+    assert "distilled from run-" in describe_recipe(groups[True]["recipe"])
+    with pytest.raises(ValueError, match="needs a plan"):
+        run_paper_protocol(str(tiny_model_dir), None, None, "rte", recipe, distill=True)
+
+
+def test_job_specs_carry_distillation_and_the_job_line_says_so(tmp_path):
+    spec = JobSpec(tasks=["rte"], plan=PruningPlan(ffn=30), recipe=FAST, distill=True)
+    assert JobSpec.from_json(spec.to_json()) == spec
+    line = describe_job(spec)
+    assert "rte · protocol paper · pruned model distilled from the original" in line and describe_recipe(FAST) in line
+    for bad in (dict(protocol="finetuned"), dict(plan=None), dict(distill="yes")):
+        with pytest.raises(ValueError, match="'distill' parameter of JobSpec"):
+            JobSpec(**{"tasks": ["rte"], "plan": PruningPlan(ffn=30), "distill": True, **bad})
+    ft = FinetuneJobSpec(task="rte", out="out", model="pruned", teacher="teacher")
+    assert FinetuneJobSpec.from_json(ft.to_json()) == ft
+    assert ft.absolute().teacher == "teacher"  # no such folder: taken as a hub id, as the model is
+    (tmp_path / "t").mkdir()
+    assert FinetuneJobSpec(task="rte", out="o", teacher=str(tmp_path / "t")).absolute().teacher == str(tmp_path / "t")
+    assert describe_job(ft).endswith("· `pruned` · distilled from `teacher`")
+    # A job folder: its spec.json, or a plain note when it cannot be read.
+    (tmp_path / "job").mkdir()
+    assert describe_job(tmp_path / "job") == UNREADABLE_SPEC
+    (tmp_path / "job" / "spec.json").write_text(spec.to_json())
+    assert describe_job(tmp_path / "job") == line
+
+
+def _run(task, role, latency, run_id):
+    return RunResult(task=task, role=role, protocol="paper", model_source="m", fingerprint="f", head_fingerprint="",
+                     source_fingerprint="f", plan=None, recipe=FAST.to_dict(), metrics={}, main_score=0.5,
+                     params_total=10, params_encoder=5, latency_ms=latency, wall_s=1.0, device="cpu", id=run_id)
+
+
+def test_latency_table_by_hand():
+    runs = [_run("sst2", "original", 20.0, 1), _run("sst2", "pruned", 12.0, 2), _run("rte", "pruned", 8.0, 3),
+            _run("rte", "original", 10.0, 4), _run("mrpc", "original", None, 5)]
+    table = latency_table(runs, contended_ids={3}).set_index("task")
+    assert list(table.columns) == ["original ms", "pruned ms", "pruned / original", "measured"]
+    assert list(table.index) == ["sst2", "rte"]  # mrpc has no timed run
+    assert table.loc["sst2", "pruned / original"] == pytest.approx(0.6)
+    assert table.loc["rte", "pruned / original"] == pytest.approx(0.8)
+    assert table["measured"].to_dict() == {"sst2": "alone", "rte": "contended"}
+    assert latency_table([_run("sst2", "original", None, 1)]).empty
+
+
+def test_recipe_key_names_distillation_only_with_a_teacher():
+    plain = json.loads(FAST.replace(kd_alpha=0.9).canonical_json())
+    assert not {"kd_alpha", "kd_temperature", "kd_teacher"} & set(plain)  # no teacher: KD settings change nothing
+    kd = json.loads(FAST.replace(kd_teacher="x").canonical_json())
+    assert (kd["kd_teacher"], kd["kd_alpha"], kd["kd_temperature"]) == ("x", 0.5, 2.0)
+    assert FAST.replace(kd_teacher="x").without_teacher() == FAST
+
+
+@needs_glue
+def test_compare_page_offers_distillation_in_the_paper_protocol(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from obce_core import jobs
+
+    monkeypatch.setenv("OBCE_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))
+    started = []
+
+    def fake_start(spec, workspace=None):  # the folder and spec, no worker process
+        job_dir = jobs.create_job(spec, workspace)
+        started.append(job_dir)
+        return job_dir.name
+
+    monkeypatch.setattr(jobs, "start_job", fake_start)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    at.query_params = {"n": "16", "ffn": "40"}
+    at.run()
+    at.button[0].click().run()
+    at.switch_page("pages/4_Compare.py").run()
+    assert not at.exception and not at.error
+    assert not [n for n in at.number_input if "kd_" in n.key]  # distillation settings only when distilling
+    at.selectbox(key="compare_preset").set_value("smoke").run()
+    at.checkbox(key="compare_distill").check().run()
+    at.number_input(key="compare_smoke_kd_alpha").set_value(0.9).run()
+    next(b for b in at.button if b.label == "Start the job").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    spec = jobs.JobSpec.from_json(started[0] / jobs.SPEC_FILE)
+    assert spec.distill and spec.protocol == "paper" and spec.recipe == Recipe.preset("smoke", kd_alpha=0.9)
+    line = next(m.value for m in at.markdown if started[0].name in m.value)
+    assert "pruned model distilled from the original" in line

@@ -1,0 +1,223 @@
+"""The plan search: tolerance, exhaustive oracle, report vs ``evaluate``, dev never read, bad input.
+
+Oracles: ``prune`` + ``evidence.evaluate_encoded`` (the sweep's evaluation path) and
+``build_report``'s FLOPs and parameter counts for every plan of a small grid, enumerated here with
+``itertools.product``; ``training.evaluate`` (Trainer's own loop) of the saved model for the report's
+numbers; a spy on ``glue.load_task`` for when the dev split is read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import GLUE_DIR, SENTENCES, make_tiny_bert, needs_glue
+from obce_core import glue, load_model, score_model
+from obce_core.evidence import encode_split, evaluate_encoded
+from obce_core.pruning import PruningPlan, build_report, load_plan, prune, select_units
+from obce_core.search import PlanCost, SearchSettings, read_search_report, search_plan, search_task_model
+from obce_core.search.algorithm import task_loss
+from obce_core.training import Recipe, TaskModelInfo, evaluate, parameter_counts
+from obce_core.training.task_models import TASK_MODEL_FILE
+
+pytestmark = needs_glue
+
+
+def _fit_head(model, tokenizer, n=300):
+    """A random tiny encoder's head fitted by logistic regression on SST-2 training sentences, so
+    its predictions depend on the text (a random head predicts one class) and pruning can hurt."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    data = glue.load_task("sst2", "train", GLUE_DIR, n=n, seed=5)
+    enc = tokenizer(list(data["sentence"]), truncation=True, max_length=32, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        pooled = model.bert(**enc).pooler_output.numpy()
+    mean, std = pooled.mean(axis=0), pooled.std(axis=0) + 1e-12  # [CLS] of a random encoder varies little
+    head = LogisticRegression(C=10.0, max_iter=5000).fit((pooled - mean) / std, np.asarray(data["label"]))
+    w = head.coef_[0] / std
+    b = head.intercept_[0] - float(w @ mean)
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.tensor(np.stack([-w, w]) / 2, dtype=torch.float32))
+        model.classifier.bias.copy_(torch.tensor([-b / 2, b / 2], dtype=torch.float32))
+    return model
+
+
+@pytest.fixture
+def tiny_task(tokenizer, one_torch_thread):
+    model = _fit_head(make_tiny_bert(seed=3, classifier=True), tokenizer)
+    scores = score_model(model, tokenizer, SENTENCES * 2, max_length=32)
+    search = encode_split(tokenizer, "sst2", split="train", glue_dir=GLUE_DIR, eval_size=150, seed=1, max_length=32)
+    return model, scores, search
+
+
+def _grid_oracle(model, scores, search, settings, coords):
+    """Every plan of the grid, pruned and evaluated here; the best within tolerance by FLOPs removed."""
+    original = evaluate_encoded(model, search)["main_score"]
+    rows = []
+    for combo in itertools.product(settings.levels, repeat=len(coords)):
+        layers = {}
+        for (layer, group), p in zip(coords, combo):
+            if p:
+                layers.setdefault(layer, {})[group] = p
+        plan = PruningPlan(scorer=settings.scorer, compensation=settings.compensation, layers=layers)
+        pruned = prune(model, scores, plan)[0] if layers else model
+        flops = build_report(model, select_units(scores, plan, model)).flops_ratio_estimate
+        rows.append((plan, evaluate_encoded(pruned, search)["main_score"], 1.0 - flops))
+    feasible = [r for r in rows if r[1] >= original - settings.tolerance / 100 - 1e-12]
+    return original, rows, max(feasible, key=lambda r: (round(r[2], 12), r[1]))
+
+
+def test_search_finds_the_exhaustive_optimum_on_a_small_grid(tiny_task):
+    model, scores, search = tiny_task
+    settings = SearchSettings(tolerance=0.0, compensation="none", levels=[0, 50], groups=["ffn", "v"])
+    result = search_plan(model, scores, search, settings)
+    coords = [(i, g) for i in range(2) for g in ("ffn", "v")]
+    original, rows, (best_plan, best_score, best_removed) = _grid_oracle(model, scores, search, settings, coords)
+    assert any(score < original for _, score, _ in rows), "the tolerance must bind for this test to mean anything"
+    assert {r["phase"] for r in result.rows} == {"original", "exhaustive"} and len(result.rows) == 16
+    assert result.plan.layers == best_plan.layers
+    assert result.best["main_score"] == pytest.approx(best_score)
+    assert result.best["cost_removed"] == pytest.approx(best_removed)
+    assert result.original["main_score"] == pytest.approx(original)
+
+
+def test_greedy_search_respects_the_tolerance_and_keeps_every_row(tiny_task):
+    model, scores, search = tiny_task
+    settings = SearchSettings(tolerance=1.0, compensation="none", levels=[0, 30, 60, 90], sensitivity_levels=[30, 90],
+                              exhaustive_limit=0)
+    seen = []
+    result = search_plan(model, scores, search, settings, on_row=seen.append)
+    phases = [r["phase"] for r in result.rows]
+    assert phases[0] == "original" and "uniform" in phases and "path" in phases
+    assert seen == result.rows
+    original = evaluate_encoded(model, search)["main_score"]
+    pruned = prune(model, scores, result.plan)[0] if result.plan.layers else model
+    assert evaluate_encoded(pruned, search)["main_score"] >= original - 0.01 - 1e-12  # independent re-evaluation
+    for row in result.rows:  # every feasibility verdict is the tolerance rule on its own score
+        assert row["feasible"] == (row["main_score"] >= original - 0.01 - 1e-12) or row["phase"] == "original"
+    assert result.best["cost_removed"] == max(r["cost_removed"] for r in result.rows if r["feasible"])
+    front = result.front
+    assert all(a["cost"] < b["cost"] and a["main_score"] < b["main_score"] for a, b in zip(front, front[1:]))
+
+
+def test_plan_cost_matches_the_report_and_the_pruned_model(tiny_task):
+    model, scores, _ = tiny_task
+    plan = PruningPlan(compensation="none", layers={0: {"ffn": 30, "qk": 50}, 1: {"v": 70, "ffn": 90}})
+    flops = PlanCost.for_model(model, "flops", seq_len=64)
+    assert 1 - flops.of(plan) / flops.unpruned() == pytest.approx(
+        1 - build_report(model, select_units(scores, plan, model), flops_seq_len=64).flops_ratio_estimate)
+    params = PlanCost.for_model(model, "params")
+    pruned = prune(model, scores, plan)[0]
+    assert params.unpruned() - params.of(plan) == parameter_counts(model)["encoder"] - parameter_counts(pruned)["encoder"]
+
+
+def test_task_loss_is_cross_entropy_and_squared_error():
+    import torch
+
+    logits = np.array([[2.0, -1.0], [0.5, 0.25], [-3.0, 1.0]])
+    labels = np.array([0, 1, 1])
+    expected = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels)).item()
+    assert task_loss("sst2", logits, labels) == pytest.approx(expected)
+    assert task_loss("stsb", np.array([[1.0], [3.0]]), np.array([2.0, 2.0])) == pytest.approx(1.0)
+
+
+def test_cancelled_search_keeps_its_rows_and_resumes(tiny_task, tmp_path):
+    model, scores, search = tiny_task
+    settings = SearchSettings(tolerance=1.0, compensation="none", levels=[0, 50, 90], sensitivity_levels=[50],
+                              exhaustive_limit=0)
+    cache = tmp_path / "rows.jsonl"
+    measured = []
+
+    def counting(plans, encoded):
+        from obce_core.search import measure_plan
+
+        measured.extend(p.to_json() for p in plans)
+        return [measure_plan(model, scores, p, encoded) for p in plans]
+
+    stopped = search_plan(model, scores, search, settings, cache_path=cache, measure=counting,
+                          should_stop=lambda: len(measured) >= 6)
+    assert stopped.stopped == "cancelled" and len(cache.read_text().splitlines()) == len(measured) == 6
+    first = list(measured)
+    measured.clear()
+    full = search_plan(model, scores, search, settings, cache_path=cache, measure=counting)
+    assert full.stopped is None
+    assert not set(first) & set(measured), "a resumed search must not evaluate a cached plan again"
+    again = search_plan(model, scores, search, settings, measure=counting)  # no cache: the same answer
+    assert again.plan.layers == full.plan.layers
+
+
+def _task_model(path, tokenizer, task="sst2"):
+    spec = glue.get_task(task)
+    model = _fit_head(make_tiny_bert(seed=3, classifier=True, num_labels=spec.num_labels), tokenizer)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    TaskModelInfo(task=spec.name, recipe=Recipe.preset("smoke", spec.name), metrics={"accuracy": 0.5, "main_score": 0.5},
+                  main_score=0.5, train_s=1.0, train_steps=20, device="cpu", source_model="tiny",
+                  created_at="2024-05-01T12:00:00+00:00", obce_version="test").to_json(path / TASK_MODEL_FILE)
+    return path
+
+
+def test_report_scores_equal_evaluate_of_the_saved_model_and_dev_is_read_last(tmp_path, tokenizer, one_torch_thread,
+                                                                               monkeypatch):
+    source = _task_model(tmp_path / "task", tokenizer)
+    events = []
+    real_load = glue.load_task
+
+    def spy(task, split, *args, **kwargs):
+        events.append(("load", split))
+        return real_load(task, split, *args, **kwargs)
+
+    monkeypatch.setattr(glue, "load_task", spy)
+    settings = SearchSettings(tolerance=2.0, compensation="auto", levels=[0, 40, 80], sensitivity_levels=[80],
+                              exhaustive_limit=0)
+    report = search_task_model(str(source), "sst2", tmp_path / "out", settings, glue_dir=GLUE_DIR, search_size=120,
+                               sensitivity_size=60, score_texts=24, max_length=32, device="cpu",
+                               on_row=lambda row: events.append(("row", row["phase"])))
+    last_row = max(i for i, e in enumerate(events) if e[0] == "row")
+    dev_reads = [i for i, e in enumerate(events) if e == ("load", "validation")]
+    assert dev_reads and min(dev_reads) > last_row, "the dev split was read before the search ended"
+    monkeypatch.setattr(glue, "load_task", real_load)
+
+    saved, tok = load_model(str(tmp_path / "out"), device="cpu")
+    assert load_plan(tmp_path / "out").to_dict() == report.plan
+    on_search = evaluate(saved, tok, "sst2", Recipe(eval_size=120, seed=1, max_length=32), glue_dir=GLUE_DIR,
+                         split="train", device="cpu")
+    on_dev = evaluate(saved, tok, "sst2", Recipe(max_length=32), glue_dir=GLUE_DIR, device="cpu")
+    assert on_search["main_score"] == pytest.approx(report.search_found["main_score"])
+    assert on_dev["main_score"] == pytest.approx(report.dev_found["main_score"])
+    original, _ = load_model(str(source), device="cpu")
+    assert evaluate(original, tok, "sst2", Recipe(max_length=32), glue_dir=GLUE_DIR, device="cpu")["main_score"] == \
+        pytest.approx(report.dev_original["main_score"])
+    assert report.search_found["main_score"] >= report.search_original["main_score"] - 0.02 - 1e-12
+    back = read_search_report(tmp_path / "out")
+    assert back.rows == json.loads(json.dumps(report.rows)) and back.settings == settings
+    assert math.isclose(back.cost_removed, 1 - back.cost_after / back.cost_before)
+
+
+def test_bad_input_is_refused_before_any_work(tmp_path, tokenizer, one_torch_thread, monkeypatch):
+    for bad in (-1, float("nan")):
+        with pytest.raises(ValueError, match="tolerance"):
+            SearchSettings(tolerance=bad)
+    with pytest.raises(ValueError, match="cost"):
+        SearchSettings(cost="joules")
+    source = _task_model(tmp_path / "task", tokenizer)
+    loads = []
+    monkeypatch.setattr("obce_core.search.task_search.load_model", lambda *a, **k: loads.append(a))
+    with pytest.raises(ValueError, match="not a task model"):
+        search_task_model("default", "sst2", tmp_path / "o1", SearchSettings(), glue_dir=GLUE_DIR)
+    with pytest.raises(ValueError, match="fine-tuned on sst2, not mrpc"):
+        search_task_model(str(source), "mrpc", tmp_path / "o2", SearchSettings(), glue_dir=GLUE_DIR)
+    (tmp_path / "empty-glue").mkdir()
+    with pytest.raises(glue.GlueDataError, match="train.tsv does not exist"):
+        search_task_model(str(source), "sst2", tmp_path / "o3", SearchSettings(), glue_dir=tmp_path / "empty-glue")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="--overwrite|did not write"):
+        search_task_model(str(source), "sst2", tmp_path / "taken", SearchSettings(), glue_dir=GLUE_DIR)
+    assert loads == [] and not any((tmp_path / f"o{i}").exists() for i in (1, 2, 3))
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
