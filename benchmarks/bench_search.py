@@ -50,13 +50,16 @@ def main() -> None:
     ap.add_argument("--compensation", default="auto")
     ap.add_argument("--time-budget", type=float, default=420.0)
     ap.add_argument("--search-size", type=int, default=1000)
+    ap.add_argument("--sensitivity-size", type=int, default=512)
+    ap.add_argument("--sensitivity-levels", default="20,40,60,80")
     ap.add_argument("--out-root", required=True)
     ap.add_argument("--glue-dir", default=os.environ.get("OBCE_GLUE_DIR"))
     a = ap.parse_args()
     Path(a.out_root).mkdir(parents=True, exist_ok=True)
     for scorer in a.scorers.split(","):
         settings = SearchSettings(tolerance=a.tolerance, scorer=scorer, compensation=a.compensation,
-                                  time_budget_s=a.time_budget)
+                                  time_budget_s=a.time_budget,
+                                  sensitivity_levels=[float(x) for x in a.sensitivity_levels.split(",")])
         start, first = time.perf_counter(), []
 
         def on_row(row, start=start, first=first):
@@ -65,7 +68,8 @@ def main() -> None:
 
         load_before = os.getloadavg()[0]
         report = search_task_model(a.model, a.task, Path(a.out_root) / f"{a.task}-{scorer}", settings,
-                                   glue_dir=a.glue_dir, search_size=a.search_size, overwrite=True, on_row=on_row,
+                                   glue_dir=a.glue_dir, search_size=a.search_size,
+                                   sensitivity_size=a.sensitivity_size, overwrite=True, on_row=on_row,
                                    progress=lambda event: None)
         record = {
             "task": report.task, "scorer": scorer, "tolerance": a.tolerance, "compensation": a.compensation,
@@ -76,7 +80,8 @@ def main() -> None:
             "dev_drop_points": 100 * (report.dev_original["main_score"] - report.dev_found["main_score"]),
             "first_plan_s": first[0] if first else None, "search_s": report.seconds_search,
             "total_s": report.seconds_total, "plans": len(report.rows), "stopped": report.stopped,
-            "plan": report.plan, "search_split": report.search_split, "model": a.model,
+            "plan": report.plan, "search_split": report.search_split, "sensitivity_split": report.sensitivity_split,
+            "sensitivity_levels": settings.sensitivity_levels, "time_budget_s": a.time_budget, "model": a.model,
             "load_before": load_before, "load_after": os.getloadavg()[0], "commit": _commit(),
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

@@ -12,7 +12,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import GLUE_DIR, make_tiny_bert, needs_glue
+from conftest import GLUE_DIR, needs_glue
 from obce_core import jobs, load_model
 from obce_core.pruning import PruningPlan, load_plan
 from obce_core.search import SearchSettings, read_search_report

@@ -115,6 +115,25 @@ def test_auto_picks_the_lowest_heldout_error_and_says_so(tokenizer, texts, batch
     assert "no calibration data" in blind_report.compensations[0]["note"]
 
 
+def test_remembered_fits_give_the_weights_of_fresh_ones(tokenizer, texts, batch):
+    """A search re-prunes unchanged layers the same way: the fits it remembers must be the ones a
+    fresh calibration (nothing remembered) computes, and a changed layer must be fitted anew."""
+    model = tiny(seed=2)
+    corpus = texts + MORE
+    scores = scores_of(model, tokenizer, corpus)
+    calibration = capture_calibration(model, tokenizer, corpus, min_tokens_per_unit=2)
+    first = PruningPlan(compensation="lsq", layers={0: {"ffn": 30, "v": 25}, 1: {"ffn": 30}})
+    second = PruningPlan(compensation="lsq", layers={0: {"ffn": 30, "v": 25}, 1: {"ffn": 60}})
+    prune(model, scores, first, calibration=calibration)
+    remembered = prune(model, scores, second, calibration=calibration)[0]
+    fresh = prune(model, scores, second, calibration=capture_calibration(model, tokenizer, corpus,
+                                                                         min_tokens_per_unit=2))[0]
+    assert len(calibration.__dict__["_obce_compensation_memo"]) == 4  # 3 fits of `first`, 1 new of `second`
+    for (name, a), b in zip(remembered.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(hidden(remembered, batch), hidden(fresh, batch))
+
+
 def test_old_plan_names_read_as_what_they_compute():
     assert PruningPlan(compensation="mean").compensation == "cls-mean"
     assert PruningPlan.from_json('{"compensation": "mean+std"}').compensation == "cls-mean-std"

@@ -20,7 +20,7 @@ from obce_core import glue, load_model, score_model
 from obce_core.evidence import encode_split, evaluate_encoded
 from obce_core.pruning import PruningPlan, build_report, load_plan, prune, select_units
 from obce_core.search import PlanCost, SearchSettings, read_search_report, search_plan, search_task_model
-from obce_core.search.algorithm import task_loss
+from obce_core.search.measure import task_loss
 from obce_core.training import Recipe, TaskModelInfo, evaluate, parameter_counts
 from obce_core.training.task_models import TASK_MODEL_FILE
 

@@ -291,5 +291,28 @@ def compensate(selection: PruningSelection, scores, plan: PruningPlan, model,
             if requested == "none":
                 result[(i, group)] = LayerCompensation(i, group, requested, "none", b.copy())
                 continue
-            result[(i, group)] = _choose(ctx, requested, calibration is not None)
+            key = (selection.model_fingerprint, scores.model_fingerprint, scores.texts_fingerprint,
+                   scores.settings.to_json(), i, group, requested, ctx.removed.tobytes())
+            result[(i, group)] = _memo(calibration, key, lambda ctx=ctx: _choose(ctx, requested, calibration is not None))
     return result
+
+
+_MEMO_ATTRIBUTE = "_obce_compensation_memo"
+_MEMO_SIZE = 96  # (layer, group) fits kept per calibration: a search's next plan changes one of them
+
+
+def _memo(calibration, key: tuple, compute):
+    """``compute()``, remembered on ``calibration`` for the same layer, group, removed units, method,
+    model and scores: a plan search or sweep re-prunes the other layers the same way every time,
+    and an lsq fit of an FFN layer takes seconds. Least recently used entries go first."""
+    if calibration is None:
+        return compute()
+    memo = calibration.__dict__.setdefault(_MEMO_ATTRIBUTE, {})
+    if key in memo:
+        memo[key] = memo.pop(key)  # most recently used last
+        return memo[key]
+    value = compute()
+    memo[key] = value
+    while len(memo) > _MEMO_SIZE:
+        memo.pop(next(iter(memo)))
+    return value

@@ -9,7 +9,8 @@
   ``search`` command and the dashboard's search job run.
 """
 
-from obce_core.search.algorithm import DEFAULT_LEVELS, SearchResult, SearchSettings, measure_plan, search_plan, task_metrics
+from obce_core.search.algorithm import DEFAULT_LEVELS, SearchResult, SearchSettings, search_plan
+from obce_core.search.measure import measure_plan, task_loss, task_metrics
 from obce_core.search.cost import COST_LABELS, COSTS, PlanCost, measure_latency_table
 from obce_core.search.task_search import SEARCH_REPORT_FILE, SearchReport, read_search_report, search_task_model
 
@@ -27,5 +28,6 @@ __all__ = [
     "read_search_report",
     "search_plan",
     "search_task_model",
+    "task_loss",
     "task_metrics",
 ]

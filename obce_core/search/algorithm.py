@@ -37,18 +37,17 @@ from typing import Callable
 
 import numpy as np
 
-from obce_core import glue
-from obce_core.evidence.evaluation import EncodedSplit, predict_logits
+from obce_core.evidence.evaluation import EncodedSplit
 from obce_core.io import JsonDataclass
 from obce_core.layout import GROUPS
 from obce_core.pruning.compensation import COMPENSATIONS
 from obce_core.pruning.importance import IMPORTANCES
 from obce_core.pruning.plan import PruningPlan, n_removed
-from obce_core.pruning.surgery import prune
 from obce_core.search.cost import COSTS, PlanCost
+from obce_core.search.measure import measure_plan
 from obce_core.validation import check_choice, check_int, check_number, invalid
 
-__all__ = ["DEFAULT_LEVELS", "SearchResult", "SearchSettings", "measure_plan", "search_plan", "task_loss", "task_metrics"]
+__all__ = ["DEFAULT_LEVELS", "SearchResult", "SearchSettings", "search_plan"]
 
 DEFAULT_LEVELS = tuple(float(p) for p in range(0, 100, 10))
 Coord = tuple[int, str]
@@ -127,33 +126,6 @@ class SearchResult:
         return front
 
 
-def task_loss(task: str, logits: np.ndarray, labels: np.ndarray) -> float:
-    """Mean cross-entropy of ``logits`` against class ``labels`` (mean squared error for regression)."""
-    spec = glue.get_task(task)
-    if spec.num_labels == 1:
-        return float(np.mean((logits.reshape(-1) - labels.astype(np.float64)) ** 2))
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-log_p[np.arange(len(labels)), labels.astype(np.int64)].mean())
-
-
-def task_metrics(model, encoded: EncodedSplit) -> dict:
-    """GLUE metrics, ``main_score`` and task loss (``task_loss``) of ``model`` on ``encoded``."""
-    logits = predict_logits(model, encoded)
-    spec = glue.get_task(encoded.task)
-    metrics = glue.compute_metrics(spec, logits, encoded.labels)
-    return {**metrics, "main_score": glue.main_score(spec, metrics), "loss": task_loss(spec.name, logits, encoded.labels)}
-
-
-def measure_plan(model, scores, plan: PruningPlan, encoded: EncodedSplit, *, calibration=None) -> dict:
-    """``task_metrics`` of ``prune(model, scores, plan, calibration=...)`` on ``encoded``, and the seconds it took."""
-    start = time.perf_counter()
-    removes_nothing = all(getattr(plan, g) == 0 for g in GROUPS) and not any(any(v.values()) for v in plan.layers.values())
-    pruned = model if removes_nothing else prune(model, scores, plan, calibration=calibration)[0]
-    return {**task_metrics(pruned, encoded), "eval_s": round(time.perf_counter() - start, 3)}
-
-
 def _plan(assignment: dict[Coord, float], settings: SearchSettings) -> PruningPlan:
     layers: dict[int, dict[str, float]] = {}
     for (layer, group), p in sorted(assignment.items()):
@@ -196,7 +168,8 @@ class _Trail:
             row = {**measured, "phase": phase, "split": encoded.split, "n_eval": encoded.n, "plan": plan.to_dict(),
                    "cost": cost, "cost_removed": 1.0 - cost / self.base_cost}
             floor = self.floor.get(encoded.split + str(encoded.eval_size))
-            row["feasible"] = bool(floor is not None and row["main_score"] >= floor - 1e-12)
+            # The original is within its own tolerance by definition (its row comes before the floor exists).
+            row["feasible"] = phase == "original" or bool(floor is not None and row["main_score"] >= floor - 1e-12)
             out.append(row)
             if phase != "sensitivity":
                 self.rows.append(row)
@@ -318,12 +291,16 @@ def search_plan(model, scores, search: EncodedSplit, settings: SearchSettings, *
             progress(done[0], total[0], phase)
         return rows
 
-    def stop() -> bool:
-        return should_stop is not None and should_stop()
+    def stop() -> str | None:
+        """Why the search must end now: the caller cancelled, or the time budget is spent."""
+        if should_stop is not None and should_stop():
+            return "cancelled"
+        if time.perf_counter() - start > settings.time_budget_s:
+            return "time budget"
+        return None
 
     original = run([{}], search, "original")[0]
     trail.floor[search.split + str(search.eval_size)] = original["main_score"] - settings.tolerance / 100.0
-    original["feasible"] = True
 
     def finish(stopped: str | None) -> SearchResult:
         best = max((r for r in trail.rows if r["feasible"]), key=lambda r: (r["cost_removed"], r["main_score"]))
@@ -336,16 +313,16 @@ def search_plan(model, scores, search: EncodedSplit, settings: SearchSettings, *
     if exhaustive:
         everything = [dict(zip(coords, combo)) for combo in itertools.product(*(eff[c] for c in coords))]
         for i in range(1, len(everything), _CHUNK):  # the first is the original, evaluated above
-            if stop():
-                return finish("cancelled")
+            if why := stop():
+                return finish(why)
             run(everything[i:i + _CHUNK], search, "exhaustive")
         return finish(None)
 
     # 1. uniform: the largest common percentile within tolerance, by bisection
     lo, hi = 0, len(settings.levels)
     while hi - lo > 1:
-        if stop():
-            return finish("cancelled")
+        if why := stop():
+            return finish(why)
         mid = (lo + hi) // 2
         if feasible({c: settings.levels[mid] for c in coords}, "uniform"):
             lo = mid
@@ -356,8 +333,8 @@ def search_plan(model, scores, search: EncodedSplit, settings: SearchSettings, *
     base_loss = run([{}], sensitivity, "sensitivity")[0]["loss"]
     measured: dict[Coord, dict[float, float]] = {}
     for c in coords:
-        if stop():
-            return finish("cancelled")
+        if why := stop():
+            return finish(why)
         rows = run([{c: p} for p in settings.sensitivity_levels], sensitivity, "sensitivity")
         measured[c] = {p: r["loss"] - base_loss for p, r in zip(settings.sensitivity_levels, rows)}
     predicted = {c: _predicted(eff[c], measured[c]) for c in coords}
@@ -374,8 +351,8 @@ def search_plan(model, scores, search: EncodedSplit, settings: SearchSettings, *
     # 3. the longest feasible prefix of the greedy order, by bisection
     lo, hi = 0, len(steps) + 1
     while hi - lo > 1:
-        if stop():
-            return finish("cancelled")
+        if why := stop():
+            return finish(why)
         mid = (lo + hi) // 2
         if feasible(prefix(mid), "path"):
             lo = mid
@@ -387,8 +364,8 @@ def search_plan(model, scores, search: EncodedSplit, settings: SearchSettings, *
     for c, p in steps[lo:]:
         if c in frozen or current.get(c, 0.0) >= p:
             continue
-        if stop():
-            return finish("cancelled")
+        if why := stop():
+            return finish(why)
         if time.perf_counter() - start > settings.time_budget_s:
             return finish("time budget")
         candidate = {**current, c: p}

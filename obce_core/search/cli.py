@@ -24,12 +24,14 @@ __all__ = ["add_parser", "run"]
 def run(args) -> int:
     settings = SearchSettings(tolerance=args.tolerance, cost=args.cost, scorer=args.scorer, seed=args.seed,
                               compensation=args.compensation, groups=args.groups, levels=args.levels,
-                              skip_layers=args.skip_layers, time_budget_s=args.time_budget)
+                              skip_layers=args.skip_layers, time_budget_s=args.time_budget,
+                              sensitivity_levels=args.sensitivity_levels)
     bar, progress = progress_bar("search", "plan")
     try:
         report = search_task_model(
             args.model, args.task, args.out, settings, glue_dir=args.glue_dir, search_size=args.search_size,
-            search_seed=args.search_seed, score_texts=args.score_texts, fisher_examples=args.fisher_examples,
+            search_seed=args.search_seed, sensitivity_size=args.sensitivity_size, score_texts=args.score_texts,
+            fisher_examples=args.fisher_examples,
             device=args.device, workers=args.workers, overwrite=args.overwrite, progress=progress)
     finally:
         bar.close()
@@ -68,6 +70,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     se.add_argument("--search-size", type=int_range(10), default=1000,
                     help="training examples of the search split (default 1000; the dev split is never searched on)")
     se.add_argument("--search-seed", type=int_range(0), default=1, help="seed of the search split (default 1)")
+    se.add_argument("--sensitivity-size", type=int_range(10), default=512,
+                    help="training examples each (layer, group) is probed on alone (default 512)")
+    se.add_argument("--sensitivity-levels", type=number_list(0, 100, high_open=True, what="levels"),
+                    default=[20.0, 40.0, 60.0, 80.0], help="percentiles of those probes (default 20,40,60,80)")
     se.add_argument("--score-texts", type=int_range(2), default=512, help="training sentences scored (default 512)")
     se.add_argument("--fisher-examples", type=int_range(1), default=512,
                     help="labelled training examples Fisher sums over, for --scorer fisher (default 512)")

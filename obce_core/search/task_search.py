@@ -34,7 +34,8 @@ from obce_core.loading import model_fingerprint
 from obce_core.pruning.fisher import fisher_fingerprint
 from obce_core.pruning.surgery import prune
 from obce_core.scoring import default_cache_dir
-from obce_core.search.algorithm import SearchSettings, search_plan, task_metrics
+from obce_core.search.algorithm import SearchSettings, search_plan
+from obce_core.search.measure import task_metrics
 from obce_core.search.cost import COST_LABELS, PlanCost, measure_latency_table
 from obce_core.training.progress import PhaseEvent, StepEvent, TrainingCancelled
 from obce_core.training.trainer import head_fingerprint, measure_latency
@@ -179,19 +180,18 @@ def search_task_model(model_source: str, task: str, out: str | os.PathLike, sett
         on_cache(cache)
 
     with ExitStack() as stack:
-        measure = None
-        if workers > 1:
-            pools: dict[int, PlanPool] = {}
+        pools: dict[int, PlanPool] = {}
 
-            def measure(plans, encoded):
-                if id(encoded) not in pools:
-                    pools[id(encoded)] = stack.enter_context(PlanPool(
-                        model, scores, encoded, calibration=calibration, tokenizer=tokenizer, workers=workers,
-                        function="obce_core.search.algorithm:measure_plan"))
-                return pools[id(encoded)].evaluate(plans)
+        def in_workers(plans, encoded):  # one pool per encoded split, started when first needed
+            if id(encoded) not in pools:
+                pools[id(encoded)] = stack.enter_context(PlanPool(
+                    model, scores, encoded, calibration=calibration, tokenizer=tokenizer, workers=workers,
+                    function="obce_core.search.measure:measure_plan"))
+            return pools[id(encoded)].evaluate(plans)
         say(PhaseEvent(f"searching: {spec.name}, tolerance {settings.tolerance:g} point(s), scorer {settings.scorer}"))
         result = search_plan(model, scores, search, settings, sensitivity=sensitivity, calibration=calibration,
-                             cost=cost, cache_path=cache, should_stop=should_stop, on_row=on_row, measure=measure,
+                             cost=cost, cache_path=cache, should_stop=should_stop, on_row=on_row,
+                             measure=in_workers if workers > 1 else None,
                              progress=lambda done, total, phase: say(StepEvent(done, total)))
 
     if result.stopped == "cancelled":

@@ -222,7 +222,7 @@ def make_distill_trainer(teacher, *, temperature: float, alpha: float, **trainer
     The student's own forward pass runs without labels, so the model computes no loss of its own;
     ``kd_loss`` is a per-batch mean, which Trainer then scales for gradient accumulation.
     """
-    from transformers import Trainer  # here: transformers.trainer pulls in datasets and accelerate (heavy)
+    from transformers import Trainer  # here: transformers.trainer pulls in datasets (heavy)
 
     class DistillTrainer(Trainer):
         loss_is_scaled_for_ga = False
