@@ -14,11 +14,9 @@ CPU are indicative: the load average before and after is recorded beside them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,24 +24,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from obce_core import glue, load_model
-from obce_core.io import write_text_atomic
+from results_file import append_jsonl, git_commit
 from obce_core.training import Recipe, evaluate, finetune_task_model, parameter_counts, read_task_model_info
 
 JSONL = Path(__file__).resolve().parent / "data" / "distill.jsonl"
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _append_line(path: Path, record: dict) -> None:
-    # The whole file is rewritten atomically: a crash never leaves half a line behind.
-    before = path.read_text(encoding="utf-8") if path.is_file() else ""
-    write_text_atomic(path, before + json.dumps(record, sort_keys=True) + "\n")
 
 
 def _recipe(a) -> Recipe:
@@ -112,14 +96,14 @@ def main(argv=None) -> int:
     print(f"  distillation - plain: {100 * (runs['distilled']['main_score'] - runs['plain']['main_score']):+.2f} points; "
           f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     record = {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": _commit(), "task": task,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(), "task": task,
         "model": str(Path(a.model).resolve()), "teacher": str(Path(a.teacher).resolve()),
         "encoder_params_pct": round(share, 2), "teacher_main_score": teacher["metrics"]["main_score"],
         "untrained_main_score": untrained["metrics"]["main_score"], "runs": runs, "device": a.device,
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs", "load_avg": [load_before[0], load_after[0]],
         "argv": sys.argv[1:] if argv is None else list(argv),
     }
-    _append_line(Path(a.jsonl), record)
+    append_jsonl(Path(a.jsonl), record)
     print(f"appended to {a.jsonl}")
     return 0
 

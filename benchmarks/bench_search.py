@@ -15,30 +15,15 @@ average before and after (timings on a shared CPU are indicative).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from obce_core.io import write_text_atomic
+from results_file import append_jsonl, git_commit
 from obce_core.search import SearchSettings, search_task_model
 
 JSONL = Path(__file__).resolve().parent / "data" / "search.jsonl"
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _append_line(path: Path, record: dict) -> None:
-    before = path.read_text(encoding="utf-8") if path.is_file() else ""
-    write_text_atomic(path, before + json.dumps(record, sort_keys=True) + "\n")
 
 
 def main() -> None:
@@ -82,10 +67,10 @@ def main() -> None:
             "total_s": report.seconds_total, "plans": len(report.rows), "stopped": report.stopped,
             "plan": report.plan, "search_split": report.search_split, "sensitivity_split": report.sensitivity_split,
             "sensitivity_levels": settings.sensitivity_levels, "time_budget_s": a.time_budget, "model": a.model,
-            "load_before": load_before, "load_after": os.getloadavg()[0], "commit": _commit(),
+            "load_before": load_before, "load_after": os.getloadavg()[0], "commit": git_commit(),
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        _append_line(JSONL, record)
+        append_jsonl(JSONL, record)
         print(f"{scorer:8s} {100 * report.cost_removed:5.1f} % FLOPs removed | dev {100 * report.dev_found['main_score']:.2f}"
               f" vs {100 * report.dev_original['main_score']:.2f} | first plan {record['first_plan_s'] or float('nan'):.0f} s"
               f" | {report.seconds_total:.0f} s total, {len(report.rows)} plans", flush=True)

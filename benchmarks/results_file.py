@@ -7,12 +7,14 @@ file has no such section yet; every other section is left as it was.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from pathlib import Path
 
 from obce_core.io import write_text_atomic
 
-__all__ = ["RESULTS", "write_section"]
+__all__ = ["RESULTS", "append_jsonl", "git_commit", "write_section"]
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -23,3 +25,19 @@ def write_section(heading: str, body: str, path: Path = RESULTS) -> None:
     pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: body + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + body
     write_text_atomic(path, text)
+
+
+def git_commit() -> str:
+    """The short hash of the checkout the benchmark ran on ("unknown" outside git)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """``record`` as one more JSON line of ``path``; the file is rewritten atomically, so a crash
+    never leaves half a line behind."""
+    before = path.read_text(encoding="utf-8") if path.is_file() else ""
+    write_text_atomic(path, before + json.dumps(record, sort_keys=True) + "\n")

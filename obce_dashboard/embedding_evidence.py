@@ -18,13 +18,12 @@ import json
 import streamlit as st
 
 from obce_core import glue, plots
-from obce_core.evidence.embedding import heldout_texts, sentence_pooling
+from obce_core.evidence.embedding import sentence_pooling
 from obce_core.evidence.embedding_sweep import (EMBEDDING_SCORERS, EmbeddingProbe, embedding_plan_evidence,
-                                                embedding_sweep, metric_columns)
+                                                embedding_sweep, heldout_or_demo, metric_columns)
 from obce_core.evidence.pairs import PAIR_TASKS, SentencePairs, glue_pairs, pairs_name, parse_pairs
 from obce_core.evidence.sweep import SWEEP_GROUPS
 from obce_core.pruning import SCORERS, PruningPlan
-from obce_core.scoring import demo_sentences
 from obce_dashboard import prune_plan, ui
 
 __all__ = ["HELDOUT_TEXTS", "PAIRS_FROM_TASK", "embedding_evidence_ui", "heldout_for"]
@@ -35,32 +34,19 @@ _LABELS = {"mean_cosine": "mean cosine to the original", "min_cosine": "lowest c
            "similarity_spearman": "Spearman of pairwise similarities", "knn_overlap": "nearest neighbours kept"}
 
 
-def _sentences(texts) -> list[str]:
-    # Both sides of a GLUE pair are sentences of their own.
-    out: list[str] = []
-    for t in texts:
-        out.extend(t if isinstance(t, (tuple, list)) else [t])
-    return out
-
-
 @st.cache_data(show_spinner="Choosing held-out texts…", max_entries=16)
 def _heldout(data: str, task: str | None, upload_id: str | None, run_key: str, _scored: tuple,  # noqa: ARG001
              _uploaded: tuple | None) -> tuple[list[str], str]:
-    scored = _sentences(_scored)
     if data == "glue" and task:
         spec = glue.get_task(task)
         split = next(s for s in spec.splits if s.startswith("validation"))
-        candidates = _sentences(glue.dataset_texts(glue.load_task(spec, split), spec))
+        candidates = glue.dataset_texts(glue.load_task(spec, split), spec)
         where = f"{spec.name} {split} sentences not scored"
     elif data == "upload" and _uploaded:
-        candidates, where = _sentences(_uploaded), "the uploaded file's texts not scored"
+        candidates, where = list(_uploaded), "the uploaded file's texts not scored"
     else:
         candidates, where = [], ""
-    unused = [t for t in dict.fromkeys(candidates) if t not in set(scored)]
-    if len(unused) < HELDOUT_TEXTS // 2:  # too few left in the source: the demo corpus, minus what was scored
-        candidates = demo_sentences()
-        where = "the obce demo corpus, minus the scored sentences" + (f" ({where} were too few)" if where else "")
-    return heldout_texts(candidates, scored, n=HELDOUT_TEXTS, seed=0), where
+    return heldout_or_demo(candidates, _scored, where, n=HELDOUT_TEXTS, seed=0)
 
 
 def heldout_for(run) -> tuple[list[str], str]:

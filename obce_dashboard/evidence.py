@@ -117,23 +117,6 @@ def _rows(path: str | None) -> pd.DataFrame:
     return _sweep_rows(str(p), stat.st_mtime_ns, stat.st_size)
 
 
-def _sweep_jobs(workspace: Path, source: str, task: str) -> list[tuple[Path, jobs.JobStatus, jobs.SweepJobSpec]]:
-    """Sweep jobs of this model and task, newest first."""
-    target = str(Path(source).expanduser().resolve())
-    found = []
-    for status in jobs.list_jobs(workspace):
-        if status.kind != "sweep":
-            continue
-        folder = workspace / "jobs" / status.job_id
-        try:
-            spec = jobs.read_spec(folder / jobs.SPEC_FILE)
-        except (ValueError, OSError):
-            continue
-        if spec.model == target and spec.task == task:
-            found.append((folder, status, spec))
-    return found
-
-
 def curves_ui(rows: pd.DataFrame, spec: jobs.SweepJobSpec, plan: PruningPlan) -> None:
     if rows.empty:
         st.caption("No sweep point has finished yet.")
@@ -193,7 +176,7 @@ def start_sweep_ui(workspace: Path, source: str, task: str, plan: PruningPlan) -
 
 def sweep_ui(source: str, task: str, plan: PruningPlan) -> None:
     workspace = default_workspace()
-    found = _sweep_jobs(workspace, source, task)
+    found = jobs.model_jobs(workspace, "sweep", source, task)
     latest = found[0] if found else None
     if latest is None:
         st.caption("No sweep of this model yet: start one to see task score against percentile for rf and its "

@@ -29,23 +29,6 @@ __all__ = ["search_ui"]
 SEARCHES_FOLDER = "searches"
 
 
-def _search_jobs(workspace: Path, source: str, task: str) -> list[tuple[Path, jobs.JobStatus, jobs.SearchJobSpec]]:
-    """Search jobs of this model and task, newest first."""
-    target = str(Path(source).expanduser().resolve())
-    found = []
-    for status in jobs.list_jobs(workspace):
-        if status.kind != "search":
-            continue
-        folder = workspace / "jobs" / status.job_id
-        try:
-            spec = jobs.read_spec(folder / jobs.SPEC_FILE)
-        except (ValueError, OSError):
-            continue
-        if spec.model == target and spec.task == task:
-            found.append((folder, status, spec))
-    return found
-
-
 def _rows(path: str | None) -> list[dict]:
     p = Path(path) if path else None
     if p is None or not p.is_file():
@@ -149,7 +132,7 @@ def start_ui(workspace: Path, source: str, task: str, plan: PruningPlan) -> None
 def search_ui(source: str, task: str, plan: PruningPlan, num_layers: int) -> None:
     """The search section for the task model ``source`` (fine-tuned on ``task``)."""
     workspace = default_workspace()
-    found = _search_jobs(workspace, source, task)
+    found = jobs.model_jobs(workspace, "search", source, task)
     if not found:
         st.caption("No search of this model yet: find the plan that removes the most cost within a tolerance, with "
                    "percentiles chosen per layer and group.")

@@ -56,6 +56,31 @@ def save_tiny_bert(path, tokenizer, seed=0, **shape):
     return path
 
 
+def save_task_model(path, tokenizer, task="sst2", model=None):
+    """A classifier (default: a tiny random one) saved as a task model: ``TaskModelInfo`` writes
+    its ``obce_task.json`` as a fine-tune would."""
+    from obce_core import glue
+    from obce_core.training import Recipe, TaskModelInfo
+    from obce_core.training.task_models import TASK_MODEL_FILE
+
+    spec = glue.get_task(task)
+    model = model if model is not None else make_tiny_bert(seed=3, classifier=True, num_labels=spec.num_labels)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    TaskModelInfo(task=spec.name, recipe=Recipe.preset("smoke", spec.name), metrics={"accuracy": 0.5, "main_score": 0.5},
+                  main_score=0.5, train_s=1.0, train_steps=20, device="cpu", source_model="tiny",
+                  created_at="2024-05-01T12:00:00+00:00", obce_version="test").to_json(path / TASK_MODEL_FILE)
+    return path
+
+
+@pytest.fixture
+def glue_workspace(tmp_path, monkeypatch, one_torch_thread):
+    """A fresh workspace folder with the real GLUE files: what the dashboard's job pages need."""
+    monkeypatch.setenv("OBCE_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))
+    return tmp_path / "workspace"
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tokenizer):
     """A saved tiny pre-trained encoder (BertModel) with MiniLM's tokenizer; shared, read-only."""

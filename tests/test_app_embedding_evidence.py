@@ -12,7 +12,6 @@ import json
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
-from streamlit.testing.v1 import AppTest
 
 from obce_core import load_model
 from obce_core.evidence.embedding import compare_embeddings, heldout_texts, sentence_embeddings, sentence_pooling
@@ -23,7 +22,7 @@ from obce_core.scoring import demo_sentences
 from obce_dashboard.embedding_evidence import HELDOUT_TEXTS
 from tests.conftest import GLUE_DIR, needs_glue
 from tests.embedding_helpers import PAIRS_FILE, save_tiny_sentence_transformer
-from tests.test_app_prune_compare import APP, DEFAULT_PLAN, PRUNE_PAGE, TIMEOUT, _clean
+from tests.test_app_prune_compare import DEFAULT_PLAN, PRUNE_PAGE, _clean, scored_app
 
 
 @pytest.fixture
@@ -42,10 +41,7 @@ def _pair_spearman(model, tokenizer, pairs, pooling):
 
 def test_a_model_without_a_head_gets_label_free_evidence(workspace, tokenizer):
     source = save_tiny_sentence_transformer(workspace / "encoders" / "tiny-st", tokenizer)
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params = {"model": str(source), "data": "demo", "n": "16"}
-    at.run()
-    next(b for b in at.button if b.label == "Score neurons").click().run()
+    at = scored_app(source)
     at.switch_page(PRUNE_PAGE).run()
     _clean(at)
     run = at.session_state["scored"]
@@ -109,10 +105,7 @@ def test_a_task_model_shows_the_label_free_evidence_on_request(workspace, tokeni
 
     monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))
     source = _save_task_model(workspace / "task_models" / "tiny-sst2", tokenizer)
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params = {"model": str(source), "data": "demo", "n": "16"}
-    at.run()
-    next(b for b in at.button if b.label == "Score neurons").click().run()
+    at = scored_app(source)
     at.switch_page(PRUNE_PAGE).run()
     _clean(at)
     assert any(m.label.startswith("sst2 score of this plan") for m in at.metric)

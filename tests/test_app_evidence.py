@@ -15,50 +15,27 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import GLUE_DIR, make_tiny_bert, needs_glue, save_tiny_bert
+from conftest import GLUE_DIR, needs_glue, save_tiny_bert
+from conftest import save_task_model as _save_task_model
 from obce_core import glue, jobs, load_model, score_model
 from obce_core.evidence import encode_split, evaluate_plan, read_sweep, task_model_problem, threshold_sweep
 from obce_core.pruning import PruningPlan, capture_calibration
-from obce_core.training import Recipe, TaskModelInfo
-from obce_core.training.task_models import TASK_MODEL_FILE
-from test_app_prune_compare import APP, DEFAULT_PLAN, PRUNE_PAGE, TIMEOUT, _clean
+from obce_core.training import Recipe
+from test_app_prune_compare import APP, DEFAULT_PLAN, PRUNE_PAGE, TIMEOUT, _clean, record_started_jobs, scored_app
+_scored_app = scored_app  # the name other test modules import
 
 pytestmark = needs_glue
 MODEL_PAGE = "pages/1_Model_and_data.py"
 
 
-def _save_task_model(path, tokenizer, task="sst2"):
-    """A tiny random classifier saved as a task model (the core's TaskModelInfo writes obce_task.json)."""
-    spec = glue.get_task(task)
-    model = make_tiny_bert(seed=3, classifier=True, num_labels=spec.num_labels)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    TaskModelInfo(task=spec.name, recipe=Recipe.preset("smoke", spec.name), metrics={"accuracy": 0.5, "main_score": 0.5},
-                  main_score=0.5, train_s=1.0, train_steps=20, device="cpu", source_model="tiny",
-                  created_at="2024-05-01T12:00:00+00:00", obce_version="test").to_json(path / TASK_MODEL_FILE)
-    return path
-
-
 @pytest.fixture
-def workspace(tmp_path, monkeypatch, one_torch_thread):
-    ws = tmp_path / "workspace"
-    monkeypatch.setenv("OBCE_WORKSPACE", str(ws))
-    monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))
-    return ws
+def workspace(glue_workspace):
+    return glue_workspace
 
 
 @pytest.fixture
 def task_model_dir(workspace, tokenizer):
     return _save_task_model(workspace / "task_models" / "tiny-sst2", tokenizer)
-
-
-def _scored_app(source, data="demo") -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params = {"model": str(source), "data": data, "n": "16"}
-    at.run()
-    next(b for b in at.button if b.label == "Score neurons").click().run()
-    _clean(at)
-    return at
 
 
 def _oracle_plan_score(source, run, plan, eval_size):
@@ -69,7 +46,7 @@ def _oracle_plan_score(source, run, plan, eval_size):
 
 
 def test_prune_page_shows_the_plan_score_and_the_sweep_curves(task_model_dir, workspace, monkeypatch):
-    at = _scored_app(task_model_dir)
+    at = scored_app(task_model_dir)
     at.switch_page(PRUNE_PAGE).run()
     _clean(at)
     run = at.session_state["scored"]
@@ -119,7 +96,7 @@ def test_prune_page_shows_the_plan_score_and_the_sweep_curves(task_model_dir, wo
 
 def test_a_model_without_a_head_gets_the_how_to(workspace, tokenizer):
     source = save_tiny_bert(workspace / "encoders" / "tiny", tokenizer, seed=1)
-    at = _scored_app(source)
+    at = scored_app(source)
     at.switch_page(PRUNE_PAGE).run()
     _clean(at)
     note = next(i.value for i in at.info if "no task head" in i.value)
@@ -131,7 +108,7 @@ def test_a_task_model_of_another_task_is_named(task_model_dir, workspace):
     assert "fine-tuned on sst2, not rte" in task_model_problem(str(task_model_dir), "rte")
     with pytest.raises(ValueError, match="fine-tuned on sst2, not rte"):
         jobs.create_job(jobs.SweepJobSpec(model=str(task_model_dir), task="rte"), workspace)
-    at = _scored_app(task_model_dir, data="glue")
+    at = scored_app(task_model_dir, data="glue")
     at.selectbox(key="_w_task").set_value("rte").run()
     at.switch_page(PRUNE_PAGE).run()
     assert not at.exception
@@ -139,13 +116,7 @@ def test_a_task_model_of_another_task_is_named(task_model_dir, workspace):
 
 
 def test_task_models_section_lists_loads_and_trains(task_model_dir, workspace, monkeypatch):
-    started = []
-
-    def fake_start(spec, workspace=None):  # the folder and spec, no worker process
-        started.append(jobs.create_job(spec, workspace))
-        return started[-1].name
-
-    monkeypatch.setattr(jobs, "start_job", fake_start)
+    started = record_started_jobs(monkeypatch)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     _clean(at)
     table = next(d.value for d in at.dataframe if "dev score" in d.value.columns)

@@ -60,6 +60,28 @@ def _clean(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
+def scored_app(source, data="demo") -> AppTest:
+    """The app on ``source`` with 16 texts of ``data``, scored (Model & data's button)."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params = {"model": str(source), "data": data, "n": "16"}
+    at.run()
+    next(b for b in at.button if b.label == "Score neurons").click().run()
+    _clean(at)
+    return at
+
+
+def record_started_jobs(monkeypatch) -> list:
+    """Job folders the pages start, created (folder and spec) but given no worker process."""
+    started = []
+
+    def fake_start(spec, workspace=None):
+        started.append(jobs.create_job(spec, workspace))
+        return started[-1].name
+
+    monkeypatch.setattr(jobs, "start_job", fake_start)
+    return started
+
+
 def _metric(at: AppTest, label: str):
     return next(m for m in at.metric if m.label == label)
 
@@ -316,14 +338,7 @@ def test_compare_without_glue_data_explains_both_fixes(scored, workspace):
 @pytest.mark.skipif(not (GLUE_DIR / "SST-2" / "train.tsv").is_file(), reason="no local GLUE copy in ../shared/data/glue")
 def test_compare_offers_local_tasks_and_starting_writes_a_job(monkeypatch, workspace):
     monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))
-    started = []
-
-    def fake_start(spec, workspace=None):  # the folder and spec, no worker process
-        job_dir = jobs.create_job(spec, workspace)
-        started.append(job_dir)
-        return job_dir.name
-
-    monkeypatch.setattr(jobs, "start_job", fake_start)
+    started = record_started_jobs(monkeypatch)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params = {"n": "16", "ffn": "40"}
     at.run()

@@ -10,35 +10,27 @@ from __future__ import annotations
 import json
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from conftest import GLUE_DIR, needs_glue
 from obce_core import jobs, load_model
 from obce_core.pruning import PruningPlan, load_plan
 from obce_core.search import SearchSettings, read_search_report
 from obce_core.training import Recipe, evaluate
-from test_app_prune_compare import APP, PRUNE_PAGE, TIMEOUT, _clean
+from test_app_prune_compare import PRUNE_PAGE, _clean, record_started_jobs, scored_app
 from test_search import _task_model
 
 pytestmark = needs_glue
 
 
 @pytest.fixture
-def workspace(tmp_path, monkeypatch, one_torch_thread):
-    ws = tmp_path / "workspace"
-    monkeypatch.setenv("OBCE_WORKSPACE", str(ws))
-    monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))
-    return ws
+def workspace(glue_workspace):
+    return glue_workspace
 
 
 def test_prune_page_starts_a_search_draws_its_trail_and_loads_the_plan(workspace, tokenizer, monkeypatch):
     source = _task_model(workspace / "task_models" / "tiny-sst2", tokenizer)
-    started = []
-    monkeypatch.setattr(jobs, "start_job", lambda spec, ws=None: started.append(jobs.create_job(spec, ws)) or "x")
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params = {"model": str(source), "data": "demo", "n": "16"}
-    at.run()
-    next(b for b in at.button if b.label == "Score neurons").click().run()
+    started = record_started_jobs(monkeypatch)
+    at = scored_app(source)
     at.switch_page(PRUNE_PAGE).run()
     _clean(at)
     assert any("No search of this model yet" in c.value for c in at.caption)

@@ -37,6 +37,7 @@ from obce_core.training import (
 )
 from obce_core.training.distill import check_tokenizers
 from tests.conftest import GLUE_DIR, make_tiny_bert, needs_glue
+from tests.test_app_prune_compare import record_started_jobs
 from tests.test_finetune import _manual_predictions, _scores_on_train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -352,14 +353,7 @@ def test_compare_page_offers_distillation_in_the_paper_protocol(monkeypatch, tmp
 
     monkeypatch.setenv("OBCE_WORKSPACE", str(tmp_path / "workspace"))
     monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))
-    started = []
-
-    def fake_start(spec, workspace=None):  # the folder and spec, no worker process
-        job_dir = jobs.create_job(spec, workspace)
-        started.append(job_dir)
-        return job_dir.name
-
-    monkeypatch.setattr(jobs, "start_job", fake_start)
+    started = record_started_jobs(monkeypatch)
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
     at.query_params = {"n": "16", "ffn": "40"}
     at.run()

@@ -310,10 +310,8 @@ def test_sweep_task_model_with_fisher_and_the_cli(tokenizer, tmp_path, monkeypat
 
 
 @pytest.fixture
-def workspace(tmp_path, monkeypatch, one_torch_thread):
-    monkeypatch.setenv("OBCE_WORKSPACE", str(tmp_path / "workspace"))
-    monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))
-    return tmp_path / "workspace"
+def workspace(glue_workspace):
+    return glue_workspace
 
 
 @needs_glue

@@ -15,14 +15,13 @@ import math
 import numpy as np
 import pytest
 
-from conftest import GLUE_DIR, SENTENCES, make_tiny_bert, needs_glue
+from conftest import GLUE_DIR, SENTENCES, make_tiny_bert, needs_glue, save_task_model
 from obce_core import glue, load_model, score_model
 from obce_core.evidence import encode_split, evaluate_encoded
 from obce_core.pruning import PruningPlan, build_report, load_plan, prune, select_units
 from obce_core.search import PlanCost, SearchSettings, read_search_report, search_plan, search_task_model
 from obce_core.search.measure import task_loss
-from obce_core.training import Recipe, TaskModelInfo, evaluate, parameter_counts
-from obce_core.training.task_models import TASK_MODEL_FILE
+from obce_core.training import Recipe, evaluate, parameter_counts
 
 pytestmark = needs_glue
 
@@ -151,15 +150,8 @@ def test_cancelled_search_keeps_its_rows_and_resumes(tiny_task, tmp_path):
     assert again.plan.layers == full.plan.layers
 
 
-def _task_model(path, tokenizer, task="sst2"):
-    spec = glue.get_task(task)
-    model = _fit_head(make_tiny_bert(seed=3, classifier=True, num_labels=spec.num_labels), tokenizer)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    TaskModelInfo(task=spec.name, recipe=Recipe.preset("smoke", spec.name), metrics={"accuracy": 0.5, "main_score": 0.5},
-                  main_score=0.5, train_s=1.0, train_steps=20, device="cpu", source_model="tiny",
-                  created_at="2024-05-01T12:00:00+00:00", obce_version="test").to_json(path / TASK_MODEL_FILE)
-    return path
+def _task_model(path, tokenizer):
+    return save_task_model(path, tokenizer, "sst2", _fit_head(make_tiny_bert(seed=3, classifier=True), tokenizer))
 
 
 def test_report_scores_equal_evaluate_of_the_saved_model_and_dev_is_read_last(tmp_path, tokenizer, one_torch_thread,
@@ -221,3 +213,32 @@ def test_bad_input_is_refused_before_any_work(tmp_path, tokenizer, one_torch_thr
         search_task_model(str(source), "sst2", tmp_path / "taken", SearchSettings(), glue_dir=GLUE_DIR)
     assert loads == [] and not any((tmp_path / f"o{i}").exists() for i in (1, 2, 3))
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+
+
+def test_search_in_two_worker_processes_gives_the_rows_of_one_process(tiny_task, tmp_path):
+    """Oracle: the same search measured here, one plan after another."""
+    from obce_core.evidence import PlanPool
+
+    model, scores, search = tiny_task
+    settings = SearchSettings(tolerance=1.0, compensation="none", levels=[0, 50, 90], sensitivity_levels=[50, 90],
+                              exhaustive_limit=0)
+    here = search_plan(model, scores, search, settings)
+    _, tokenizer = load_model(device="cpu")
+    with PlanPool(model, scores, search, tokenizer=tokenizer, devices=["cpu", "cpu"],
+                  function="obce_core.search.measure:measure_plan") as pool:
+        spread = search_plan(model, scores, search, settings, measure=lambda plans, encoded: pool.evaluate(plans))
+    assert spread.plan.layers == here.plan.layers
+    assert [(r["phase"], r["plan"], r["main_score"]) for r in spread.rows] == \
+        [(r["phase"], r["plan"], pytest.approx(r["main_score"])) for r in here.rows]
+
+
+def test_latency_cost_is_the_unpruned_latency_minus_each_layers_share():
+    model = make_tiny_bert()
+    table = (10.0, {"ffn": {50.0: 4.0}, "v": {50.0: 2.0}, "qk": {50.0: 1.0}})
+    cost = PlanCost.for_model(model, "latency", latency_table=table)
+    plan = PruningPlan(compensation="none", layers={0: {"ffn": 50}, 1: {"ffn": 50, "v": 50}})
+    assert cost.of(plan) == pytest.approx(10.0 - 4.0 / 2 - 4.0 / 2 - 2.0 / 2)  # 2 layers: each saves half
+    with pytest.raises(ValueError, match="No latency was measured for qk at 30"):
+        cost.of(PruningPlan(qk=30))
+    with pytest.raises(ValueError, match="needs measurements"):
+        PlanCost.for_model(model, "latency")

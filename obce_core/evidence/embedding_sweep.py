@@ -36,7 +36,8 @@ from obce_core.training import PhaseEvent, StepEvent, parameter_counts
 from obce_core.validation import check_int
 
 __all__ = ["EMBEDDING_SCORERS", "EmbeddingProbe", "EncoderSweep", "LABEL_FREE_COLUMNS", "embedding_plan_evidence",
-           "embedding_summary", "embedding_sweep", "metric_columns", "embedding_sweep_path", "label_free_texts", "sweep_encoder"]
+           "embedding_summary", "embedding_sweep", "heldout_or_demo", "metric_columns", "embedding_sweep_path",
+           "label_free_texts", "sentences_of", "sweep_encoder"]
 
 # Without labels there is no fisher; magnitude is left out of the default only to keep sweeps short.
 EMBEDDING_SCORERS = ("rf", "std", "random")
@@ -146,12 +147,24 @@ def embedding_sweep(model, scores, probe: EmbeddingProbe, *, groups=SWEEP_GROUPS
     return run_sweep_points(points, path, measure, progress=progress, should_stop=should_stop)
 
 
-def _sentences(texts) -> list[str]:
-    # A sentence encoder embeds single sentences: the two sides of a pair are two texts.
+def sentences_of(texts) -> list[str]:
+    """The distinct sentences of ``texts``, in order. A sentence encoder embeds single sentences:
+    the two sides of a pair are two texts."""
     out = []
     for t in texts:
         out.extend(t if isinstance(t, (tuple, list)) else [t])
     return list(dict.fromkeys(out))
+
+
+def heldout_or_demo(candidates, scored, where: str, *, n: int, seed: int = 0) -> tuple[list[str], str]:
+    """(``n`` held-out sentences of ``candidates`` that were not ``scored``, where they come from);
+    when fewer than ``n / 2`` are left, the demo corpus minus the scored sentences, and the answer says so."""
+    scored = sentences_of(scored)
+    unused = [t for t in sentences_of(candidates) if t not in set(scored)]
+    if len(unused) < n // 2:
+        candidates = demo_sentences()
+        where = "the obce demo corpus, minus the scored sentences" + (f" ({where} were too few)" if where else "")
+    return heldout_texts(candidates, scored, n=n, seed=seed), where
 
 
 def label_free_texts(*, texts_path: str | os.PathLike | None = None, task: str | None = None,
@@ -171,10 +184,10 @@ def label_free_texts(*, texts_path: str | os.PathLike | None = None, task: str |
 
         spec = glue.get_task(task)
         # score_n examples of a pair task give up to 2 x score_n sentences: keep score_n of them
-        scoring = subsample(_sentences(glue.dataset_texts(glue.load_task(spec, "train", glue_dir, n=score_n, seed=seed),
+        scoring = subsample(sentences_of(glue.dataset_texts(glue.load_task(spec, "train", glue_dir, n=score_n, seed=seed),
                                                           spec)), score_n, seed)
         dev = next(s for s in spec.splits if s.startswith("validation"))
-        held = _sentences(glue.dataset_texts(glue.load_task(spec, dev, glue_dir), spec))
+        held = sentences_of(glue.dataset_texts(glue.load_task(spec, dev, glue_dir), spec))
         return scoring, heldout_texts(held, scoring, n=eval_n, seed=seed), f"GLUE {spec.name} {dev} sentences"
     texts = read_texts(texts_path) if texts_path else demo_sentences()
     name = f"file {texts_path}" if texts_path else "the obce demo corpus"

@@ -32,6 +32,7 @@ from obce_core.jobs.runner import (
     job_results,
     job_status,
     list_jobs,
+    model_jobs,
     start_job,
 )
 from obce_core.jobs.progress import JobClock, PlannedRun, planned_runs
@@ -79,6 +80,7 @@ __all__ = [
     "job_results",
     "job_status",
     "list_jobs",
+    "model_jobs",
     "max_parallel_jobs",
     "overlapping_jobs",
     "planned_runs",

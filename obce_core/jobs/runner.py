@@ -49,6 +49,7 @@ __all__ = [
     "job_results",
     "job_status",
     "list_jobs",
+    "model_jobs",
     "start_job",
     "worker_pid",
 ]
@@ -184,6 +185,25 @@ def list_jobs(workspace: str | os.PathLike | None = None) -> list[JobStatus]:
             except JobError as exc:
                 log.warning("skipping job %s: %s", folder, exc)
     return sorted(found, key=lambda s: (s.created_at, s.job_id), reverse=True)
+
+
+def model_jobs(workspace: str | os.PathLike | None, kind: str, model: str, task: str) -> list[tuple[Path, JobStatus, object]]:
+    """``(folder, status, spec)`` of the ``kind`` jobs ("sweep", "search") of one task model and
+    task, newest first; a job whose spec cannot be read is left out."""
+    root = Path(workspace).expanduser() if workspace is not None else default_workspace()
+    target = str(Path(model).expanduser().resolve())
+    found = []
+    for status in list_jobs(root):
+        if status.kind != kind:
+            continue
+        folder = root / "jobs" / status.job_id
+        try:
+            spec = read_spec(folder / SPEC_FILE)
+        except (ValueError, OSError):
+            continue
+        if spec.model == target and spec.task == task:
+            found.append((folder, status, spec))
+    return found
 
 
 def cancel_job(job, *, grace_s: float = 10.0, wait: bool = True) -> JobStatus:

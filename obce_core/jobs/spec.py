@@ -50,6 +50,34 @@ def _dev_splits(task: str) -> list[str]:
     return [s for s in glue.get_task(task).splits if s.startswith("validation")]
 
 
+_ANY_MODEL = "'default', a model directory or a hub id"
+_TASK_MODEL = "the directory of a task model"
+_TASK_MODEL_FIX = "Fine-tune one with `python -m obce_core finetune --task sst2 --out DIR`."
+
+
+def _check_text(value, name: str, owner: str, expected: str, fix: str = "") -> None:
+    """The one ValueError unless ``value`` is a non-empty string (a model, a folder)."""
+    if not isinstance(value, str) or not value.strip():
+        raise invalid(name, owner, expected, value, fix)
+
+
+def _check_common(spec, owner: str, kind: str, *, model: str, model_fix: str = "", kind_fix: str = "") -> None:
+    """What every job spec checks first: its own ``kind`` and a named ``model`` (``model``: what
+    that field must be); ``glue_dir`` becomes text, as JSON keeps it."""
+    check_choice(spec.kind, "kind", owner, (kind,), fix=kind_fix)
+    _check_text(spec.model, "model", owner, model, model_fix)
+    if spec.glue_dir is not None:
+        spec.glue_dir = str(spec.glue_dir)
+
+
+def _check_task_model_data(spec) -> None:
+    """``check_data`` of a job on a saved task model: the model is one for the task, the splits are there."""
+    problem = task_model_problem(spec.model, spec.task)
+    if problem:
+        raise ValueError(problem)
+    glue.check_local_splits(spec.glue_dir, {spec.task: ["train", *_dev_splits(spec.task)]})
+
+
 @dataclass
 class JobSpec(JsonDataclass):
     """One GLUE comparison job (original vs pruned); checks itself and round-trips through JSON.
@@ -85,9 +113,7 @@ class JobSpec(JsonDataclass):
 
     def __post_init__(self):
         o = "JobSpec"
-        check_choice(self.kind, "kind", o, ("glue",), fix="A task-model job is a FinetuneJobSpec.")
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise invalid("model", o, "'default', a model directory or a hub id", self.model)
+        _check_common(self, o, "glue", model=_ANY_MODEL, kind_fix="A task-model job is a FinetuneJobSpec.")
         tasks = self.tasks.split(",") if isinstance(self.tasks, str) else self.tasks
         if not isinstance(tasks, (list, tuple)) or not tasks:
             raise invalid("tasks", o, "a non-empty list of GLUE task names", self.tasks,
@@ -132,8 +158,6 @@ class JobSpec(JsonDataclass):
                 raise ValueError(f"Scores file {self.scores!r} does not exist; write one with `python -m obce_core "
                                  "score --model ... --out scores.parquet`, or leave scores unset to score each task's "
                                  "training sentences.")
-        if self.glue_dir is not None:
-            self.glue_dir = str(self.glue_dir)
 
     def recipe_for(self, task: str) -> Recipe:
         """The recipe that trains and evaluates ``task`` in this job."""
@@ -180,21 +204,16 @@ class FinetuneJobSpec(JsonDataclass):
 
     def __post_init__(self):
         o = "FinetuneJobSpec"
-        check_choice(self.kind, "kind", o, ("finetune",), fix="A GLUE comparison job is a JobSpec.")
+        _check_common(self, o, "finetune", model=_ANY_MODEL, kind_fix="A GLUE comparison job is a JobSpec.")
         self.task = glue.get_task(self.task).name
-        if not isinstance(self.out, str) or not self.out.strip():
-            raise invalid("out", o, "the directory to save the task model in", self.out,
-                          "Name a new folder, e.g. obce_workspace/models/sst2.")
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise invalid("model", o, "'default', a model directory or a hub id", self.model)
+        _check_text(self.out, "out", o, "the directory to save the task model in",
+                    "Name a new folder, e.g. obce_workspace/models/sst2.")
         self.recipe = Recipe.for_task(self.task) if self.recipe is None else Recipe.from_dict(self.recipe)
-        if self.teacher is not None and (not isinstance(self.teacher, str) or not self.teacher.strip()):
-            raise invalid("teacher", o, "None or the folder of a task model to distil from", self.teacher,
-                          f"Fine-tune one with `python -m obce_core finetune --task {self.task} --out DIR`.")
+        if self.teacher is not None:
+            _check_text(self.teacher, "teacher", o, "None or the folder of a task model to distil from",
+                        f"Fine-tune one with `python -m obce_core finetune --task {self.task} --out DIR`.")
         if not isinstance(self.overwrite, bool):
             raise invalid("overwrite", o, "True or False", self.overwrite)
-        if self.glue_dir is not None:
-            self.glue_dir = str(self.glue_dir)
 
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -241,10 +260,7 @@ class SweepJobSpec(JsonDataclass):
 
     def __post_init__(self):
         o = "SweepJobSpec"
-        check_choice(self.kind, "kind", o, ("sweep",))
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise invalid("model", o, "the directory of a task model", self.model,
-                          "Fine-tune one with `python -m obce_core finetune --task sst2 --out DIR`.")
+        _check_common(self, o, "sweep", model=_TASK_MODEL, model_fix=_TASK_MODEL_FIX)
         self.task = glue.get_task(self.task).name
         # Any registered scorer: SWEEP_SCORERS are the defaults, fisher and flap are opt-in.
         for name, options in (("groups", SWEEP_GROUPS), ("scorers", SCORERS)):
@@ -268,8 +284,6 @@ class SweepJobSpec(JsonDataclass):
         check_int(self.score_texts, "score_texts", o, low=2)
         check_int(self.score_seed, "score_seed", o, low=0)
         check_int(self.max_length, "max_length", o, low=8, high=512)
-        if self.glue_dir is not None:
-            self.glue_dir = str(self.glue_dir)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -280,10 +294,7 @@ class SweepJobSpec(JsonDataclass):
 
     def check_data(self) -> None:
         """Fail early, naming the file or the fix, when the data or the task model is missing."""
-        problem = task_model_problem(self.model, self.task)
-        if problem:
-            raise ValueError(problem)
-        glue.check_local_splits(self.glue_dir, {self.task: ["train", *_dev_splits(self.task)]})
+        _check_task_model_data(self)
 
 
 @dataclass
@@ -309,12 +320,8 @@ class SearchJobSpec(JsonDataclass):
 
     def __post_init__(self):
         o = "SearchJobSpec"
-        check_choice(self.kind, "kind", o, ("search",))
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise invalid("model", o, "the directory of a task model", self.model,
-                          "Fine-tune one with `python -m obce_core finetune --task sst2 --out DIR`.")
-        if not isinstance(self.out, str) or not self.out.strip():
-            raise invalid("out", o, "the folder to save the pruned model in", self.out)
+        _check_common(self, o, "search", model=_TASK_MODEL, model_fix=_TASK_MODEL_FIX)
+        _check_text(self.out, "out", o, "the folder to save the pruned model in")
         self.task = glue.get_task(self.task).name
         if isinstance(self.settings, dict):
             self.settings = SearchSettings.from_dict(self.settings)
@@ -322,8 +329,6 @@ class SearchJobSpec(JsonDataclass):
         check_int(self.search_seed, "search_seed", o, low=0)
         check_int(self.score_texts, "score_texts", o, low=2)
         check_int(self.fisher_examples, "fisher_examples", o, low=1)
-        if self.glue_dir is not None:
-            self.glue_dir = str(self.glue_dir)
 
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -337,21 +342,19 @@ class SearchJobSpec(JsonDataclass):
 
     def check_data(self) -> None:
         """Fail early, naming the fix, when the task model, the data or the output folder is wrong."""
-        problem = task_model_problem(self.model, self.task)
-        if problem:
-            raise ValueError(problem)
-        glue.check_local_splits(self.glue_dir, {self.task: ["train", *_dev_splits(self.task)]})
+        _check_task_model_data(self)
         check_output_path(self.out, overwrite=self.overwrite, kind="dir", may_replace=is_obce_saved, flag="out")
 
 
 _SPEC_CLASSES = {"glue": JobSpec, "finetune": FinetuneJobSpec, "sweep": SweepJobSpec, "search": SearchJobSpec}
 
 
-def spec_from_dict(data: dict) -> JobSpec | FinetuneJobSpec | SweepJobSpec:
-    """The spec of the class ``data['kind']`` names (no ``kind``: a GLUE comparison)."""
+def spec_from_dict(data: dict, owner: str = "the job spec") -> JobSpec | FinetuneJobSpec | SweepJobSpec:
+    """The spec of the class ``data['kind']`` names (no ``kind``: a GLUE comparison); ``owner``
+    names the spec in the error."""
     kind = data.get("kind", "glue") if isinstance(data, dict) else None
     if kind not in _SPEC_CLASSES:
-        raise invalid("kind", "the job spec", f"one of {JOB_KINDS}", kind)
+        raise invalid("kind", owner, f"one of {JOB_KINDS}", kind)
     return _SPEC_CLASSES[kind].from_dict(data)
 
 
@@ -362,7 +365,4 @@ def read_spec(path: str | Path) -> JobSpec | FinetuneJobSpec | SweepJobSpec:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"Could not read the job spec {str(path)!r}: {exc}.") from exc
-    kind = data.get("kind", "glue") if isinstance(data, dict) else None
-    if kind not in _SPEC_CLASSES:
-        raise invalid("kind", f"the job spec {str(path)!r}", f"one of {JOB_KINDS}", kind)
-    return _SPEC_CLASSES[kind].from_dict(data)
+    return spec_from_dict(data, f"the job spec {str(path)!r}")
