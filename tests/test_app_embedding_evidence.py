@@ -39,6 +39,19 @@ def _pair_spearman(model, tokenizer, pairs, pooling):
     return 100 * spearmanr(cos, pairs.score).statistic
 
 
+def _expected_evidence(source, run, tokenizer):
+    """The page's plan applied here, on the held-out texts the page must pick:
+    (comparison, pooling, texts, model, pruned model, calibration)."""
+    model, _ = load_model(str(source), device="cpu")
+    pooling = sentence_pooling(model)
+    held = heldout_texts(demo_sentences(), run.texts, n=HELDOUT_TEXTS, seed=0)
+    calibration = capture_calibration(model, tokenizer, list(run.texts), max_length=run.scores.settings.max_length)
+    pruned = prune(model, run.scores, PruningPlan(**DEFAULT_PLAN), calibration=calibration)[0]
+    return (compare_embeddings(sentence_embeddings(model, tokenizer, held, pooling),
+                               sentence_embeddings(pruned, tokenizer, held, pooling)), pooling, held, model, pruned,
+            calibration)
+
+
 def test_a_model_without_a_head_gets_label_free_evidence(workspace, tokenizer):
     source = save_tiny_sentence_transformer(workspace / "encoders" / "tiny-st", tokenizer)
     at = scored_app(source)
@@ -47,14 +60,8 @@ def test_a_model_without_a_head_gets_label_free_evidence(workspace, tokenizer):
     run = at.session_state["scored"]
 
     # the oracle: held-out demo sentences, the page's default plan, the same calibration
-    model, _ = load_model(str(source), device="cpu")
-    pooling = sentence_pooling(model)
-    held = heldout_texts(demo_sentences(), run.texts, n=HELDOUT_TEXTS, seed=0)
+    expected, pooling, held, model, pruned, calibration = _expected_evidence(source, run, tokenizer)
     assert not set(held) & set(run.texts)
-    calibration = capture_calibration(model, tokenizer, list(run.texts), max_length=run.scores.settings.max_length)
-    pruned = prune(model, run.scores, PruningPlan(**DEFAULT_PLAN), calibration=calibration)[0]
-    expected = compare_embeddings(sentence_embeddings(model, tokenizer, held, pooling),
-                                  sentence_embeddings(pruned, tokenizer, held, pooling))
     shown = {m.label: m.value for m in at.metric}
     assert shown["Mean cosine to the original"] == f"{expected['mean_cosine']:.4f}"
     assert shown["Lowest cosine to the original"] == f"{expected['min_cosine']:.4f}"
@@ -113,14 +120,8 @@ def test_a_task_model_shows_the_label_free_evidence_on_request(workspace, tokeni
     at.toggle(key="embedding_for_task_model").set_value(True).run()
     _clean(at)
     run = at.session_state["scored"]
-    model, _ = load_model(str(source), device="cpu")
-    pooling = sentence_pooling(model)
+    expected, pooling, held, model, pruned, calibration = _expected_evidence(source, run, tokenizer)
     assert pooling.pooling == "cls" and "task head" in pooling.source  # no sentence-transformers files here
-    held = heldout_texts(demo_sentences(), run.texts, n=HELDOUT_TEXTS, seed=0)
-    calibration = capture_calibration(model, tokenizer, list(run.texts), max_length=run.scores.settings.max_length)
-    pruned = prune(model, run.scores, PruningPlan(**DEFAULT_PLAN), calibration=calibration)[0]
-    expected = compare_embeddings(sentence_embeddings(model, tokenizer, held, pooling),
-                                  sentence_embeddings(pruned, tokenizer, held, pooling))
     shown = {m.label: m.value for m in at.metric}
     assert shown["Mean cosine to the original"] == f"{expected['mean_cosine']:.4f}"
     assert shown["Nearest neighbours kept"] == f"{expected['knn_overlap']:.4f}"
