@@ -242,3 +242,19 @@ def test_latency_cost_is_the_unpruned_latency_minus_each_layers_share():
         cost.of(PruningPlan(qk=30))
     with pytest.raises(ValueError, match="needs measurements"):
         PlanCost.for_model(model, "latency")
+
+
+def test_latency_table_prunes_each_group_at_each_level(tiny_task, monkeypatch):
+    """With a stand-in clock (the encoder's parameter count), each entry must be what pruning that
+    group at that percentile in every layer removes: the plumbing, not the timing, is under test."""
+    from obce_core.search import cost as cost_module
+
+    model, scores, _ = tiny_task
+    monkeypatch.setattr(cost_module, "measure_latency", lambda m, *a, **k: float(parameter_counts(m)["encoder"]))
+    base, saved = cost_module.measure_latency_table(model, None, scores, ["a text"], [0, 40, 80])
+    assert base == parameter_counts(model)["encoder"]
+    assert set(saved) == {"ffn", "qk", "v"} and all(set(v) == {40.0, 80.0} for v in saved.values())
+    for group in ("ffn", "qk", "v"):
+        for p in (40.0, 80.0):
+            pruned = prune(model, scores, PruningPlan(**{group: p}, compensation="none"))[0]
+            assert saved[group][p] == base - parameter_counts(pruned)["encoder"]
