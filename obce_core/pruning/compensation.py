@@ -43,6 +43,7 @@ model's inputs, as if the earlier layers were unpruned.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -299,6 +300,7 @@ def compensate(selection: PruningSelection, scores, plan: PruningPlan, model,
 
 _MEMO_ATTRIBUTE = "_obce_compensation_memo"
 _MEMO_SIZE = 96  # (layer, group) fits kept per calibration: a search's next plan changes one of them
+_MEMO_LOCK = threading.Lock()
 
 
 def _memo(calibration, key: tuple, compute):
@@ -307,12 +309,17 @@ def _memo(calibration, key: tuple, compute):
     and an lsq fit of an FFN layer takes seconds. Least recently used entries go first."""
     if calibration is None:
         return compute()
-    memo = calibration.__dict__.setdefault(_MEMO_ATTRIBUTE, {})
-    if key in memo:
-        memo[key] = memo.pop(key)  # most recently used last
-        return memo[key]
+    # A dashboard shares one calibration between sessions (threads): the memo changes under a lock;
+    # the fit itself runs outside it (two threads may fit the same layer once each, never wrongly).
+    with _MEMO_LOCK:
+        memo = calibration.__dict__.setdefault(_MEMO_ATTRIBUTE, {})
+        hit = memo.pop(key, None)
+        if hit is not None:
+            memo[key] = hit  # most recently used last
+            return hit
     value = compute()
-    memo[key] = value
-    while len(memo) > _MEMO_SIZE:
-        memo.pop(next(iter(memo)))
+    with _MEMO_LOCK:
+        memo[key] = value
+        while len(memo) > _MEMO_SIZE:
+            memo.pop(next(iter(memo)))
     return value
