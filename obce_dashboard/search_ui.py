@@ -101,7 +101,7 @@ def report_ui(spec: jobs.SearchJobSpec) -> None:
 
 def start_ui(workspace: Path, source: str, task: str, plan: PruningPlan) -> None:
     with st.form("search_form", border=True):
-        st.markdown("**Find the smallest plan within X points** (a background job; progress shows here)")
+        st.markdown("**New search** (a background job; progress shows here, a refresh keeps it)")
         a, b, c = st.columns(3)
         tolerance = a.number_input("Tolerance (points)", min_value=0.0, max_value=100.0, value=1.0, step=0.5,
                                    key="search_tolerance")
