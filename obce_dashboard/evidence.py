@@ -20,27 +20,16 @@ import streamlit as st
 from obce_core import glue, jobs, plots
 from obce_core.evidence import encode_split, largest_safe_percentile, read_sweep, score_plan
 from obce_core.pruning import PruningPlan
-from obce_core.training import read_task_model_info
+from obce_core.training import task_model_info
 from obce_core.workspace import default_workspace
 from obce_dashboard import prune_plan, ui
 from obce_dashboard.embedding_evidence import embedding_evidence_ui
 from obce_dashboard.job_panel import job_panel, poll
 
-__all__ = ["ESTIMATE_SIZE", "evidence_ui", "task_model_info"]
+__all__ = ["ESTIMATE_SIZE", "evidence_ui"]
 
 ESTIMATE_SIZE = 256
 _NO_PLAN = PruningPlan(compensation="none")  # removes nothing: the original's score on the same examples
-
-
-def task_model_info(source: str):
-    """The ``TaskModelInfo`` of a local model directory; None for anything else."""
-    path = Path(source).expanduser()
-    if source == "default" or not path.is_dir():
-        return None
-    try:
-        return read_task_model_info(path)
-    except ValueError:
-        return None
 
 
 @st.cache_resource(show_spinner="Tokenizing the dev split…", max_entries=4)

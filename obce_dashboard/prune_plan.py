@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -24,7 +23,7 @@ import streamlit as st
 from obce_core import PruningPlan, PruningReport, PruningSelection, select_units
 from obce_core.evidence import CALIBRATED_COMPENSATIONS
 from obce_core.pruning import FISHER_COLUMN, Calibration, add_fisher, capture_calibration, fisher_information
-from obce_core.training import read_task_model_info
+from obce_core.training import task_model_info
 from obce_dashboard import session, settings
 from obce_dashboard.settings import parse_overrides
 
@@ -93,8 +92,7 @@ def with_fisher(loaded, run):
     task model (Fisher needs the task's labels and loss)."""
     if st.session_state.get("scorer") != "fisher" or FISHER_COLUMN in run.scores.table.columns:
         return run
-    path = Path(loaded.source).expanduser()
-    info = read_task_model_info(path) if loaded.source != "default" and path.is_dir() else None
+    info = task_model_info(loaded.source)
     if info is None:
         raise ValueError(
             f"fisher needs a task model: it sums squared loss gradients over labelled training examples, and "

@@ -19,7 +19,7 @@ import streamlit as st
 from obce_core import jobs, plots
 from obce_core.layout import GROUPS
 from obce_core.pruning import COMPENSATIONS, SCORERS, PruningPlan
-from obce_core.search import COST_LABELS, COSTS, SearchSettings, read_search_report
+from obce_core.search import COST_LABELS, COSTS, SearchSettings, best_row, read_search_report
 from obce_core.workspace import default_workspace
 from obce_dashboard import prune_plan, ui
 from obce_dashboard.job_panel import job_panel, poll
@@ -58,8 +58,7 @@ def trail_ui(rows: list[dict], spec: jobs.SearchJobSpec, num_layers: int) -> Non
         st.caption("No plan has been evaluated yet (the job loads the model and scores the training sentences first).")
         return
     original = rows[0]
-    feasible = [r for r in rows if r["feasible"]]
-    best = max(feasible, key=lambda r: (r["cost_removed"], r["main_score"])) if feasible else None
+    best = best_row(rows)
     label = COST_LABELS[spec.settings.cost]
     st.plotly_chart(plots.search_front_figure(rows, original["main_score"], spec.settings.tolerance, best=best,
                                               cost_label=label.split(" (")[0]), key="search_front")

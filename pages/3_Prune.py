@@ -8,10 +8,11 @@ import streamlit as st
 from obce_core import PruningPlan, build_report, plots, prune, save_pruned
 from obce_core.export import cls_similarity, model_onnx, model_zip
 from obce_core.io import check_output_path
+from obce_core.training import task_model_info
 from obce_core.pruning import COMPENSATIONS, GROUPS, SCORERS, is_obce_saved
 from obce_core.workspace import default_workspace
 from obce_dashboard import prune_plan, session, settings, ui
-from obce_dashboard.evidence import evidence_ui, task_model_info
+from obce_dashboard.evidence import evidence_ui
 from obce_dashboard.search_ui import search_ui
 from obce_dashboard.paths import SAVE_FOLDER, save_target
 

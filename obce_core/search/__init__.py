@@ -9,7 +9,7 @@
   ``search`` command and the dashboard's search job run.
 """
 
-from obce_core.search.algorithm import DEFAULT_LEVELS, SearchResult, SearchSettings, search_plan
+from obce_core.search.algorithm import DEFAULT_LEVELS, SearchResult, SearchSettings, best_row, search_plan
 from obce_core.search.measure import measure_plan, task_loss, task_metrics
 from obce_core.search.cost import COST_LABELS, COSTS, PlanCost, measure_latency_table
 from obce_core.search.task_search import SEARCH_REPORT_FILE, SearchReport, read_search_report, search_task_model
@@ -23,6 +23,7 @@ __all__ = [
     "SearchReport",
     "SearchResult",
     "SearchSettings",
+    "best_row",
     "measure_latency_table",
     "measure_plan",
     "read_search_report",

@@ -47,7 +47,7 @@ from obce_core.search.cost import COSTS, PlanCost
 from obce_core.search.measure import measure_plan
 from obce_core.validation import check_choice, check_int, check_number, invalid
 
-__all__ = ["DEFAULT_LEVELS", "SearchResult", "SearchSettings", "search_plan"]
+__all__ = ["DEFAULT_LEVELS", "SearchResult", "SearchSettings", "best_row", "search_plan"]
 
 DEFAULT_LEVELS = tuple(float(p) for p in range(0, 100, 10))
 Coord = tuple[int, str]
@@ -124,6 +124,13 @@ class SearchResult:
                 front.append(row)
                 best_score = row["main_score"]
         return front
+
+
+def best_row(rows: list[dict]) -> dict | None:
+    """The answer among a search's rows: the feasible one that removes the most cost (then the
+    higher score); None when none is feasible."""
+    feasible = [r for r in rows if r["feasible"]]
+    return max(feasible, key=lambda r: (r["cost_removed"], r["main_score"])) if feasible else None
 
 
 def _plan(assignment: dict[Coord, float], settings: SearchSettings) -> PruningPlan:
@@ -303,7 +310,7 @@ def search_plan(model, scores, search: EncodedSplit, settings: SearchSettings, *
     trail.floor[search.split + str(search.eval_size)] = original["main_score"] - settings.tolerance / 100.0
 
     def finish(stopped: str | None) -> SearchResult:
-        best = max((r for r in trail.rows if r["feasible"]), key=lambda r: (r["cost_removed"], r["main_score"]))
+        best = best_row(trail.rows)
         return SearchResult(plan=PruningPlan.from_dict(best["plan"]), best=best, original=original, rows=trail.rows,
                             settings=settings, seconds=time.perf_counter() - start, stopped=stopped)
 

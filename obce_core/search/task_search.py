@@ -25,7 +25,7 @@ from typing import Callable
 from obce_core import glue
 from obce_core.evidence.evaluation import encode_split
 from obce_core.evidence.parallel import PlanPool
-from obce_core.evidence.task_sweep import CALIBRATED_COMPENSATIONS, task_model_problem, task_scores
+from obce_core.evidence.task_sweep import CALIBRATED_COMPENSATIONS, task_model_problem, task_scores, training_texts
 from obce_core.io import JsonDataclass, check_output_path
 from obce_core.loading import load_model
 from obce_core.pruning.calibration import capture_calibration
@@ -160,16 +160,16 @@ def search_task_model(model_source: str, task: str, out: str | os.PathLike, sett
     calibration = None
     if settings.compensation in CALIBRATED_COMPENSATIONS:
         say(PhaseEvent(f"capturing calibration for '{settings.compensation}' on the scoring sentences"))
-        texts = glue.dataset_texts(glue.load_task(spec, "train", glue_dir, n=score_texts, seed=score_seed), spec)
+        texts = training_texts(spec.name, glue_dir=glue_dir, n=score_texts, seed=score_seed)
         calibration = capture_calibration(model, tokenizer, texts, max_length=max_length)
     say(PhaseEvent(f"tokenizing the search split ({search_size} {spec.name} training examples, seed {search_seed})"))
     search = encode_split(tokenizer, spec.name, split="train", glue_dir=glue_dir, eval_size=search_size,
                           seed=search_seed, max_length=max_length)
     sensitivity = encode_split(tokenizer, spec.name, split="train", glue_dir=glue_dir,
                                eval_size=min(sensitivity_size, search_size), seed=search_seed + 1, max_length=max_length)
-    latency_texts = glue.dataset_texts(glue.load_task(spec, "train", glue_dir, n=32, seed=search_seed), spec)
     latency_table = None
     if settings.cost == "latency":
+        latency_texts = training_texts(spec.name, glue_dir=glue_dir, n=32, seed=search_seed)
         say(PhaseEvent("measuring latency per group and percentile"))
         latency_table = measure_latency_table(model, tokenizer, scores, latency_texts, settings.levels,
                                               max_length=max_length,

@@ -48,6 +48,7 @@ from obce_core.training.task_models import (
     finetune_task_model,
     list_task_models,
     read_task_model_info,
+    task_model_info,
 )
 from obce_core.training.trainer import evaluate, fine_tune, head_fingerprint, measure_latency, parameter_counts
 
@@ -85,6 +86,7 @@ __all__ = [
     "measure_latency",
     "parameter_counts",
     "read_task_model_info",
+    "task_model_info",
     "resolve_preset",
     "generic_cpu_sizing",
     "subset_note",

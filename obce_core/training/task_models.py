@@ -32,7 +32,8 @@ from obce_core.training.progress import PhaseEvent, Progress, ShouldStop, is_mai
 from obce_core.training.recipe import Recipe, subset_note
 from obce_core.training.trainer import evaluate, fine_tune
 
-__all__ = ["TASK_MODEL_FILE", "TaskModelInfo", "finetune_task_model", "list_task_models", "read_task_model_info"]
+__all__ = ["TASK_MODEL_FILE", "TaskModelInfo", "finetune_task_model", "list_task_models", "read_task_model_info",
+           "task_model_info"]
 
 TASK_MODEL_FILE = "obce_task.json"
 
@@ -94,6 +95,18 @@ def read_task_model_info(directory: str | os.PathLike) -> TaskModelInfo | None:
     if not path.is_file():
         return None
     return TaskModelInfo.from_json(path)
+
+
+def task_model_info(source: str) -> TaskModelInfo | None:
+    """The ``TaskModelInfo`` of ``source`` when it is a local task model's folder; None for
+    "default", a hub id, a folder without ``obce_task.json`` or one whose file does not parse."""
+    path = Path(str(source)).expanduser()
+    if source == "default" or not path.is_dir():
+        return None
+    try:
+        return read_task_model_info(path)
+    except ValueError:
+        return None
 
 
 def list_task_models(root: str | os.PathLike) -> list[tuple[Path, TaskModelInfo]]:
