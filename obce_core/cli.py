@@ -19,16 +19,19 @@ from obce_core import glue
 from obce_core.cli_args import (
     CliError,
     ObceArgumentParser,
+    add_device_argument,
     add_model_argument,
     add_overwrite_argument,
     add_texts_arguments,
+    check_model_limits,
     int_range,
     number_range,
     percent,
     progress_bar,
 )
+from obce_core.attribution.cli import add_parser as add_attribution_parser
 from obce_core.evidence.cli import add_parser as add_sweep_parser
-from obce_core.export import ONNX_OPSET, export_onnx
+from obce_core.export import ONNX_MAX_OPSET, ONNX_MIN_OPSET, ONNX_OPSET, export_onnx
 from obce_core.io import check_output_path
 from obce_core.jobs import JobSpec, create_job, run_job, start_job
 from obce_core.loading import load_model
@@ -39,6 +42,8 @@ from obce_core.scoring import TOKEN_MODES, NeuronScores, score_model
 from obce_core.scoring.texts import resolve_texts
 from obce_core.topology.cli import add_parser as add_layers_parser
 from obce_core.search.cli import add_parser as add_search_parser
+from obce_core.evidence.domain_cli import add_parser as add_domain_parser
+from obce_core.pruning.cli import add_hidden_arguments, hidden_plan, hidden_stream_for
 from obce_core.training import (
     PRECISIONS,
     PRESET_CHOICES,
@@ -48,7 +53,8 @@ from obce_core.training import (
     finetune_task_model,
     is_main_process,
 )
-from obce_core.training.task_models import TASK_MODEL_FILE
+from obce_core.training.recipe import RECOVERY_PRESET
+from obce_core.training.task_models import TASK_MODEL_FILE, task_model_info
 
 __all__ = ["main", "build_parser"]
 
@@ -112,10 +118,10 @@ def _plan_from_args(args, seed_flag: str):
 
 def _cmd_prune(args) -> int:
     out = check_output_path(args.out, overwrite=args.overwrite, kind="dir", may_replace=is_obce_saved)
-    plan = _plan_from_args(args, "--seed") or PruningPlan()
+    plan = hidden_plan(_plan_from_args(args, "--seed") or PruningPlan(), args, from_file=bool(args.plan))
     scores = NeuronScores.from_parquet(args.scores)
     model, tokenizer = load_model(args.model, device=args.device)
-    pruned, report = prune(model, scores, plan)
+    pruned, report = prune(model, scores, plan, hidden_stream=hidden_stream_for(plan, model, tokenizer, args))
     save_pruned(pruned, tokenizer, out, plan=plan, report=report, overwrite=args.overwrite)
     print(report.summary())
     print(f"\nWrote {out} (reload with obce_core.load_model({str(out)!r}) or AutoModel after `import obce_core`)")
@@ -123,7 +129,7 @@ def _cmd_prune(args) -> int:
 
 
 _RECIPE_FIELDS = ("max_length", "epochs", "max_steps", "learning_rate", "batch_size", "eval_batch_size", "train_size",
-                  "eval_size", "seed", "warmup_ratio", "weight_decay", "precision", "pooling")
+                  "eval_size", "seed", "warmup_ratio", "weight_decay", "precision", "pooling", "held_out", "held_out_max")
 
 
 def _recipe_for(args, task: str):
@@ -177,10 +183,16 @@ def _is_task_model(folder: Path) -> bool:
 def _cmd_finetune(args) -> int:
     check_output_path(args.out, overwrite=args.overwrite, kind="dir", may_replace=_is_task_model)
     task = glue.get_task(args.task).name
-    kd = {name: getattr(args, name) for name in ("kd_temperature", "kd_alpha") if getattr(args, name) is not None}
+    kd = {name: getattr(args, name) for name in ("kd_temperature", "kd_alpha", "kd_hidden", "eval_steps",
+                                                 "early_stopping_patience") if getattr(args, name) is not None}
     if kd and args.teacher is None:
         raise CliError(f"--{'/--'.join(k.replace('_', '-') for k in kd)} set the distillation; add --teacher "
                        f"TASK_MODEL_DIR (a task model for {task}) or leave them out.")
+    if args.recipe is None:  # recovering a pruned model from its teacher wants its own recipe
+        args.recipe = RECOVERY_PRESET if args.teacher else "cpu"
+    teacher_info = task_model_info(str(args.teacher)) if args.teacher else None
+    if args.seed is None and teacher_info is not None and teacher_info.held_out is not None:
+        args.seed = teacher_info.held_out.seed  # the student leaves out the rows the teacher never saw
     recipe = _recipe_for(args, task).replace(**kd)
     main_process = is_main_process()
     if main_process:
@@ -219,7 +231,7 @@ def _add_recipe_arguments(parser, *, default: str) -> None:
     rec.add_argument("--recipe", default=default, choices=PRESET_CHOICES,
                      help="cpu: the task's CPU preset (cpu-sst2, ...); bert-glue: BERT's GLUE recipe (128 tokens, "
                           "batch 32, lr 2e-5, 3 epochs); obce-40: the OBCE paper's 40 epochs (GPU); smoke: 20 steps "
-                          f"(default {default})")
+                          f"(default {default or 'recover with --teacher, else cpu'})")
     rec.add_argument("--max-length", type=int)
     rec.add_argument("--epochs", type=number_range(0, low_open=True))
     rec.add_argument("--max-steps", type=int_range(0), help="> 0 wins over --epochs")
@@ -228,6 +240,9 @@ def _add_recipe_arguments(parser, *, default: str) -> None:
     rec.add_argument("--eval-batch-size", type=int_range(1))
     rec.add_argument("--train-size", type=int_range(1), help="seeded subset of the training split")
     rec.add_argument("--eval-size", type=int_range(1), help="seeded subset of the validation split")
+    rec.add_argument("--held-out", type=number_range(0, 0.5),
+                     help="share of the training split never trained on, kept for the plan search (default 0.1; 0: none)")
+    rec.add_argument("--held-out-max", type=int_range(1), help="at most this many held-out examples (default 2000)")
     rec.add_argument("--seed", type=int_range(0))
     rec.add_argument("--warmup-ratio", type=number_range())
     rec.add_argument("--weight-decay", type=number_range())
@@ -254,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--memory-budget-gb", type=_positive_gb, default=4.0)
     score.add_argument("--cache-dir", help="score cache folder (default $OBCE_CACHE_DIR or ~/.cache/obce)")
     score.add_argument("--no-cache", action="store_true")
-    score.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    add_device_argument(score)
     score.add_argument("--out", help="write the per-neuron table to this .parquet file")
     add_overwrite_argument(score, "an existing --out file")
     score.set_defaults(func=_cmd_score)
@@ -263,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_argument(prune_p)
     prune_p.add_argument("--scores", required=True, help="per-neuron scores (.parquet from `score --out`) of this model")
     _add_plan_arguments(prune_p, "--seed")
-    prune_p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    add_hidden_arguments(prune_p)
+    add_device_argument(prune_p)
     prune_p.add_argument("--out", required=True, help="directory for the pruned model, plan and report")
     add_overwrite_argument(prune_p, "an --out folder holding a model obce saved")
     prune_p.set_defaults(func=_cmd_prune)
@@ -281,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan_g.add_argument("--score-seed", type=int_range(0), default=0)
     _add_recipe_arguments(glue_p, default="cpu")
     glue_p.add_argument("--workspace", help="jobs and results.sqlite folder (default $OBCE_WORKSPACE or ./obce_workspace)")
-    glue_p.add_argument("--device", help="cpu, cuda ... (default: what Trainer picks)")
+    add_device_argument(glue_p, "cpu, cuda ... (default: what Trainer picks)")
     glue_p.add_argument("--background", action="store_true", help="start a background job and return at once")
     glue_p.set_defaults(func=_cmd_glue)
 
@@ -290,8 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--task", required=True, help="the GLUE task (sst2, cola, mrpc, rte, ...)")
     ft.add_argument("--out", required=True, help="directory for the task model (reload with obce_core.load_model)")
     ft.add_argument("--glue-dir", help="local GLUE folder (<TASK>/train.tsv, dev.tsv); default $OBCE_GLUE_DIR, else the hub")
-    _add_recipe_arguments(ft, default="cpu")
-    kd = ft.add_argument_group("recovery by distillation (knowledge distillation from a teacher's logits)")
+    _add_recipe_arguments(ft, default=None)
+    kd = ft.add_argument_group("recovery by distillation (knowledge distillation from a teacher; --recipe defaults "
+                               "to 'recover' with --teacher: lower lr, hidden-state distillation, early stopping on "
+                               "the teacher's held-out reserve, checkpoints in OUT.checkpoints that a rerun resumes)")
     kd.add_argument("--teacher", metavar="TASK_MODEL_DIR",
                     help="a task model for --task (e.g. the one --model was pruned from): --model learns from its "
                          "outputs as well as from the labels")
@@ -299,19 +317,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help="softmax temperature of the teacher term (default 2)")
     kd.add_argument("--kd-alpha", type=number_range(0, 1),
                     help="weight of the teacher term: 1 = teacher alone, 0 = labels alone (default 0.5)")
-    ft.add_argument("--device", help="cpu, cuda ... (default: what Trainer picks)")
+    kd.add_argument("--kd-hidden", type=number_range(0, 1000),
+                    help="weight of the MSE between every layer's hidden states, student vs teacher (recover: 1)")
+    kd.add_argument("--eval-steps", type=int_range(0),
+                    help="score the teacher's held-out reserve every N steps and keep the best checkpoint (0: never)")
+    kd.add_argument("--early-stopping-patience", type=int_range(0),
+                    help="stop after N held-out scores without a gain (0: never; recover: 3)")
+    add_device_argument(ft, "cpu, cuda ... (default: what Trainer picks)")
     add_overwrite_argument(ft, "an --out folder holding an earlier task model")
     ft.set_defaults(func=_cmd_finetune)
     onnx_p = sub.add_parser("export-onnx", help="write a model (pruned or not) as ONNX, checked against PyTorch in ONNX Runtime")
     onnx_p.add_argument("model_dir", metavar="DIR", help="a saved model directory ('default': the embedded all-MiniLM-L6-v2)")
     onnx_p.add_argument("--out", required=True, help="the .onnx file to write")
-    onnx_p.add_argument("--opset", type=int, default=ONNX_OPSET, help=f"ONNX opset (default {ONNX_OPSET})")
+    onnx_p.add_argument("--opset", type=int_range(ONNX_MIN_OPSET, ONNX_MAX_OPSET), default=ONNX_OPSET,
+                        help=f"ONNX opset, {ONNX_MIN_OPSET} to {ONNX_MAX_OPSET} (default {ONNX_OPSET})")
     onnx_p.add_argument("--max-length", type=int_range(2), default=128, help="longest input in tokens (default 128)")
     add_overwrite_argument(onnx_p, "an existing --out file")
     onnx_p.set_defaults(func=_cmd_export_onnx)
     add_sweep_parser(sub)  # `sweep`, `layers` and `search` live with their packages
     add_layers_parser(sub)
     add_search_parser(sub)
+    add_attribution_parser(sub)
+    add_domain_parser(sub)
     return parser
 
 
@@ -324,6 +351,7 @@ def main(argv=None) -> int:
         hf_logging.disable_progress_bar()
         logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
+        check_model_limits(args)
         return args.func(args)
     except (CliError, ValueError, OSError, KeyError) as exc:
         # ValueError covers every obce input error (ModelLoadError, GlueDataError, TextsError, ...).

@@ -20,12 +20,14 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from obce_core.loading import local_model_dir
+from obce_core.loading import check_max_length, local_model_dir, model_positions
+from obce_core.machine import check_device, check_workers
 from obce_core.training.progress import PhaseEvent, ResultEvent, StepEvent
 
 __all__ = [
-    "CliError", "ObceArgumentParser", "add_model_argument", "add_overwrite_argument", "add_texts_arguments", "int_list",
-    "int_range", "model_directory", "name_list", "number_list", "number_range", "percent", "progress_bar",
+    "CliError", "ObceArgumentParser", "add_device_argument", "add_model_argument", "add_overwrite_argument",
+    "add_texts_arguments", "check_model_limits", "device_name", "int_list", "int_range", "model_directory", "name_list",
+    "number_list", "number_range", "percent", "progress_bar", "worker_count",
 ]
 
 # A value that argparse would otherwise read as an option: "-5,10", "-inf", "-nan", "-.5,3".
@@ -178,6 +180,47 @@ def model_directory(text: str) -> str:
         return str(local_model_dir(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a device this machine has (cpu, cuda, cuda:1, mps), checked before any model loads."""
+    try:
+        return str(check_device(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+device_name.__name__ = "device"
+
+
+def add_device_argument(parser, help: str = "cpu, cuda, cuda:1 ... (default: cuda when present)") -> None:
+    parser.add_argument("--device", type=device_name, help=help)
+
+
+def worker_count(text: str) -> int:
+    """An argparse type: a number of worker processes, at least 1 and at most what the cores and the
+    free memory of this machine carry (``machine.max_workers``)."""
+    value = int_range(1)(text)
+    try:
+        return check_workers(value, "")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).strip()) from None
+
+
+worker_count.__name__ = "integer"
+
+
+def check_model_limits(args: argparse.Namespace) -> None:
+    """What parsing alone cannot check, as soon as the command line is read: a ``--max-length`` longer
+    than the model's positions (read from its config.json; a hub id is checked when it loads)."""
+    max_length = getattr(args, "max_length", None)
+    source = getattr(args, "model", None) if getattr(args, "model", None) is not None else getattr(args, "model_dir", None)
+    if max_length is None or source is None:
+        return
+    try:
+        check_max_length(max_length, model_positions(source), source, "--max-length")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:

@@ -30,6 +30,8 @@ from obce_core.validation import check_int, check_number
 
 __all__ = [
     "SIMILARITY_TEXTS",
+    "ONNX_MAX_OPSET",
+    "ONNX_MIN_OPSET",
     "ONNX_OPSET",
     "ONNX_TOLERANCE",
     "OnnxExportError",
@@ -90,6 +92,11 @@ def scores_file(scores: NeuronScores, workspace: str | os.PathLike) -> Path:
 
 # -- ONNX ----------------------------------------------------------------------------------
 ONNX_OPSET = 18
+ONNX_MIN_OPSET = 17  # torch's dynamo exporter writes opset 17 or later
+# The newest opset whose BERT graph ONNX Runtime loads: from 26 on, torch 2.13 writes attention as an
+# ONNX `Attention` node that onnxruntime 1.32 refuses (InvalidGraph), after a whole export (45 s for
+# MiniLM). Measured on tiny BERTs, opsets 17-28 (issue 26).
+ONNX_MAX_OPSET = 25
 ONNX_TOLERANCE = 1e-4  # largest |ONNX - PyTorch| accepted on float32 outputs
 ONNX_CHECK_TEXTS = 8
 # One .onnx file holds at most 2 GB (protobuf); larger weights would need a side file, refused here.
@@ -174,7 +181,9 @@ def export_onnx(model, tokenizer, out_path: str | os.PathLike, *, opset: int = O
     exported), so a shared cached model is safe.
     """
     owner = "export_onnx"
-    check_int(opset, "opset", owner, low=17, fix="torch's ONNX exporter writes opset 17 or later.")
+    check_int(opset, "opset", owner, low=ONNX_MIN_OPSET, high=ONNX_MAX_OPSET,
+              fix=f"torch's ONNX exporter writes opset {ONNX_MIN_OPSET} or later; ONNX Runtime loads its BERT graphs "
+                  f"up to opset {ONNX_MAX_OPSET}.")
     check_int(max_length, "max_length", owner, low=2)
     check_number(tolerance, "tolerance", owner, low=0.0)
     texts = list(texts) if texts is not None else demo_sentences()[:ONNX_CHECK_TEXTS]

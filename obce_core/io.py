@@ -10,7 +10,13 @@ with the same messages. A subclass names itself in ``_json_name`` (used in messa
 ``check_output_path`` is the one rule for a path the user asks obce to write (every CLI ``--out``,
 ``--csv``): it is checked before any slow work, never creates folders and never replaces anything
 without ``--overwrite``. A write that fails later raises ``OutputWriteError`` naming the user's
-path, not the temp file beside it.
+path, not the temp file beside it. Published files and folders get the user's umask like any
+other file (``mkstemp``/``mkdtemp`` alone would make them private to the writer).
+
+``load_json``/``read_json`` are the one way obce reads JSON it did not write in this process (plan
+files, a scores file's metadata, a model's config.json, a dashboard link's values): nesting deeper
+than ``MAX_JSON_DEPTH`` is refused by name before the parser recurses. ``append_json_line`` and
+``read_json_lines`` keep a cache of rows that survives a torn line (a run killed mid-write).
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ import dataclasses
 import json
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, ClassVar, Iterator
 
-__all__ = ["JsonDataclass", "OutputPathError", "OutputWriteError", "atomic_path", "check_output_path",
-           "publish_directory", "write_text_atomic"]
+__all__ = ["MAX_JSON_DEPTH", "JsonDataclass", "JsonInputError", "OutputPathError", "OutputWriteError",
+           "append_json_line", "atomic_path", "check_output_path", "load_json", "publish_directory", "read_json",
+           "read_json_lines", "user_mode", "write_text_atomic"]
 
 OUTPUT_KINDS = ("file", "dir")
 
@@ -98,6 +106,25 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool, kind: str = "
     return target
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it where the system allows (Linux's /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and put back at once
+    os.umask(mask)
+    return mask
+
+
+def user_mode(directory: bool = False) -> int:
+    """The mode a file (or folder) created by ``open``/``mkdir`` gets under the user's umask."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
 def _can_create_in(folder: Path) -> bool:
     """Whether a file can really be created (and removed) in ``folder``: what every writer here does."""
     try:
@@ -119,6 +146,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.fchmod(fd, user_mode())  # mkstemp makes 0600; a published file reads like its neighbours
     except OSError as exc:
         raise OutputWriteError(path, _reason(exc)) from exc
     os.close(fd)
@@ -143,6 +171,106 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+MAX_JSON_DEPTH = 64  # far above any file obce reads (a model's config.json nests 3 levels)
+# A JSON string, escapes included: its brackets are text, not nesting.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+class JsonInputError(ValueError):
+    """JSON that obce will not read: malformed, nested too deep, or not the kind of value expected."""
+
+
+def _json_depth_exceeds(text: str, limit: int) -> bool:
+    """Whether ``text`` nests arrays/objects deeper than ``limit``; stops at the first level past it."""
+    depth = 0
+    for char in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
+        depth += 1 if char in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def load_json(text: str | bytes, where: str, *, expect: type | None = None):
+    """``text`` parsed as JSON; ``JsonInputError`` naming ``where`` when it is not JSON, nests deeper than
+    ``MAX_JSON_DEPTH`` (checked before parsing: the parser would recurse until Python's stack runs out),
+    or is not an ``expect`` (``dict``: "a JSON object", ``list``: "a JSON array")."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JsonInputError(f"{where} is not UTF-8 text ({exc}); save it as UTF-8 JSON.") from exc
+    if _json_depth_exceeds(text, MAX_JSON_DEPTH):
+        raise JsonInputError(f"{where} nests arrays/objects more than {MAX_JSON_DEPTH} levels deep; obce reads "
+                             f"JSON nested at most {MAX_JSON_DEPTH} levels (nothing obce writes comes near that).")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise JsonInputError(f"Could not parse {where} as JSON: {exc}.") from exc
+    if expect is not None and not isinstance(data, expect):
+        kind = {dict: "a JSON object ({...})", list: "a JSON array ([...])"}.get(expect, expect.__name__)
+        raise JsonInputError(f"{where} holds a JSON {type(data).__name__}; expected {kind}.")
+    return data
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file", *, expect: type | None = None):
+    """The JSON in file ``path`` (see ``load_json``); errors name ``what`` and the path."""
+    where = f"{what} {str(path)!r}"
+    try:
+        raw = Path(path).read_bytes()
+    except IsADirectoryError as exc:
+        raise JsonInputError(f"{where} is a folder; expected a JSON file.") from exc
+    return load_json(raw, where, expect=expect)
+
+
+def append_json_line(path: str | os.PathLike, row: dict, *, sort_keys: bool = True) -> None:
+    """Append ``row`` as one line of the JSON-lines file ``path`` (created with the user's umask).
+
+    A run killed mid-write leaves a torn last line with no newline; this row then starts on a line
+    of its own, so the torn line alone is lost (``read_json_lines`` skips it) and never this row.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(row, sort_keys=sort_keys) + "\n"
+    with open(path, "a+b") as fh:
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                line = "\n" + line
+        fh.write(line.encode("utf-8"))  # one write: appends from several processes do not interleave
+        fh.flush()
+
+
+def read_json_lines(path: str | os.PathLike) -> list[dict]:
+    """The JSON objects of a JSON-lines file, in order; torn, blank or foreign lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+        try:
+            row = load_json(line, f"a line of {path}", expect=dict)
+        except JsonInputError:
+            continue  # a line cut short by a crash: its row is evaluated again
+        rows.append(row)
+    return rows
+
+
+def _give_user_modes(folder: Path) -> None:
+    """The user's umask on ``folder`` and everything in it: mkdtemp makes 0700, and some writers (transformers'
+    model.safetensors) 0600 files, where a published folder must read like any other (e.g. to a server)."""
+    file_mode, dir_mode = user_mode(), user_mode(directory=True)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), dir_mode)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):  # an executable stays executable, by whoever may read it
+                os.chmod(path, dir_mode if os.stat(path).st_mode & 0o100 else file_mode)
+    os.chmod(folder, dir_mode)
+
+
 def publish_directory(directory: str | os.PathLike, fill: Callable[[Path], None], *,
                       replace: Callable[[Path], bool] | None = None) -> Path:
     """Build a directory with ``fill(tmp)`` in a temp directory beside it, then rename it into place.
@@ -163,7 +291,7 @@ def publish_directory(directory: str | os.PathLike, fill: Callable[[Path], None]
     old = None
     try:
         fill(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a published directory reads like any other
+        _give_user_modes(tmp)
         if directory.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
             os.replace(directory, old / "d")
@@ -224,9 +352,5 @@ class JsonDataclass:
                     f"{cls._json_name.capitalize()} file {str(path)!r} does not exist; pass a JSON file "
                     f"written by {cls.__name__}.to_json (or a JSON string starting with '{{')."
                 )
-            text, where = path.read_text(encoding="utf-8"), f"{cls._json_name} file {str(path)!r}"
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"Could not parse {where} as JSON: {exc}.") from exc
-        return cls.from_dict(data)
+            text, where = path.read_bytes(), f"{cls._json_name} file {str(path)!r}"
+        return cls.from_dict(load_json(text, where))

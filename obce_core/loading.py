@@ -22,7 +22,9 @@ from transformers import (
     PreTrainedModel,
 )
 
+from obce_core.io import JsonInputError, read_json
 from obce_core.layout import ModelLoadError, base_model, encoder_layers
+from obce_core.machine import check_device
 from obce_core.obce_bert import CLASSIFIER_POOLINGS, ObceBertConfig, ObceBertForSequenceClassification
 from obce_core.sentence_transformers_files import cache_hub_files
 from obce_core.validation import check_choice, check_int, invalid
@@ -35,6 +37,9 @@ __all__ = [
     "load_model",
     "local_model_dir",
     "looks_like_path",
+    "check_max_length",
+    "model_positions",
+    "read_local_config",
     "base_model",
     "encoder_layers",
     "model_fingerprint",
@@ -60,8 +65,9 @@ def default_model_dir() -> Path:
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` checked against this machine (``machine.check_device``), or cuda when present, else cpu."""
     if device is not None:
-        return torch.device(device)
+        return check_device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -75,11 +81,31 @@ def looks_like_path(text: str) -> bool:
     return text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text or Path(text).is_absolute()
 
 
+# Hugging Face caps a hub id ("org/name") at 96 characters; a longer source can only be a path.
+MAX_HUB_ID_CHARS = 96
+# Files that hold a tokenizer's vocabulary; a folder with none gets a 5-token stand-in from transformers.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model")
+
+
+def _exists(path: Path, text: str) -> bool:
+    """``path.exists()``, with a name the system refuses (too long, ...) reported as a ModelLoadError."""
+    try:
+        return path.exists()
+    except OSError as exc:  # e.g. [Errno 36] File name too long, from a pasted link
+        shown = text if len(text) <= 80 else f"{text[:60]}...{text[-10:]}"
+        raise ModelLoadError(
+            f"Model source {shown!r} ({len(text)} characters) names no folder this machine can open "
+            f"({exc.strerror or exc}) and is no hub id (at most {MAX_HUB_ID_CHARS} characters). Give a model "
+            "directory, a hub id such as 'org/name', or 'default' for the embedded all-MiniLM-L6-v2."
+        ) from None
+
+
 def local_model_dir(source: str | os.PathLike) -> Path:
     """``source`` as the model folder it names; ``ModelLoadError`` unless it is a folder with a config.json."""
     text = str(source)
     path = Path(text).expanduser()
-    if not path.exists():
+    if not _exists(path, text):
         raise ModelLoadError(
             f"Model directory {text!r} does not exist. Check the path, or use 'default' for the "
             "embedded all-MiniLM-L6-v2."
@@ -102,14 +128,54 @@ def _resolve_source(source: str | os.PathLike | None) -> tuple[str, bool]:
     if source is None or str(source) in ("", "default"):
         return str(default_model_dir()), True
     text = str(source)
-    if Path(text).expanduser().exists() or looks_like_path(text):
+    if _exists(Path(text).expanduser(), text) or looks_like_path(text) or len(text) > MAX_HUB_ID_CHARS:
         return str(local_model_dir(text)), True
     return text, False
+
+
+def read_local_config(folder: str | os.PathLike) -> dict:
+    """A model folder's config.json as a dict; ModelLoadError naming the file when it is not a JSON object
+    (or nests deeper than ``io.MAX_JSON_DEPTH``), before transformers reads it."""
+    path = Path(folder) / "config.json"
+    try:
+        return read_json(path, "model config", expect=dict)
+    except JsonInputError as exc:
+        raise ModelLoadError(f"{exc} Expected the config.json that save_pretrained writes.") from None
+
+
+def model_positions(source: str | os.PathLike | None) -> int | None:
+    """The longest input, in tokens, the model ``source`` takes (its ``max_position_embeddings``),
+    read from its config.json alone; None for a hub id (known only once it loads)."""
+    path, is_local = _resolve_source(source)
+    if not is_local:
+        return None
+    value = read_local_config(path).get("max_position_embeddings")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def check_max_length(max_length: int | None, positions: int | None, source, what: str = "max_length") -> None:
+    """ValueError when ``max_length`` tokens exceed the ``positions`` the model ``source`` has."""
+    if max_length is not None and positions is not None and max_length > positions:
+        raise ValueError(f"{what} {max_length} is longer than model {str(source)!r} reads: it has {positions} "
+                         f"positions (max_position_embeddings). Use {what} {positions} or less.")
+
+
+def _check_tokenizer_files(path: str) -> None:
+    folder = Path(path)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"Model directory {path!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); without one "
+            "every word would become the same unknown token and every score would be noise. Save the "
+            "tokenizer beside the weights (tokenizer.save_pretrained(folder)), e.g. copy the tokenizer files "
+            "of the model it was trained from."
+        )
 
 
 def _load_config(source: str, is_local: bool):
     # obce_bert is registered with AutoConfig by the import at the top, so pruned models load.
     try:
+        if is_local:
+            read_local_config(source)  # a list, or JSON nested past the limit, is refused by name first
         raw, _ = PretrainedConfig.get_config_dict(source)
         _refuse_remote_code(raw, source)
         return AutoConfig.from_pretrained(source, trust_remote_code=False)
@@ -177,8 +243,11 @@ def load_model(
     if classifier_pooling is not None:
         check_choice(classifier_pooling, "classifier_pooling", owner, CLASSIFIER_POOLINGS,
                      fix="'cls' uses BERT's pooler on [CLS]; 'mean' averages the real tokens' last hidden states.")
+    target = pick_device(device)  # a device this machine lacks is refused before any file is read
     path, is_local = _resolve_source(source)
     config = _load_config(path, is_local)
+    if is_local:
+        _check_tokenizer_files(path)
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise ModelLoadError(
             f"Model {str(source)!r} has model_type {config.model_type!r}; obce supports BERT-family "
@@ -222,7 +291,7 @@ def load_model(
             f"{str(exc).splitlines()[0] if str(exc) else ''}. Expected a BERT checkpoint saved with "
             "save_pretrained (config.json, model.safetensors, vocab.txt/tokenizer.json)."
         ) from exc
-    model.to(pick_device(device)).eval()
+    model.to(target).eval()
     # Where the model came from decides which sentence-transformers files its saves carry
     # (obce_core.sentence_transformers_files): an absolute folder survives a change of directory.
     if is_local:

@@ -28,6 +28,8 @@ import shutil
 import warnings
 from pathlib import Path, PurePosixPath
 
+from obce_core.io import read_json
+
 __all__ = [
     "MODULES_FILE",
     "ST_CONFIG_FILE",
@@ -85,8 +87,8 @@ def sentence_transformers_modules(directory: str | os.PathLike) -> list[dict] | 
     if not path.is_file():
         return None
     try:
-        modules = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        modules = read_json(path, MODULES_FILE)
+    except OSError as exc:
         raise ValueError(f"{path} could not be read as JSON ({exc}).") from exc
     if not isinstance(modules, list) or not all(isinstance(m, dict) and isinstance(m.get("path"), str)
                                                 and isinstance(m.get("type"), str) for m in modules):

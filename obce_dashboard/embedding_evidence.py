@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -25,6 +26,8 @@ from obce_core.evidence.pairs import PAIR_TASKS, SentencePairs, glue_pairs, pair
 from obce_core.evidence.sweep import SWEEP_GROUPS
 from obce_core.pruning import SCORERS, PruningPlan
 from obce_dashboard import prune_plan, ui
+from obce_dashboard.background import background_section
+from obce_dashboard.estimates import points_estimate_text, remember_point_seconds
 
 __all__ = ["HELDOUT_TEXTS", "PAIRS_FROM_TASK", "embedding_evidence_ui", "heldout_for"]
 
@@ -133,7 +136,9 @@ _HELP = {
 }
 
 
-def curves_ui(loaded, run, plan: PruningPlan, probe: EmbeddingProbe) -> None:
+def curves_ui(loaded, run, plan: PruningPlan, make_probe: Callable[[], EmbeddingProbe], context: tuple) -> None:
+    """The curves' form; the curves are computed in the background (``make_probe`` builds, or finds
+    cached, the probe there), with their progress, and an estimate from this machine first."""
     ss = st.session_state
     with st.form("embedding_curves_form", border=True):
         st.markdown("**Label-free curves** over percentiles (computed here, with progress; every point is cached)")
@@ -143,22 +148,34 @@ def curves_ui(loaded, run, plan: PruningPlan, probe: EmbeddingProbe) -> None:
         groups = c.multiselect("Groups", list(SWEEP_GROUPS), default=list(SWEEP_GROUPS), key="emb_groups")
         scorers = st.multiselect("Scorers", [s for s in SCORERS if s != "fisher"], default=list(EMBEDDING_SCORERS),
                                  key="emb_scorers", help="fisher needs a task's labels, so it has no label-free sweep.")
+        points = len(range(0, 100, int(step))) * len(scorers) * len(groups) * (int(seeds) if "random" in scorers else 1)
         st.caption(f"Uses this page's skip layers ({plan.skip_layers}) and compensation ({plan.compensation}). Each "
-                   "point prunes the model and embeds the held-out texts (about a second for all-MiniLM on a CPU).")
+                   f"point prunes the model and embeds the held-out texts: {points} point(s) here, "
+                   + points_estimate_text(loaded, "labelfree_point", points) + ". Points already computed are "
+                   "read from the cache.")
         if st.form_submit_button("Compute the curves", icon=":material/show_chart:"):
             ss["_embedding_curves"] = {"step": int(step), "seeds": int(seeds), "groups": list(groups),
                                        "scorers": list(scorers)}
     wanted = ss.get("_embedding_curves")
     if not wanted:
         return
-    bar = st.progress(0.0, text="Label-free sweep…")
-    rows = embedding_sweep(
-        loaded.model, run.scores, probe, groups=wanted["groups"], percentiles=range(0, 100, wanted["step"]),
-        scorers=wanted["scorers"], seeds=range(wanted["seeds"]), skip_layers=plan.skip_layers,
-        compensation=plan.compensation, calibration=prune_plan.calibration_if_needed(loaded, run, plan),
-        progress=lambda done, total, row: bar.progress(done / total, text=f"Label-free sweep: {done}/{total} points"),
-    )
-    bar.empty()
+    key = ("embedding_curves", *context, json.dumps(wanted, sort_keys=True), plan.skip_layers, plan.compensation)
+
+    def compute(report):
+        probe = make_probe()
+        return embedding_sweep(
+            loaded.model, run.scores, probe, groups=wanted["groups"], percentiles=range(0, 100, wanted["step"]),
+            scorers=wanted["scorers"], seeds=range(wanted["seeds"]), skip_layers=plan.skip_layers,
+            compensation=plan.compensation, calibration=prune_plan.calibration_if_needed(loaded, run, plan),
+            progress=lambda done, total, row: report(done, total, "Label-free sweep: points"),
+        ), probe
+
+    background_section("embedding_curves", key, compute, lambda out: _curves_chart_ui(*out, plan, wanted),
+                       label="Label-free sweep", shown_as="earlier curve settings", context=context,
+                       error="Could not compute the label-free curves")
+
+
+def _curves_chart_ui(rows, probe: EmbeddingProbe, plan: PruningPlan, wanted: dict) -> None:
     if rows.empty:
         st.caption("Pick at least one group and one scorer.")
         return
@@ -183,13 +200,26 @@ def embedding_evidence_ui(loaded, run, plan: PruningPlan) -> None:
         texts, where = heldout_for(run)
         pairs = pairs_ui()
         pairs_key = _key(sorted((pairs_name(p), p.fingerprint()) for p in pairs))
-        probe = _probe(loaded.source, loaded.anatomy.fingerprint, _key(texts), pairs_key, loaded.model,
-                       loaded.tokenizer, tuple(texts), where, tuple(pairs))
     if not outcome.ok:
         return
-    with ui.errors("Could not measure this plan's sentence output"):
+    context = (loaded.source, loaded.anatomy.fingerprint, run.key, _key(texts), pairs_key)
+
+    def make_probe() -> EmbeddingProbe:
+        return _probe(loaded.source, loaded.anatomy.fingerprint, _key(texts), pairs_key, loaded.model,
+                      loaded.tokenizer, tuple(texts), where, tuple(pairs))
+
+    def compute(report) -> tuple[dict, EmbeddingProbe]:
+        report(0, 2, "embedding the held-out texts with the original model")
+        probe = make_probe()
+        report(1, 2, "pruning with this plan and embedding the held-out texts")
         row = _plan_row(loaded.source, loaded.anatomy.fingerprint, run.key, plan.to_json(), _key(probe.key()),
                         loaded, run, probe)
-        current_ui(row, probe)
+        remember_point_seconds(loaded, "labelfree_point", row["eval_s"])
+        return row, probe
+
+    background_section("embedding_plan", ("embedding_plan", *context, plan.to_json()), compute,
+                       lambda result: current_ui(*result),
+                       label=f"Measuring this plan's sentence output on {len(texts)} held-out texts",
+                       shown_as=plan.describe(), context=context, error="Could not measure this plan's sentence output")
     with ui.errors("Could not compute the label-free curves"):
-        curves_ui(loaded, run, plan, probe)
+        curves_ui(loaded, run, plan, make_probe, context)

@@ -19,16 +19,19 @@ import streamlit as st
 
 from obce_core import glue, jobs, plots
 from obce_core.evidence import encode_split, largest_safe_percentile, read_sweep, score_plan
+from obce_core.jobs.estimate import TASK_POINT, TASK_POINT_EXAMPLES
 from obce_core.pruning import PruningPlan
 from obce_core.training import task_model_info
 from obce_core.workspace import default_workspace
 from obce_dashboard import prune_plan, ui
+from obce_dashboard.background import background_section
 from obce_dashboard.embedding_evidence import embedding_evidence_ui
+from obce_dashboard.estimates import job_estimate_ui, remember_point_seconds
 from obce_dashboard.job_panel import job_panel, poll
 
 __all__ = ["ESTIMATE_SIZE", "evidence_ui"]
 
-ESTIMATE_SIZE = 256
+ESTIMATE_SIZE = TASK_POINT_EXAMPLES  # also the size a sweep's per-point time is measured at
 _NO_PLAN = PruningPlan(compensation="none")  # removes nothing: the original's score on the same examples
 
 
@@ -62,11 +65,23 @@ def no_task_model_ui(source: str) -> None:
     st.page_link(ui.PAGE_MODEL, label="Task models on Model & data", icon=":material/tune:")
 
 
-def current_score_ui(loaded, run, plan: PruningPlan, task: str) -> None:
-    ss = st.session_state
-    with st.spinner(f"Evaluating the plan on {ESTIMATE_SIZE} {task} dev examples…"):
-        estimate = _score(loaded, run, plan, task, ESTIMATE_SIZE)
-        original = _score(loaded, run, _NO_PLAN, task, ESTIMATE_SIZE)
+def _scores_of(loaded, run, plan: PruningPlan, task: str, eval_size: int | None):
+    """The background work of one plan's score: (the plan's, the original's) on the same examples."""
+
+    def compute(report) -> tuple[dict, dict]:
+        report(0, 2, "pruning and evaluating the plan")
+        estimate = _score(loaded, run, plan, task, eval_size)
+        if eval_size == TASK_POINT_EXAMPLES:
+            remember_point_seconds(loaded, TASK_POINT, estimate["eval_s"])  # what a sweep's point costs here
+        report(1, 2, "evaluating the original on the same examples")
+        original = _score(loaded, run, _NO_PLAN, task, eval_size)
+        return estimate, original
+
+    return compute
+
+
+def _estimate_ui(scored: tuple[dict, dict], plan: PruningPlan, task: str) -> None:
+    estimate, original = scored
     score, iv = estimate["metrics"]["main_score"], estimate["interval"]
     label = f"estimate on {estimate['n']} dev examples" if estimate["subset"] else f"all {estimate['n']} dev examples"
     st.metric(f"{task} score of this plan ({label})", f"{100 * score:.2f}",
@@ -80,17 +95,35 @@ def current_score_ui(loaded, run, plan: PruningPlan, task: str) -> None:
     if len(applied):
         st.caption(f"Compensation {plan.compensation}: " + ", ".join(f"{m} in {n}" for m, n in applied.items())
                    + " layer group(s).")
+
+
+def _full_ui(scored: tuple[dict, dict], task: str) -> None:
+    full, full_original = scored
+    st.metric(f"{task} score of this plan (all {full['n']} dev examples)", f"{100 * full['metrics']['main_score']:.2f}",
+              delta=f"{100 * (full['metrics']['main_score'] - full_original['metrics']['main_score']):+.2f} vs "
+                    f"original ({100 * full_original['metrics']['main_score']:.2f})")
+
+
+def current_score_ui(loaded, run, plan: PruningPlan, task: str) -> None:
+    """The plan's task score, computed in the background (``background_section``): a slider move
+    never waits for it; until it is ready the last plan's score shows, marked stale."""
+    ss = st.session_state
+    context = (loaded.source, loaded.anatomy.fingerprint, run.key, task)
+    background_section(
+        "task_score", ("task_score", *context, plan.to_json(), ESTIMATE_SIZE),
+        _scores_of(loaded, run, plan, task, ESTIMATE_SIZE), lambda r: _estimate_ui(r, plan, task),
+        label=f"Evaluating the plan on {ESTIMATE_SIZE} {task} dev examples", shown_as=plan.describe(), context=context,
+        error="Could not evaluate this plan")
     key = (loaded.source, run.key, plan.to_json(), task)
     refined = ss.setdefault("_refined_plans", set())
     if st.button("Refine on the full dev split", icon=":material/done_all:", key="refine_full"):
         refined.add(key)
     if key in refined:
-        with st.spinner(f"Evaluating the plan on all of {task} dev…"):
-            full = _score(loaded, run, plan, task, None)
-            full_original = _score(loaded, run, _NO_PLAN, task, None)
-        st.metric(f"{task} score of this plan (all {full['n']} dev examples)", f"{100 * full['metrics']['main_score']:.2f}",
-                  delta=f"{100 * (full['metrics']['main_score'] - full_original['metrics']['main_score']):+.2f} vs "
-                        f"original ({100 * full_original['metrics']['main_score']:.2f})")
+        background_section(
+            "task_score_full", ("task_score", *context, plan.to_json(), None),
+            _scores_of(loaded, run, plan, task, None), lambda r: _full_ui(r, task),
+            label=f"Evaluating the plan on all of {task} dev", shown_as=plan.describe(), context=context,
+            error="Could not evaluate this plan on the full dev split")
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -138,7 +171,7 @@ def start_sweep_ui(workspace: Path, source: str, task: str, plan: PruningPlan) -
     from obce_core.evidence import SWEEP_GROUPS, SWEEP_SCORERS
     from obce_core.pruning import SCORERS
 
-    with st.form("sweep_form", border=True):
+    with st.container(border=True):  # not a form: the duration estimate follows every setting at once
         st.markdown("**Start a sweep** (a background job; progress shows here, a refresh keeps it)")
         a, b, c = st.columns(3)
         step = a.selectbox("Percentile step", [10, 20, 25], key="sweep_step")
@@ -148,16 +181,18 @@ def start_sweep_ui(workspace: Path, source: str, task: str, plan: PruningPlan) -
         # fisher (a gradient pass over 512 labelled training examples) and flap are offered, not defaults.
         scorers = st.multiselect("Scorers", list(dict.fromkeys([*SWEEP_SCORERS, *SCORERS])), default=list(SWEEP_SCORERS),
                                  key="sweep_scorers")
-        st.caption(f"Uses this page's skip layers ({plan.skip_layers}) and compensation ({plan.compensation}). "
-                   f"A full sweep of all-MiniLM on SST-2 takes several minutes on a CPU; finished points are kept "
-                   f"if you cancel.")
-        go = st.form_submit_button("Start the sweep", icon=":material/play_arrow:")
-    if go:
-        with ui.errors("Could not start the sweep"):
+        st.caption(f"Uses this page's skip layers ({plan.skip_layers}) and compensation ({plan.compensation}); "
+                   "finished points are kept if you cancel.")
+        spec = None
+        with ui.errors("These sweep settings do not make a sweep"):
             spec = jobs.SweepJobSpec(model=source, task=task, groups=groups, scorers=scorers,
                                      percentiles=list(range(0, 100, int(step))), seeds=list(range(int(seeds))),
                                      skip_layers=plan.skip_layers, compensation=plan.compensation,
                                      eval_size=None if size == "all" else int(size))
+            job_estimate_ui(spec, source, prefix="Duration of this sweep: ")
+        go = st.button("Start the sweep", icon=":material/play_arrow:", disabled=spec is None or not groups or not scorers)
+    if go and spec is not None:
+        with ui.errors("Could not start the sweep"):
             job_id = jobs.start_job(spec, workspace)
             st.success(f"Started sweep job `{job_id}`.")
             st.rerun()

@@ -15,6 +15,8 @@ from typing import Any
 
 import streamlit as st
 
+from obce_core.io import JsonInputError, load_json
+
 __all__ = ["field", "remember"]
 
 _LOADED = "_form_link_loaded"
@@ -24,8 +26,8 @@ def _from_link(param: str) -> dict:
     ss = st.session_state
     if _LOADED not in ss:
         try:
-            data = json.loads(st.query_params.get(param) or "{}")
-        except json.JSONDecodeError:
+            data = load_json(st.query_params.get(param) or "{}", f"the link's {param}")  # depth-limited
+        except JsonInputError:  # a link that is not a form's JSON restores nothing
             data = {}
         ss[_LOADED] = data if isinstance(data, dict) else {}
     return ss[_LOADED]

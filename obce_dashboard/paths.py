@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from obce_core.loading import looks_like_path
+from obce_core.loading import MAX_HUB_ID_CHARS, looks_like_path
 from obce_core.workspace import default_workspace
 
 __all__ = ["MODEL_DIRS_ENV", "SAVE_FOLDER", "TASK_MODELS_FOLDER", "ModelSourceRefused", "SaveNameRefused", "allowed_model_dirs",
@@ -57,8 +57,9 @@ def check_model_source(source: str | None) -> str:
     dirs = allowed_model_dirs()
     if any(_inside(resolved, d) for d in dirs):
         return text
-    # A hub-id-shaped name that is also a folder here would be loaded from disk by load_model.
-    if looks_like_path(text) or candidate.exists():
+    # A hub-id-shaped name that is also a folder here would be loaded from disk by load_model. A name
+    # longer than a hub id can be is a path too (and may be too long to look up: [Errno 36]).
+    if looks_like_path(text) or len(text) > MAX_HUB_ID_CHARS or candidate.exists():
         raise ModelSourceRefused(
             f"This server offers no model folder {text!r}. Local models load from the workspace "
             f"({dirs[0]}) or from the folders its operator lists in {MODEL_DIRS_ENV}; otherwise choose "

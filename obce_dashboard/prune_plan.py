@@ -9,7 +9,8 @@ Prune page was never opened). ``overrides`` is the per-layer table as canonical 
 ``st.session_state``, never in a shared cache). ``calibration_for(loaded, run)`` captures what the
 fitted compensations (``auto``, ``lsq``, ``token-mean``) need from the scoring texts, once per
 (model, texts) for the whole server; ``calibration_if_needed`` only when the plan's compensation
-fits at all. ``with_fisher(loaded, run)`` adds the ``fisher`` column when the plan ranks by it.
+fits at all. ``with_fisher(loaded, run)`` adds the ``fisher`` column when the plan ranks by it
+(``fisher_missing`` says whether that is still to compute, ``fisher_table`` computes it).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from obce_dashboard import session, settings
 from obce_dashboard.settings import parse_overrides
 
 __all__ = ["Applied", "FISHER_EXAMPLES", "calibration_for", "calibration_if_needed", "current_plan", "current_selection",
-           "overrides", "set_overrides", "with_fisher"]
+           "fisher_missing", "fisher_table", "overrides", "set_overrides", "with_fisher"]
 
 # Labelled training examples the ``fisher`` scorer sums over on this page (the CLI's default too).
 FISHER_EXAMPLES = 512
@@ -85,22 +86,36 @@ def _fisher_table(fingerprint: str, source: str, task: str, _model, _tokenizer):
     return fisher_information(_model, _tokenizer, task, n=FISHER_EXAMPLES, seed=0)
 
 
-def with_fisher(loaded, run):
-    """``run`` with the ``fisher`` column in its scores when the plan in force ranks by ``fisher``
-    (computed once per task model on its task's training examples, then made this session's run);
-    otherwise ``run`` unchanged. Raises ``ValueError`` saying what to load when the model is not a
-    task model (Fisher needs the task's labels and loss)."""
+def fisher_missing(loaded, run) -> str | None:
+    """The task whose ``fisher`` column the plan in force needs and ``run`` lacks, else None.
+    Raises ``ValueError`` saying what to load when the model is not a task model (Fisher needs the
+    task's labels and loss)."""
     if st.session_state.get("scorer") != "fisher" or FISHER_COLUMN in run.scores.table.columns:
-        return run
+        return None
     info = task_model_info(loaded.source)
     if info is None:
         raise ValueError(
             f"fisher needs a task model: it sums squared loss gradients over labelled training examples, and "
             f"`{loaded.source}` has no task head (no obce_task.json). Load a task model on Model & data (Task "
             "models, or fine-tune one there), or rank by another scorer.")
+    return info.task
+
+
+def fisher_table(loaded, task: str):
+    """The Fisher table of ``loaded``'s task model on ``task`` (computed once per task model; slow:
+    the Prune page calls it in the background)."""
     # The source too: the fingerprint covers the encoder, and Fisher depends on the head as well.
-    table = _fisher_table(loaded.anatomy.fingerprint, loaded.source, info.task, loaded.model, loaded.tokenizer)
-    run = replace(run, scores=add_fisher(run.scores, table))
+    return _fisher_table(loaded.anatomy.fingerprint, loaded.source, task, loaded.model, loaded.tokenizer)
+
+
+def with_fisher(loaded, run):
+    """``run`` with the ``fisher`` column in its scores when the plan in force ranks by ``fisher``
+    (``fisher_table``, then made this session's run); otherwise ``run`` unchanged. Raises
+    ``ValueError`` as ``fisher_missing`` does."""
+    task = fisher_missing(loaded, run)
+    if task is None:
+        return run
+    run = replace(run, scores=add_fisher(run.scores, fisher_table(loaded, task)))
     session.set_current_scored(run)  # every page of this session now ranks by the same column
     return run
 

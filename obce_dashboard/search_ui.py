@@ -9,7 +9,6 @@ makes the best plan the page's plan in force (per-layer overrides, sliders at 0)
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from obce_core import jobs, plots
+from obce_core.io import read_json_lines
 from obce_core.layout import GROUPS
 from obce_core.pruning import COMPENSATIONS, SCORERS, PruningPlan
 from obce_core.search import COST_LABELS, COSTS, SearchSettings, best_row, read_search_report
@@ -30,16 +30,7 @@ SEARCHES_FOLDER = "searches"
 
 
 def _rows(path: str | None) -> list[dict]:
-    p = Path(path) if path else None
-    if p is None or not p.is_file():
-        return []
-    rows = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # the line being written right now
-    return rows
+    return read_json_lines(path) if path else []  # the line being written right now is skipped
 
 
 def _use_plan(plan: dict) -> None:
@@ -94,7 +85,7 @@ def report_ui(spec: jobs.SearchJobSpec) -> None:
                                        "dev": st.column_config.NumberColumn(format="%.2f"),
                                        "cost": st.column_config.NumberColumn(report.cost_label, format="%.4g")})
     note = f"; stopped at the {report.stopped}" if report.stopped else ""
-    st.caption(f"{report.summary()}{note}. The pruned model, plan.json and search_report.json are in `{spec.out}`: load "
+    st.caption(f"{report.summary()}{note}. The pruned model, obce_plan.json and search_report.json are in `{spec.out}`: load "
                "that folder on **Model & data** to score, prune or fine-tune it further.")
 
 

@@ -24,6 +24,7 @@ import streamlit as st
 
 from obce_core import COMPONENTS, TOKEN_MODES, PruningPlan
 from obce_core.glue import TASKS, available_local_tasks
+from obce_core.io import JsonInputError, load_json
 from obce_core.validation import check_choice, check_int, check_number, invalid, is_number
 
 __all__ = [
@@ -102,9 +103,10 @@ def parse_overrides(name: str, raw: str) -> str:
     """Per-layer overrides ``{"3": {"ffn": 70}}`` as canonical JSON text; percentages must lie in
     [0, MAX_PERCENT] like the sliders'. Raises ``ValueError`` naming the fix."""
     try:
-        data = json.loads(raw) if str(raw).strip() else {}
-    except json.JSONDecodeError as exc:
-        raise invalid(name, _OWNER, 'JSON such as {"3": {"ffn": 70}}', raw, f"({exc})") from None
+        data = load_json(raw, f"the link's {name}") if str(raw).strip() else {}  # depth-limited
+    except JsonInputError as exc:
+        shown = raw if len(str(raw)) <= 80 else f"{str(raw)[:60]}... ({len(str(raw))} characters)"
+        raise invalid(name, _OWNER, 'JSON such as {"3": {"ffn": 70}}', shown, f"({exc})") from None
     for layer, groups in (data.items() if isinstance(data, dict) else ()):
         for group, value in (groups.items() if isinstance(groups, dict) else ()):
             if is_number(value):  # the sliders' range, before the plan's wider [0, 100)

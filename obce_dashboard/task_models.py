@@ -16,6 +16,7 @@ from obce_core.training import (CPU_PRESET, PRESET_CHOICES, PRESET_DESCRIPTIONS,
                                 list_task_models, subset_note)
 from obce_core.workspace import default_workspace
 from obce_dashboard import ui
+from obce_dashboard.estimates import job_estimate_ui
 from obce_dashboard.job_panel import job_panel, poll
 from obce_dashboard.paths import TASK_MODELS_FOLDER, save_target
 
@@ -60,14 +61,15 @@ def train_ui(workspace: Path) -> None:
     preset = b.selectbox("Recipe", list(PRESET_CHOICES), index=list(PRESET_CHOICES).index(CPU_PRESET),
                          format_func=lambda p: f"{p}: {PRESET_DESCRIPTIONS.get(p, '')}", key="tm_preset")
     recipe = Recipe.preset(preset, task)
-    steps, seconds = estimate_training(recipe, task)
+    steps = estimate_training(recipe, task)[0]
     note = subset_note(recipe, task)
-    st.caption(f"{describe_recipe(recipe)}: {steps:,} steps, about {seconds / 60:.0f} min (an ESTIMATE for "
-               "all-MiniLM-L6-v2 on a 2-core CPU; other models and machines differ)." + (f" {note}" if note else ""))
+    st.caption(f"{describe_recipe(recipe)}: {steps:,} steps." + (f" {note}" if note else ""))
     c, d = st.columns(2)
     bases = ["default"] + ([current] if current and current != "default" else [])
     base = c.selectbox("Start from", bases, key="tm_base",
                        format_func=lambda m: "embedded all-MiniLM-L6-v2" if m == "default" else f"the loaded model ({m})")
+    with ui.errors("Could not estimate the duration"):  # from step times measured here (obce_dashboard.estimates)
+        job_estimate_ui(jobs.FinetuneJobSpec(task=task, out="estimate", model=base, recipe=recipe), base)
     name = d.text_input("Name", value=f"{task}-{preset}", key="tm_name",
                         help=f"A folder name: the model goes to {TASK_MODELS_FOLDER}/<name> in the workspace.")
     if st.button("Train the task model", icon=":material/model_training:", key="tm_start"):

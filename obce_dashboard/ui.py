@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from obce_dashboard.navigation import ensure_app_navigation
 from obce_dashboard.settings import init_state, sync_query_params
 
 __all__ = ["PAGE_MODEL", "PAGE_PERSISTENCE", "PAGE_PRUNE", "PAGE_COMPARE", "Outcome", "errors", "run_page",
@@ -78,7 +79,9 @@ def errors(what: str, *, hint: str | None = None) -> Iterator[Outcome]:
 
 def run_page(main: Callable[[], None]) -> None:
     """Run a page: ``init_state()``, ``main()`` under ``errors()`` as the last resort, then
-    ``sync_query_params()`` so the address bar shows the settings the page ended with."""
+    ``sync_query_params()`` so the address bar shows the settings the page ended with. A page that
+    Streamlit ran without ``app.py`` (a deep link first after a restart) reruns through it first."""
+    ensure_app_navigation()
     init_state()
     try:
         with errors("This page stopped"):

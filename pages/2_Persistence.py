@@ -11,6 +11,8 @@ from obce_core.pruning.stability import STABILITY_FALLBACK_PERCENT, median_spear
 from obce_core.neurons import EXAMPLE_VIEWS, neuron_examples, text_tokens, token_values
 from obce_core.verdicts import NOT_PRUNABLE, neuron_verdict, neuron_verdicts, plan_cuts
 from obce_dashboard import prune_plan, session, settings, ui
+from obce_dashboard.attribution_ui import attribution_panel, neuron_attribution_line
+from obce_dashboard.domain_panel import domain_ui
 
 TABLE_COLUMNS = ["layer", "component", "neuron", "rf", "std", "mean", "rank", "rf_ties", "prunable"]
 VERDICT_TEXT = {"pruned": "**pruned**", "kept": "**kept**",
@@ -108,6 +110,7 @@ def neuron_ui(run: session.ScoredRun, layer: int, component: str, neuron: int, g
                f"between neighbours (red band) is {rf:.4g}. Growing the filtration, everything has merged once it "
                "reaches that gap: that last merge is the highest finite point in the diagram and the longest finite bar.")
     st.caption("Why: " + why)
+    neuron_attribution_line(run, layer, component, neuron)
     a, b, c = st.columns([5, 4, 4])
     with a:
         st.plotly_chart(plots.values_strip_figure(values, rf, labels=session.sample_labels(run), color=color,
@@ -309,6 +312,8 @@ def main() -> None:
     overview_ui(group, neuron, selection)
     distribution_ui(run, selection)
     stability_ui(run, selection)
+    attribution_panel(run, layer, component, neuron, selection)
+    domain_ui(run, selection)
     tables_ui(run, group, layer, component)
 
 

@@ -12,6 +12,8 @@ from obce_core.training import task_model_info
 from obce_core.pruning import COMPENSATIONS, GROUPS, SCORERS, is_obce_saved
 from obce_core.workspace import default_workspace
 from obce_dashboard import prune_plan, session, settings, ui
+from obce_dashboard.background import background_section
+from obce_dashboard.speed import measured_speed_ui
 from obce_dashboard.evidence import evidence_ui
 from obce_dashboard.search_ui import search_ui
 from obce_dashboard.paths import SAVE_FOLDER, save_target
@@ -37,7 +39,8 @@ COMPENSATION_LABELS = {
 }
 
 
-def plan_ui(num_layers: int) -> None:
+def plan_ui(num_layers: int, task_model: bool) -> None:
+    """The plan's widgets; ``fisher`` is offered only for a task model (it needs the task's labels)."""
     cols = st.columns(3)
     for col, name in zip(cols, ("qk", "v", "ffn")):
         label, help_text = SLIDERS[name]
@@ -50,7 +53,11 @@ def plan_ui(num_layers: int) -> None:
                         help="Leave the first N layers whole. At [CLS], layer 0's query/key/value outputs are the same "
                              "for every text, so their rf are all 0 and cannot rank them.")
     with b:
-        scorer = settings.widget(st.selectbox, "Rank units by", "scorer", options=list(SCORERS),
+        if not task_model and st.session_state.get("scorer") == "fisher":
+            st.warning("Fisher needs a task model (labelled loss gradients); this model has no task head, so units "
+                       "are ranked by rf.", icon=":material/warning:")
+        scorer = settings.widget(st.selectbox, "Rank units by", "scorer",
+                                 options=[s for s in SCORERS if task_model or s != "fisher"],
                                  format_func=lambda name: SCORER_LABELS.get(name, name),
                                  help="Lower = removed first. std, weight magnitude, FLAP, Fisher and random are controls: "
                                       "they show whether the topology adds anything. Fisher (Kwon et al. 2022: squared "
@@ -131,11 +138,12 @@ def metrics_ui(report) -> None:
     cols[2].metric("Size (float32)", f"{report.bytes_after / mib:.1f} MiB", delta=f"from {report.bytes_before / mib:.1f} MiB",
                    delta_color="off", delta_arrow="off")
     ratio = report.flops_ratio_estimate
-    cols[3].metric("Speed-up (estimate)", f"{1 / ratio:.2f}x", delta=f"FLOPs per token x{ratio:.3f} (estimate)",
+    cols[3].metric("Speed-up (FLOPs estimate)", f"{1 / ratio:.2f}x", delta=f"FLOPs per token x{ratio:.3f}",
                    delta_color="off", delta_arrow="off",
                    help=f"An ESTIMATE from dense matrix multiplies per token at {report.flops_seq_len} tokens (projections, "
                         "attention scores and context, FFN); embeddings, softmax, LayerNorm, GELU and the head are "
-                        "ignored. Measured CPU latency gains are smaller.")
+                        "ignored. Measured CPU latency gains are smaller: build the model below and measure it on this "
+                        "machine.")
 
 
 def charts_ui(report, heads: int) -> None:
@@ -181,10 +189,11 @@ def apply_ui(loaded: session.LoadedModel, run: session.ScoredRun, plan: PruningP
                               expanded=True)
     applied = ss.get("pruned")
     if applied is not None:
-        applied_ui(applied, loaded, plan)
+        applied_ui(applied, loaded, run, plan)
 
 
-def applied_ui(applied: prune_plan.Applied, loaded: session.LoadedModel, plan: PruningPlan) -> None:
+def applied_ui(applied: prune_plan.Applied, loaded: session.LoadedModel, run: session.ScoredRun,
+               plan: PruningPlan) -> None:
     if applied.source_fingerprint != loaded.anatomy.fingerprint or applied.plan != plan:
         st.info(f"The model below was built earlier from `{applied.source}` with plan `{applied.plan.describe()}`. "
                 "Press **Apply** to build one with the current settings.", icon=":material/history:")
@@ -200,7 +209,9 @@ def applied_ui(applied: prune_plan.Applied, loaded: session.LoadedModel, plan: P
         cols[2].caption(f"Sanity check, not a task score: the mean cosine similarity of the last layer's [CLS] output of "
                         f"the pruned and the original model on {sim['n']} of the texts the scores came from (in-sample). "
                         "1 = unchanged. Fine-tune and evaluate on **Compare** for what the pruning costs on a task.")
-    compensation_ui(applied.report)
+    if applied.source_fingerprint == loaded.anatomy.fingerprint:
+        measured_speed_ui(applied, loaded, run)
+    compensation_ui(applied.report, run)
     with st.expander("Report"):
         st.code(applied.report.summary(), language="text")
     tag = _tag(applied.plan)
@@ -246,8 +257,9 @@ def onnx_ui(applied: prune_plan.Applied, tag: str) -> None:
                f"({'within' if ok else 'ABOVE'} the tolerance {report.tolerance:.0e}).")
 
 
-def compensation_ui(report) -> None:
-    """Which compensation each (layer, group) got: ``auto``'s choice, or a fallback with its reason."""
+def compensation_ui(report, run: session.ScoredRun) -> None:
+    """Which compensation each (layer, group) got: ``auto``'s choice, or a fallback with its reason,
+    said above the fold when the requested one could not be fitted."""
     rows = report.compensations
     if not rows:
         return
@@ -255,6 +267,18 @@ def compensation_ui(report) -> None:
     requested = rows[0]["requested"]
     st.caption(f"Compensation requested: **{requested}**; applied: "
                + ", ".join(f"{m} in {n} layer group(s)" for m, n in methods.items()) + ".")
+    fell_back = [r for r in rows if r["method"] != requested and str(r.get("note", "")).startswith("fell back")]
+    skipped = [r for r in rows if "lsq skipped" in str(r.get("note", ""))]
+    if skipped and not fell_back:  # auto: lsq was a candidate but could not be fitted there
+        st.caption(f"lsq (the least-squares refit) was not a candidate in {len(skipped)} of {len(rows)} layer group(s): "
+                   f"too few calibration tokens from the {len(run.texts):,} scored texts. Score more texts on "
+                   "**Model & data** to let it compete.")
+    if fell_back:
+        where = ", ".join(f"L{r['layer']} {r['group']}" for r in fell_back)
+        st.warning(f"**{requested}** could not be fitted in {len(fell_back)} of {len(rows)} layer group(s) ({where}); "
+                   f"they got **{fell_back[0]['method']}** instead. {fell_back[0]['note']}. The calibration tokens come "
+                   f"from the {len(run.texts):,} scored texts: score more texts on **Model & data** to give the fit more "
+                   "tokens.", icon=":material/warning:")
     with st.expander("Compensation per layer"):
         st.dataframe(pd.DataFrame([{"layer": r["layer"], "group": r["group"], "applied": r["method"],
                                     "lsq damping": r.get("damping"), "note": r.get("note", "")} for r in rows]),
@@ -284,24 +308,46 @@ def save_ui(applied: prune_plan.Applied, tag: str) -> None:
             st.success(f"Saved to `{path.resolve()}`. Load it on **Model & data** as a local directory to score or prune it again.")
 
 
+def fisher_ready(loaded: session.LoadedModel, run: session.ScoredRun) -> bool:
+    """Whether the ``fisher`` column the plan needs is there; if not, it is computed in the
+    background (about a minute for all-MiniLM on a CPU) with its progress, and the page waits below
+    the sliders, which stay free."""
+    with ui.errors("These settings do not make a pruning plan for this model") as outcome:
+        task = prune_plan.fisher_missing(loaded, run)
+    if not outcome.ok:
+        return False
+    if task is None:
+        return True
+    key = ("fisher", loaded.anatomy.fingerprint, loaded.source, task)
+    done = background_section(
+        "fisher", key, lambda report: prune_plan.fisher_table(loaded, task), lambda table: None,
+        label=f"Computing Fisher importance on {prune_plan.FISHER_EXAMPLES} labelled {task} training examples "
+              "(once per task model)", context=key, error="Could not compute the Fisher importance")
+    return done.state == "done"
+
+
 def main() -> None:
     st.title("Prune")
     run = session.current_scored()
     if run is None:
         ui.no_scores_ui("The Prune page")
         return
-    st.markdown("Remove each layer's lowest-scoring units. Every number and chart below follows the sliders at once "
-                "(nothing is copied or rebuilt until **Apply**).")
+    st.markdown("Remove each layer's lowest-scoring units. The counts, sizes and charts below follow the sliders at "
+                "once (nothing is copied or rebuilt until **Apply**); what a plan costs (it prunes and runs the model) "
+                "is measured in the background and shows when ready, the previous plan's figures marked stale meanwhile.")
     st.caption(f"Scores of `{run.model_source}` on {run.data_label} ({run.scores.n_samples:,} samples per neuron).")
     with ui.errors("Could not load the scored model") as outcome:
         loaded = session.load_model_cached(run.model_source)
     if not outcome.ok:
         return
     num_layers, heads = loaded.anatomy.layers, loaded.anatomy.heads
-    plan_ui(num_layers)
+    info = task_model_info(loaded.source)
+    plan_ui(num_layers, task_model=info is not None)
     overrides_ui(num_layers)
+    if not fisher_ready(loaded, run):
+        return
     with ui.errors("These settings do not make a pruning plan for this model") as outcome:
-        run = prune_plan.with_fisher(loaded, run)  # the fisher scorer's column, computed once per task model
+        run = prune_plan.with_fisher(loaded, run)  # the fisher column, computed already (fisher_ready)
         selection = prune_plan.current_selection(run.scores, loaded.model)
         plan = selection.plan
         report = build_report(loaded.model, selection)
@@ -309,7 +355,6 @@ def main() -> None:
         return
     metrics_ui(report)
     evidence_ui(loaded, run, plan)
-    info = task_model_info(loaded.source)
     if info is not None:
         st.subheader("Find the smallest plan within X points")
         with ui.errors("Could not read the plan search"):

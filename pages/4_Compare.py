@@ -14,6 +14,7 @@ from obce_core.pruning import PruningPlan
 from obce_core.training import CPU_PRESET, PRESET_CHOICES, PRESET_DESCRIPTIONS, Recipe
 from obce_dashboard import prune_plan, session, ui
 from obce_dashboard.form_link import field, remember
+from obce_dashboard.estimates import job_estimate_ui
 from obce_dashboard.job_panel import job_panel, minutes
 from obce_dashboard.paths import check_model_source
 
@@ -117,24 +118,27 @@ def recipe_ui(task: str, distill: bool = False) -> Recipe:
                         seed=int(seed), **kd)
 
 
-def estimate_ui(recipe: Recipe, tasks: list[str], protocol: str, recover_steps: int, distill: bool = False) -> None:
-    parts, total = [], 0.0
+def estimate_ui(recipe: Recipe, tasks: list[str], protocol: str, recover_steps: int, distill: bool = False, *,
+                source: str = "default", plan: PruningPlan | None = None, scored: bool = False,
+                score_n: int = 512) -> None:
+    """The job's training steps, and its duration ESTIMATED from step times measured on this machine
+    for this model (``obce_dashboard.estimates``)."""
+    parts = []
     for task in tasks:
-        if protocol == "paper":  # original and pruned (the pruned model's steps are a little faster)
-            steps, seconds = training.estimate_training(recipe, task, runs=2)
-            parts.append(f"{task}: 2 x {steps:,} steps ≈ {_minutes(seconds)}")
+        if protocol == "paper":  # original and pruned
+            steps = training.estimate_training(recipe, task)[0]
+            parts.append(f"{task}: 2 x {steps:,} steps")
         else:
-            _, seconds = training.estimate_training(recipe, task, runs=0, extra_steps=recover_steps or 0)
-            parts.append(f"{task}: no training" + (f", {recover_steps} recovery steps ≈ {_minutes(seconds)}" if recover_steps else ""))
-        total += seconds
-    per_step = training.estimate_training(recipe, tasks[0], runs=0, extra_steps=1)[1] if tasks else 0.0
-    st.caption(
-        f"Duration estimate (training only; scoring and evaluation add to it): {'; '.join(parts)}; ≈ **{_minutes(total)}** "
-        f"in all. Measured: ~{training.CPU_SECONDS_PER_STEP} s per step of 32 x 64 tokens on this CPU for all-MiniLM "
-        f"(here {recipe.batch_size} x {recipe.max_length} tokens ≈ {per_step:.1f} s per step); larger models take longer. "
-        "The job runs in its own process: you can leave this page and come back."
-        + (" Distillation adds the original's forward pass to each step of the pruned model." if distill else "")
-    )
+            parts.append(f"{task}: no training" + (f", {recover_steps} recovery steps" if recover_steps else ""))
+    st.caption(f"Training: {'; '.join(parts)}. The job runs in its own process: you can leave this page and come back."
+               + (" Distillation adds the original's forward pass to each step of the pruned model." if distill else ""))
+    if not tasks:
+        return
+    with ui.errors("Could not estimate the duration"):
+        spec = jobs.JobSpec(model=source, tasks=tasks, plan=plan, recipe=recipe, protocol=protocol,
+                            recover_steps=recover_steps, distill=distill, score_n=score_n,
+                            scores="(the current scores)" if scored else None)
+        job_estimate_ui(spec, source, prefix="Duration of the whole job (loading, scoring, training, evaluation): ")
 
 
 def plan_ui() -> PruningPlan | None:
@@ -190,7 +194,8 @@ def start_ui(workspace: Path, run: session.ScoredRun | None) -> None:
                        "needs one (choose it on **Model & data** and score it), or use the paper protocol.")
     plan = plan_ui()
     recipe = recipe_ui(tasks[0] if tasks else tasks_available[0], distill)
-    estimate_ui(recipe, tasks, protocol, recover_steps, distill)
+    estimate_ui(recipe, tasks, protocol, recover_steps, distill, source=source, plan=plan,
+                scored=scores_choice == "current", score_n=score_n)
     remember(FORM, "compare_")  # a refreshed page opens with this form, so Start starts what it shows
     ready = bool(tasks) and plan is not None and fine_tuned_ok
     if st.button("Start the job", type="primary", icon=":material/play_arrow:", disabled=not ready):

@@ -28,6 +28,7 @@ from obce_core.training import (
     TaskModelInfo,
     fine_tune,
     finetune_task_model,
+    hidden_state_loss,
     kd_loss,
     protocols,
     read_task_model_info,
@@ -203,8 +204,10 @@ def test_cli_distils_a_pruned_model_into_a_task_model_that_reloads(rte_teacher, 
     info = read_task_model_info(out)
     teacher, _ = load_model(str(rte_teacher / "teacher"))
     assert info.distilled_from == str((rte_teacher / "teacher").resolve())
-    assert info.recipe == Recipe.preset("smoke", max_steps=3, batch_size=8, max_length=48, eval_size=40,
+    # No --seed: the teacher's reserve seed, so the student leaves out the rows the teacher never saw.
+    assert info.recipe == Recipe.preset("smoke", max_steps=3, batch_size=8, max_length=48, eval_size=40, seed=FAST.seed,
                                         kd_temperature=3.0, kd_alpha=0.8, kd_teacher=teacher_fingerprint(teacher))
+    assert info.held_out == read_task_model_info(rte_teacher / "teacher").held_out is not None
     assert info.train_steps == 3 and "distilled from" in captured.out
     # The folder reloads as the pruned classifier, and its predictions give the recorded dev metrics.
     model, tokenizer = load_model(str(out))
@@ -249,6 +252,7 @@ def test_a_teacher_of_another_task_or_without_a_head_is_refused_before_training(
         finetune_task_model("rte", tmp_path / "e", model=student, teacher=rte_teacher / "teacher", glue_dir=GLUE_DIR,
                             recipe=FAST.replace(kd_teacher="someone-else"))
     assert not any((tmp_path / name).exists() for name in "abcde")
+    assert not list(tmp_path.iterdir())  # no checkpoint folder either: refused before any work
 
 
 def test_task_model_info_without_a_teacher_field_still_reads(tmp_path):
@@ -370,3 +374,111 @@ def test_compare_page_offers_distillation_in_the_paper_protocol(monkeypatch, tmp
     assert spec.distill and spec.protocol == "paper" and spec.recipe == Recipe.preset("smoke", kd_alpha=0.9)
     line = next(m.value for m in at.markdown if started[0].name in m.value)
     assert "pruned model distilled from the original" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer-wise distillation and recovery (checkpoints, resume, early stopping)
+# ---------------------------------------------------------------------------------------------
+def test_hidden_state_loss_equals_a_hand_computation():
+    rng = np.random.default_rng(4)
+    student = [rng.normal(size=(2, 3, 4)) for _ in range(3)]  # the embeddings, then 2 layers
+    teacher = [rng.normal(size=(2, 3, 4)) for _ in range(3)]
+    mask = np.array([[1, 1, 0], [1, 1, 1]])
+    real = [(b, t) for b in range(2) for t in range(3) if mask[b, t]]
+    per_layer = [sum(((student[layer][b, t] - teacher[layer][b, t]) ** 2).sum() for b, t in real) / (len(real) * 4)
+                 for layer in (1, 2)]
+    got = hidden_state_loss([torch.tensor(x) for x in student], [torch.tensor(x) for x in teacher], torch.tensor(mask))
+    assert got.item() == pytest.approx(np.mean(per_layer), rel=1e-6)
+    with pytest.raises(ValueError, match="same layers of the same shape"):
+        hidden_state_loss([torch.tensor(x) for x in student], [torch.tensor(x) for x in teacher[:2]], torch.tensor(mask))
+
+
+def test_hidden_state_loss_is_zero_for_the_teacher_as_student_and_not_for_another(tokenizer, sentences):
+    teacher, other = make_tiny_bert(seed=2, classifier=True), make_tiny_bert(seed=3, classifier=True)
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        states = teacher(**batch, output_hidden_states=True).hidden_states
+        others = other(**batch, output_hidden_states=True).hidden_states
+    assert hidden_state_loss(states, states, batch["attention_mask"]).item() == 0.0
+    assert hidden_state_loss(others, states, batch["attention_mask"]).item() > 0
+
+
+@needs_glue
+def test_layer_wise_distillation_from_a_twin_starts_at_zero_loss(tokenizer):
+    teacher = make_tiny_bert(seed=4, classifier=True)
+    recipe = FAST.replace(kd_alpha=1.0, kd_hidden=1.0, max_steps=1, kd_teacher=teacher_fingerprint(teacher))
+    twin = copy.deepcopy(teacher)
+    fine_tune(twin, tokenizer, "rte", recipe, glue_dir=GLUE_DIR, teacher=teacher)
+    assert twin.obce_train_losses == [(1, 0.0)]
+    student = make_tiny_bert(seed=5, classifier=True)  # another model: the hidden term is not 0
+    fine_tune(student, tokenizer, "rte", recipe, glue_dir=GLUE_DIR, teacher=teacher)
+    assert student.obce_train_losses[0][1] > 0
+
+
+def _steps_seen(steps):
+    from obce_core.training.progress import StepEvent
+
+    return lambda event: steps.append(event.step) if isinstance(event, StepEvent) else None
+
+
+@needs_glue
+def test_a_cancelled_recovery_keeps_its_checkpoint_and_resumes_to_the_uncancelled_result(rte_teacher, tmp_path):
+    from obce_core.training import TrainingCancelled
+
+    recipe = FAST.replace(max_steps=6, kd_hidden=1.0)
+    run = dict(model=str(rte_teacher / "pruned"), teacher=rte_teacher / "teacher", glue_dir=GLUE_DIR, device="cpu")
+    finetune_task_model("rte", tmp_path / "whole", recipe=recipe, **run)
+    assert not (tmp_path / "whole.checkpoints").exists()  # published: nothing left to resume
+    steps = []
+    with pytest.raises(TrainingCancelled, match="last checkpoint is in .*run the same command again"):
+        finetune_task_model("rte", tmp_path / "out", recipe=recipe, progress=_steps_seen(steps),
+                            should_stop=lambda: bool(steps) and steps[-1] >= 3, **run)
+    assert not (tmp_path / "out").exists() and (tmp_path / "out.checkpoints" / "checkpoint-3").is_dir()
+    with pytest.raises(ValueError, match="holds the checkpoints of another run"):  # never mixed with another recipe
+        finetune_task_model("rte", tmp_path / "out", recipe=recipe.replace(max_steps=7), **run)
+    steps.clear()
+    info = finetune_task_model("rte", tmp_path / "out", recipe=recipe, progress=_steps_seen(steps), **run)
+    assert steps[0] == 4 and steps[-1] == 6 and info.train_steps == 6
+    assert not (tmp_path / "out.checkpoints").exists()
+    whole, _ = load_model(str(tmp_path / "whole"))
+    resumed, _ = load_model(str(tmp_path / "out"))
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@needs_glue
+def test_recovery_stops_early_on_the_teachers_reserve_which_it_never_trains_on(rte_teacher, tmp_path, monkeypatch):
+    from obce_core.training import task_models, trainer
+    from obce_core.training.task_models import load_held_out
+
+    seen = {}
+    real_fine_tune = trainer.fine_tune
+
+    def spy(model, tokenizer, task, recipe, **kwargs):
+        seen["eval_idx"] = sorted(kwargs["eval_rows"]["idx"])
+        seen["train_idx"] = set(trainer.training_rows(glue_spec("rte"), recipe, GLUE_DIR)[0]["idx"])
+        return real_fine_tune(model, tokenizer, task, recipe, **kwargs)
+
+    from obce_core.glue import get_task as glue_spec
+
+    monkeypatch.setattr(task_models, "fine_tune", spy)
+    recipe = FAST.replace(max_steps=40, eval_steps=2, early_stopping_patience=1, kd_hidden=1.0)
+    info = finetune_task_model("rte", tmp_path / "out", model=str(rte_teacher / "pruned"),
+                               teacher=rte_teacher / "teacher", recipe=recipe, glue_dir=GLUE_DIR, device="cpu")
+    reserve = load_held_out(rte_teacher / "teacher", GLUE_DIR)
+    assert seen["eval_idx"] == sorted(reserve["idx"]) and not seen["train_idx"] & set(reserve["idx"])
+    assert info.recipe.eval_steps == 2 and info.held_out == read_task_model_info(rte_teacher / "teacher").held_out
+    assert info.train_steps < 40  # a tiny model's held-out score stops improving long before
+
+
+def test_the_recover_preset_is_a_lower_lr_layer_wise_distillation_with_early_stopping():
+    from obce_core.training.recipe import RECOVERY_BUDGET_S, RECOVERY_TEACHER_COST, estimate_training
+
+    for task in ("sst2", "mrpc"):
+        cpu, recover = Recipe.for_task(task), Recipe.preset("recover", task)
+        assert recover.learning_rate < cpu.learning_rate and recover.learning_rate <= 3e-5 + 1e-12
+        assert recover.kd_hidden > 0 and recover.eval_steps > 0 and recover.early_stopping_patience > 0
+        assert estimate_training(recover, task)[1] * (1 + RECOVERY_TEACHER_COST) <= RECOVERY_BUDGET_S * 1.001
+    with pytest.raises(ValueError, match="early_stopping_patience"):
+        Recipe(early_stopping_patience=2)
+    assert "kd_hidden" not in Recipe().canonical_json() and "eval_steps" not in Recipe().canonical_json()

@@ -243,3 +243,77 @@ def test_stability_spearman_matches_scipy(tokenizer, texts):
     low_a, low_b = set(np.argsort(ta["std"].to_numpy())[:floor]), set(np.argsort(tb["std"].to_numpy())[:floor])
     assert row["overlap"] == pytest.approx(len(low_a & low_b) / removed)
     assert row["chance_overlap"] == pytest.approx(removed / FFN)
+
+
+# ------------------------------------------------------------------------------------------
+# Sequential least-squares tuning (K-prune's): each reader refitted on the pruned model's inputs
+# ------------------------------------------------------------------------------------------
+def _tokens_out(model, batch):
+    with torch.no_grad():
+        return model(**batch).last_hidden_state[batch["attention_mask"].bool()]
+
+
+@pytest.mark.parametrize("seed", [2, 6])
+def test_sequential_lsq_lowers_the_last_layers_error_against_per_layer_fits(seed, tokenizer, texts):
+    model = tiny(seed=seed)
+    corpus = texts + MORE
+    scores = scores_of(model, tokenizer, corpus)
+    calibration = capture_calibration(model, tokenizer, corpus, min_tokens_per_unit=2)
+    unseen = tokenizer([f"{b} {a}" for a in EXTRA for b in texts[:5]], padding=True, return_tensors="pt")
+    reference = _tokens_out(model, unseen)
+    error = {}
+    for name in ("lsq", "auto", "sequential-lsq"):
+        pruned, report = prune(model, scores, PruningPlan(ffn=50, v=40, qk=30, compensation=name), calibration=calibration)
+        error[name] = float(((_tokens_out(pruned, unseen) - reference) ** 2).mean())
+    assert error["sequential-lsq"] < 0.9 * min(error["lsq"], error["auto"]), error
+    rows = report.compensations
+    assert [(r["layer"], r["group"]) for r in rows] == [(i, g) for i in range(3) for g in ("v", "ffn")]
+    assert {r["requested"] for r in rows} == {"sequential-lsq"}
+    for row in rows:  # a refit is kept only when it is better on held-out tokens
+        errors = row["heldout_mse"]
+        refitted = row["method"] == "sequential-lsq"
+        assert (errors["sequential-lsq"] < min(v for k, v in errors.items() if k != "sequential-lsq")) == refitted
+
+
+def _one_layer_tokens(model, batch):
+    """(output.dense input, attention output = its residual, output.LayerNorm input) at every real token."""
+    blk, got = model.encoder.layer[0], {}
+    hooks = [blk.output.register_forward_pre_hook(lambda m, args: got.update(h=args[0], x=args[1])),
+             blk.output.LayerNorm.register_forward_pre_hook(lambda m, args: got.update(s=args[0]))]
+    with torch.no_grad():
+        model(**batch)
+    for h in hooks:
+        h.remove()
+    real = batch["attention_mask"].bool()
+    return (got[k][real].double().numpy() for k in ("h", "x", "s"))
+
+
+def test_sequential_lsq_is_the_closed_form_least_squares_on_one_layer(tokenizer, texts):
+    from tests.conftest import make_tiny_bert
+
+    model = make_tiny_bert(seed=9, layers=1)
+    corpus = texts + MORE
+    scores = scores_of(model, tokenizer, corpus)
+    plan = PruningPlan(ffn=40, compensation="sequential-lsq")
+    # Every token of every text trains (nothing held out), with plain least squares (damping 0).
+    calibration = capture_calibration(model, tokenizer, corpus, heldout_share=0, lsq_dampings=(0.0,),
+                                      min_tokens_per_unit=2, max_train_tokens=100_000)
+    pruned, report = prune(model, scores, plan, calibration=calibration)
+    kept = select_units(scores, plan, model).kept[0]["ffn"]
+    h, x, s = _one_layer_tokens(model, tokenizer(corpus, padding=True, return_tensors="pt"))
+    design = np.hstack([h[:, kept], np.ones((len(h), 1))])
+    solution = np.linalg.lstsq(design, s - x, rcond=None)[0]
+    dense = pruned.encoder.layer[0].output.dense
+    np.testing.assert_allclose(dense.weight.detach().double().numpy(), solution[:-1].T, atol=2e-4, rtol=1e-3)
+    np.testing.assert_allclose(dense.bias.detach().double().numpy(), solution[-1], atol=2e-4, rtol=1e-3)
+    assert [(r["layer"], r["group"], r["method"]) for r in report.compensations] == [(0, "ffn", "sequential-lsq")]
+
+
+def test_sequential_lsq_of_nothing_changes_nothing_and_needs_calibration(tokenizer, texts, batch):
+    model = tiny(seed=1)
+    scores = scores_of(model, tokenizer, texts)
+    calibration = capture_calibration(model, tokenizer, texts)
+    same, _ = prune(model, scores, PruningPlan(compensation="sequential-lsq"), calibration=calibration)
+    assert torch.equal(hidden(same, batch), hidden(model, batch))
+    with pytest.raises(ValueError, match="'sequential-lsq' needs calibration data"):
+        prune(model, scores, PruningPlan(ffn=30, compensation="sequential-lsq"))

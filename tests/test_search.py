@@ -1,9 +1,10 @@
-"""The plan search: tolerance, exhaustive oracle, report vs ``evaluate``, dev never read, bad input.
+"""The plan search: paired bound, exhaustive oracle, report vs ``evaluate``, dev never read, bad input.
 
 Oracles: ``prune`` + ``evidence.evaluate_encoded`` (the sweep's evaluation path) and
 ``build_report``'s FLOPs and parameter counts for every plan of a small grid, enumerated here with
-``itertools.product``; ``training.evaluate`` (Trainer's own loop) of the saved model for the report's
-numbers; a spy on ``glue.load_task`` for when the dev split is read.
+``itertools.product``; a paired bootstrap written here with numpy indexing (and sklearn's metrics)
+for every bound; ``training.evaluate`` (Trainer's own loop) and a plain forward pass of the saved
+model for the report's numbers; a spy on ``glue.load_task`` for when the dev split is read.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import pytest
 
 from conftest import GLUE_DIR, SENTENCES, make_tiny_bert, needs_glue, save_task_model
 from obce_core import glue, load_model, score_model
-from obce_core.evidence import encode_split, evaluate_encoded
+from obce_core.evidence import encode_split, evaluate_encoded, predict_logits
 from obce_core.pruning import PruningPlan, build_report, load_plan, prune, select_units
 from obce_core.search import PlanCost, SearchSettings, read_search_report, search_plan, search_task_model
 from obce_core.search.measure import task_loss
-from obce_core.training import Recipe, evaluate, parameter_counts
+from obce_core.search.splits import dev_halves
+from obce_core.training import Recipe, evaluate, load_held_out, parameter_counts
 
 pytestmark = needs_glue
 
@@ -54,9 +56,18 @@ def tiny_task(tokenizer, one_torch_thread):
     return model, scores, search
 
 
+def _accuracy_upper(labels, reference, predictions, confidence, seed, resamples=2000):
+    """The paired bootstrap's upper bound (points) of an accuracy drop, by numpy indexing."""
+    draws = np.random.default_rng(seed).integers(0, len(labels), size=(resamples, len(labels)))
+    drops = 100 * ((reference[draws] == labels[draws]).mean(axis=1) - (predictions[draws] == labels[draws]).mean(axis=1))
+    return float(np.percentile(drops, confidence))
+
+
 def _grid_oracle(model, scores, search, settings, coords):
-    """Every plan of the grid, pruned and evaluated here; the best within tolerance by FLOPs removed."""
+    """Every plan of the grid, pruned and evaluated here; feasible when the numpy bootstrap's bound
+    of its drop is within the tolerance; the best feasible by FLOPs removed."""
     original = evaluate_encoded(model, search)["main_score"]
+    reference = predict_logits(model, search).argmax(axis=1)
     rows = []
     for combo in itertools.product(settings.levels, repeat=len(coords)):
         layers = {}
@@ -66,18 +77,20 @@ def _grid_oracle(model, scores, search, settings, coords):
         plan = PruningPlan(scorer=settings.scorer, compensation=settings.compensation, layers=layers)
         pruned = prune(model, scores, plan)[0] if layers else model
         flops = build_report(model, select_units(scores, plan, model)).flops_ratio_estimate
-        rows.append((plan, evaluate_encoded(pruned, search)["main_score"], 1.0 - flops))
-    feasible = [r for r in rows if r[1] >= original - settings.tolerance / 100 - 1e-12]
+        upper = _accuracy_upper(search.labels, reference, predict_logits(pruned, search).argmax(axis=1),
+                                settings.confidence, search.seed)
+        rows.append((plan, evaluate_encoded(pruned, search)["main_score"], 1.0 - flops, upper))
+    feasible = [r for r in rows if r[3] <= settings.tolerance + 1e-9]
     return original, rows, max(feasible, key=lambda r: (round(r[2], 12), r[1]))
 
 
 def test_search_finds_the_exhaustive_optimum_on_a_small_grid(tiny_task):
     model, scores, search = tiny_task
-    settings = SearchSettings(tolerance=0.0, compensation="none", levels=[0, 50], groups=["ffn", "v"])
+    settings = SearchSettings(tolerance=3.0, compensation="none", levels=[0, 50], groups=["ffn", "v"])
     result = search_plan(model, scores, search, settings)
     coords = [(i, g) for i in range(2) for g in ("ffn", "v")]
-    original, rows, (best_plan, best_score, best_removed) = _grid_oracle(model, scores, search, settings, coords)
-    assert any(score < original for _, score, _ in rows), "the tolerance must bind for this test to mean anything"
+    original, rows, (best_plan, best_score, best_removed, _) = _grid_oracle(model, scores, search, settings, coords)
+    assert any(upper > settings.tolerance for *_, upper in rows), "the tolerance must bind for this test to mean anything"
     assert {r["phase"] for r in result.rows} == {"original", "exhaustive"} and len(result.rows) == 16
     assert result.plan.layers == best_plan.layers
     assert result.best["main_score"] == pytest.approx(best_score)
@@ -87,18 +100,25 @@ def test_search_finds_the_exhaustive_optimum_on_a_small_grid(tiny_task):
 
 def test_greedy_search_respects_the_tolerance_and_keeps_every_row(tiny_task):
     model, scores, search = tiny_task
-    settings = SearchSettings(tolerance=1.0, compensation="none", levels=[0, 30, 60, 90], sensitivity_levels=[30, 90],
+    settings = SearchSettings(tolerance=3.0, compensation="none", levels=[0, 30, 60, 90], sensitivity_levels=[30, 90],
                               exhaustive_limit=0)
     seen = []
     result = search_plan(model, scores, search, settings, on_row=seen.append)
     phases = [r["phase"] for r in result.rows]
     assert phases[0] == "original" and "uniform" in phases and "path" in phases
     assert seen == result.rows
-    original = evaluate_encoded(model, search)["main_score"]
-    pruned = prune(model, scores, result.plan)[0] if result.plan.layers else model
-    assert evaluate_encoded(pruned, search)["main_score"] >= original - 0.01 - 1e-12  # independent re-evaluation
-    for row in result.rows:  # every feasibility verdict is the tolerance rule on its own score
-        assert row["feasible"] == (row["main_score"] >= original - 0.01 - 1e-12) or row["phase"] == "original"
+    reference = predict_logits(model, search).argmax(axis=1)
+    for row in result.rows:  # every verdict is the tolerance rule on the numpy bootstrap's bound of its drop
+        if row["phase"] == "original":
+            assert row["feasible"] and row["drop"] == 0
+            continue
+        plan = PruningPlan.from_dict(row["plan"])
+        pruned = prune(model, scores, plan)[0] if plan.layers else model
+        upper = _accuracy_upper(search.labels, reference, predict_logits(pruned, search).argmax(axis=1), 90.0, search.seed)
+        assert row["drop_upper"] == pytest.approx(upper)
+        assert row["feasible"] == (upper <= 3.0 + 1e-9)
+    verdicts = {r["feasible"] for r in result.rows if r["phase"] != "original"}
+    assert verdicts == {True, False}, "the tolerance must bind and admit plans for this test to mean anything"
     assert result.best["cost_removed"] == max(r["cost_removed"] for r in result.rows if r["feasible"])
     front = result.front
     assert all(a["cost"] < b["cost"] and a["main_score"] < b["main_score"] for a, b in zip(front, front[1:]))
@@ -150,13 +170,38 @@ def test_cancelled_search_keeps_its_rows_and_resumes(tiny_task, tmp_path):
     assert again.plan.layers == full.plan.layers
 
 
-def _task_model(path, tokenizer):
-    return save_task_model(path, tokenizer, "sst2", _fit_head(make_tiny_bert(seed=3, classifier=True), tokenizer))
+def _task_model(path, tokenizer, reserve: int | None = None):
+    """The tiny SST-2 task model; with ``reserve``, its obce_task.json records that many held-out
+    training rows (``held_out.split_held_out`` of the real training file, as a fine-tune records them)."""
+    path = save_task_model(path, tokenizer, "sst2", _fit_head(make_tiny_bert(seed=3, classifier=True), tokenizer))
+    if reserve is not None:
+        from obce_core.training import TaskModelInfo
+        from obce_core.training.held_out import split_held_out
+        from obce_core.training.task_models import TASK_MODEL_FILE
+
+        info = TaskModelInfo.from_json(path / TASK_MODEL_FILE)
+        recipe = Recipe.from_dict({**info.recipe.to_dict(), "held_out": 0.1, "held_out_max": reserve})
+        train = glue.load_task("sst2", "train", GLUE_DIR)
+        _, _, record = split_held_out(train, glue.get_task("sst2"), 0.1, reserve, recipe.seed)
+        TaskModelInfo.from_dict({**info.to_dict(), "recipe": recipe.to_dict(), "held_out": record.to_dict()}
+                                ).to_json(path / TASK_MODEL_FILE)
+    return path
+
+
+def _forward_score(model, tokenizer, task, data):
+    """The main score of ``model`` on ``data`` by a plain forward pass and sklearn (no obce evaluation path)."""
+    import torch
+    from sklearn.metrics import accuracy_score
+
+    enc = tokenizer(list(data["sentence"]), truncation=True, max_length=32, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        predicted = model(**enc).logits.argmax(dim=1).numpy()
+    return accuracy_score(np.asarray(data["label"]), predicted)
 
 
 def test_report_scores_equal_evaluate_of_the_saved_model_and_dev_is_read_last(tmp_path, tokenizer, one_torch_thread,
                                                                                monkeypatch):
-    source = _task_model(tmp_path / "task", tokenizer)
+    source = _task_model(tmp_path / "task", tokenizer, reserve=150)
     events = []
     real_load = glue.load_task
 
@@ -166,10 +211,12 @@ def test_report_scores_equal_evaluate_of_the_saved_model_and_dev_is_read_last(tm
 
     monkeypatch.setattr(glue, "load_task", spy)
     settings = SearchSettings(tolerance=2.0, compensation="auto", levels=[0, 40, 80], sensitivity_levels=[80],
-                              exhaustive_limit=0)
-    report = search_task_model(str(source), "sst2", tmp_path / "out", settings, glue_dir=GLUE_DIR, search_size=120,
+                              exhaustive_limit=0, split="held-out")
+    report = search_task_model(str(source), "sst2", tmp_path / "out", settings, glue_dir=GLUE_DIR,
                                sensitivity_size=60, score_texts=24, max_length=32, device="cpu",
                                on_row=lambda row: events.append(("row", row["phase"])))
+    assert report.search_kind == "held-out" and "150 training examples the model never trained on" in report.search_split
+    assert report.rows[0]["n_eval"] == 150 and report.check_split is None
     last_row = max(i for i, e in enumerate(events) if e[0] == "row")
     dev_reads = [i for i, e in enumerate(events) if e == ("load", "validation")]
     assert dev_reads and min(dev_reads) > last_row, "the dev split was read before the search ended"
@@ -177,18 +224,40 @@ def test_report_scores_equal_evaluate_of_the_saved_model_and_dev_is_read_last(tm
 
     saved, tok = load_model(str(tmp_path / "out"), device="cpu")
     assert load_plan(tmp_path / "out").to_dict() == report.plan
-    on_search = evaluate(saved, tok, "sst2", Recipe(eval_size=120, seed=1, max_length=32), glue_dir=GLUE_DIR,
-                         split="train", device="cpu")
+    held_out = load_held_out(source, GLUE_DIR)
+    assert _forward_score(saved, tok, "sst2", held_out) == pytest.approx(report.search_found["main_score"])
     on_dev = evaluate(saved, tok, "sst2", Recipe(max_length=32), glue_dir=GLUE_DIR, device="cpu")
-    assert on_search["main_score"] == pytest.approx(report.search_found["main_score"])
     assert on_dev["main_score"] == pytest.approx(report.dev_found["main_score"])
     original, _ = load_model(str(source), device="cpu")
+    assert _forward_score(original, tok, "sst2", held_out) == pytest.approx(report.search_original["main_score"])
     assert evaluate(original, tok, "sst2", Recipe(max_length=32), glue_dir=GLUE_DIR, device="cpu")["main_score"] == \
         pytest.approx(report.dev_original["main_score"])
-    assert report.search_found["main_score"] >= report.search_original["main_score"] - 0.02 - 1e-12
+    assert report.search_drop["upper"] <= 2.0 + 1e-9  # accepted by its bound
+    assert report.dev_drop["drop"] == pytest.approx(100 * (report.dev_original["main_score"] -
+                                                           report.dev_found["main_score"]))
+    assert report.dev_drop["low"] <= report.dev_drop["drop"] <= report.dev_drop["high"]
     back = read_search_report(tmp_path / "out")
     assert back.rows == json.loads(json.dumps(report.rows)) and back.settings == settings
     assert math.isclose(back.cost_removed, 1 - back.cost_after / back.cost_before)
+
+
+def test_dev_halves_search_on_one_half_and_report_on_the_other(tmp_path, tokenizer, one_torch_thread):
+    source = _task_model(tmp_path / "task", tokenizer)  # records no held-out part: auto takes the dev halves
+    settings = SearchSettings(tolerance=3.0, compensation="none", levels=[0, 50, 90], sensitivity_levels=[90],
+                              exhaustive_limit=0)
+    report = search_task_model(str(source), "sst2", tmp_path / "out", settings, glue_dir=GLUE_DIR, search_seed=4,
+                               sensitivity_size=60, score_texts=24, max_length=32, device="cpu")
+    assert report.search_kind == "dev-halves" and "records no held-out part" in report.search_split
+    assert "other half of dev (436 examples" in report.check_split and "half of which" in report.what_was_searched()
+    assert report.rows[0]["n_eval"] == 436
+    search_half, report_half = dev_halves(glue.load_task("sst2", "validation", GLUE_DIR), 4)
+    saved, tok = load_model(str(tmp_path / "out"), device="cpu")
+    original, _ = load_model(str(source), device="cpu")
+    assert _forward_score(saved, tok, "sst2", report_half) == pytest.approx(report.check_found["main_score"])
+    assert _forward_score(original, tok, "sst2", report_half) == pytest.approx(report.check_original["main_score"])
+    assert _forward_score(saved, tok, "sst2", search_half) == pytest.approx(report.search_found["main_score"])
+    assert report.check_drop["drop"] == pytest.approx(100 * (report.check_original["main_score"] -
+                                                             report.check_found["main_score"]))
 
 
 def test_bad_input_is_refused_before_any_work(tmp_path, tokenizer, one_torch_thread, monkeypatch):
@@ -211,7 +280,19 @@ def test_bad_input_is_refused_before_any_work(tmp_path, tokenizer, one_torch_thr
     (tmp_path / "taken" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="--overwrite|did not write"):
         search_task_model(str(source), "sst2", tmp_path / "taken", SearchSettings(), glue_dir=GLUE_DIR)
-    assert loads == [] and not any((tmp_path / f"o{i}").exists() for i in (1, 2, 3))
+    with pytest.raises(ValueError, match="records no held-out part.*--search-split dev-halves"):
+        search_task_model(str(source), "sst2", tmp_path / "o4", SearchSettings(split="held-out"), glue_dir=GLUE_DIR)
+    (tmp_path / "few.tsv").write_text("sentence\tlabel\n" + "a fine film\t1\n" * 20)
+    with pytest.raises(ValueError, match="holds 20 examples"):
+        search_task_model(str(source), "sst2", tmp_path / "o5", SearchSettings(search_data=str(tmp_path / "few.tsv")),
+                          glue_dir=GLUE_DIR)
+    changed = _task_model(tmp_path / "changed", tokenizer, reserve=150)
+    info = json.loads((changed / "obce_task.json").read_text())
+    info["held_out"]["ids_sha256"] = "0" * 64  # as if the training file had changed since
+    (changed / "obce_task.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="does not match"):
+        search_task_model(str(changed), "sst2", tmp_path / "o6", SearchSettings(split="held-out"), glue_dir=GLUE_DIR)
+    assert loads == [] and not any((tmp_path / f"o{i}").exists() for i in (1, 2, 3, 4, 5, 6))
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
 
 

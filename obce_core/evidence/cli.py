@@ -13,8 +13,8 @@ import sys
 
 import pandas as pd
 
-from obce_core.cli_args import (CliError, add_overwrite_argument, int_list, int_range, name_list, number_list, number_range,
-                                progress_bar)
+from obce_core.cli_args import (CliError, add_device_argument, add_overwrite_argument, int_list, int_range, name_list,
+                                number_list, number_range, progress_bar, worker_count)
 from obce_core.evidence.embedding_cli import has_task_head, run_label_free
 from obce_core.evidence.embedding_sweep import EMBEDDING_SCORERS
 from obce_core.evidence.sweep import SWEEP_GROUPS, SWEEP_SCORERS, largest_safe_percentile
@@ -97,8 +97,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     help="labelled training examples the fisher scorer sums squared mask gradients over, drawn with "
                          "the scoring seed; only read with --scorers ...,fisher (default 512)")
     sw.add_argument("--tolerance", type=number_range(0), default=1.0, help="points of main score x100 a safe percentile may lose (default 1)")
-    sw.add_argument("--device", help="cpu, cuda ... (default: cuda when present)")
-    sw.add_argument("--workers", type=int_range(1), default=1,
+    add_device_argument(sw)
+    sw.add_argument("--workers", type=worker_count, default=1,
                     help="worker processes evaluating points at once: one per GPU when there are GPUs (at most "
                          "this many), else this many CPU workers sharing the cores (default 1: no workers)")
     sw.add_argument("--csv", help="write every row (one per group, percentile, scorer, seed) to this CSV file")

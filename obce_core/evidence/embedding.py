@@ -18,7 +18,6 @@ sweep costs only the pruned model's forward passes.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import pandas as pd
 import torch
 
 from obce_core.forward import POOLINGS, length_sorted_batches, locked_eval, pool, tokenize_texts
-from obce_core.io import JsonDataclass
+from obce_core.io import JsonDataclass, read_json
 from obce_core.layout import base_model
 from obce_core.sentence_transformers_files import (MODULES_FILE, is_sentence_transformers_dir, model_source_dir,
                                                    sentence_transformers_modules)
@@ -97,8 +96,8 @@ def _st_pooling_mode(config: dict, path: Path) -> str:
 
 def _read_json(path: Path) -> object:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return read_json(path, path.name)
+    except (OSError, ValueError) as exc:
         raise PoolingError(f"Could not read {path} ({exc}); restore the model folder's sentence-transformers "
                            f"files, or delete {MODULES_FILE} to fall back to the model's own pooling.") from exc
 

@@ -10,6 +10,7 @@ metric and scorer and writes every row with ``--csv``.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -32,11 +33,12 @@ def has_task_head(source: str) -> bool:
     """
     from transformers import PretrainedConfig
 
-    from obce_core.loading import default_model_dir
+    from obce_core.loading import default_model_dir, read_local_config
 
     path = str(default_model_dir()) if source in ("", "default") else source
     try:
-        raw, _ = PretrainedConfig.get_config_dict(path)
+        # a folder's config.json through the one JSON reader (a list or a too-deep nesting is refused)
+        raw = read_local_config(path) if Path(path).is_dir() else PretrainedConfig.get_config_dict(path)[0]
     except (OSError, ValueError):
         return False
     return any("SequenceClassification" in a for a in raw.get("architectures") or [])

@@ -19,7 +19,7 @@ from obce_core.forward import length_sorted_batches, locked_eval, tokenize_texts
 from obce_core.training.trainer import check_head
 from obce_core.validation import check_int, check_number
 
-__all__ = ["EncodedSplit", "ScoreInterval", "encode_split", "evaluate_encoded", "predict_logits", "score_interval"]
+__all__ = ["EncodedSplit", "ScoreInterval", "encode_dataset", "encode_split", "evaluate_encoded", "predict_logits", "score_interval"]
 
 
 @dataclass
@@ -67,6 +67,16 @@ def encode_split(tokenizer, task: str, *, split: str | None = None, glue_dir: st
     data = glue.load_task(spec, split, glue_dir, n=eval_size, seed=seed)
     if eval_size is not None and len(data) < eval_size:
         eval_size = None  # asked for more than the split holds: it is the whole split
+    return encode_dataset(tokenizer, spec.name, data, split=split, eval_size=eval_size, seed=seed,
+                          max_length=max_length, batch_size=batch_size)
+
+
+def encode_dataset(tokenizer, task: str, data, *, split: str, eval_size: int | None = None, seed: int = 0,
+                   max_length: int = 128, batch_size: int = 64) -> EncodedSplit:
+    """Tokenize labelled rows of ``task`` already loaded (a ``datasets.Dataset`` with the task's
+    columns, ``label`` and ``idx``, e.g. a held-out part of a split); ``split``, ``eval_size`` and
+    ``seed`` name them in the ``EncodedSplit``."""
+    spec = glue.get_task(task)
     # The scoring package's tokenizer path: texts cut by characters first, the tokenizer under its lock.
     encoded = tokenize_texts(tokenizer, glue.dataset_texts(data, spec), max_length)
     batches, order = [], []

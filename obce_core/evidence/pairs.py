@@ -1,8 +1,9 @@
 """Labelled sentence pairs, retraining-free: the zero-shot Spearman of embedding cosines against a score.
 
 A pairs file has the columns ``sentence1``, ``sentence2``, ``score`` (GLUE STS-B's names; other
-columns are ignored), as .tsv (read like GLUE's files: ``csv.QUOTE_NONE``, because unbalanced
-``"`` in a sentence would otherwise merge rows) or .csv (standard CSV quoting). A local GLUE task
+columns are ignored), as .tsv or .csv, read by ``obce_core.delimited`` like every text file obce
+reads (.tsv unquoted, because unbalanced ``"`` in a sentence would otherwise merge rows; .csv with
+strict standard quoting). A local GLUE task
 of that kind works too (``glue_pairs``): STS-B with its 0-5 similarity, or a paraphrase task
 (MRPC, QQP) whose 0/1 label becomes a BINARY score, labelled as such. ``pairs_spearman`` is
 Spearman x100 of the cosine of the two sentences' embeddings against the score (MTEB's STS
@@ -12,7 +13,6 @@ forward passes.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from obce_core.delimited import delimited_rows
 from obce_core.evidence.embedding import SentencePooling, rank_correlation, sentence_embeddings
 from obce_core.validation import check_choice, check_int
 
@@ -86,11 +87,8 @@ def parse_pairs(content: str, name: str) -> SentencePairs:
     if suffix not in (".tsv", ".csv"):
         raise PairsError(f"{name}: unsupported file type {suffix!r}; give a .tsv or .csv with the columns "
                          f"{', '.join(PAIR_COLUMNS)}.")
-    if suffix == ".tsv":
-        reader = csv.reader(io.StringIO(content.lstrip("\ufeff")), delimiter="\t", quoting=csv.QUOTE_NONE)
-    else:
-        reader = csv.reader(io.StringIO(content.lstrip("\ufeff")))
-    header = next(reader, None)
+    reader = delimited_rows(io.StringIO(content.lstrip("\ufeff"), newline=""), name, suffix, error=PairsError)
+    header = next((row for _, row in reader), None)
     columns = [h.strip().lower() for h in header or []]
     missing = [c for c in PAIR_COLUMNS if c not in columns]
     if missing:
@@ -98,10 +96,9 @@ def parse_pairs(content: str, name: str) -> SentencePairs:
                          f"columns {', '.join(PAIR_COLUMNS)} (as GLUE's STS-B does); other columns are ignored.")
     pos = [columns.index(c) for c in PAIR_COLUMNS]
     first, second, scores = [], [], []
-    for row in reader:
+    for line, row in reader:
         if not row or all(not cell.strip() for cell in row):
             continue  # blank lines are not pairs
-        line = reader.line_num
         if len(row) != len(columns):
             raise PairsError(f"{name}, line {line}: {len(row)} fields, expected {len(columns)} ({header}). A "
                              f"{'tab' if suffix == '.tsv' else 'comma'} inside a sentence, or a truncated line? "

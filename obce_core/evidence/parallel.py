@@ -11,12 +11,20 @@ a sequential loop returns. ``evaluate(plans)`` hands the plans to whichever work
 the rows in submission order; an exception in a worker is re-raised here, its type and message kept,
 chained to the worker's traceback. Use it as a context manager: leaving the block (a cancel
 included) stops the workers and removes the temp folder.
+
+Bounded and never orphaned: a pool asks for no more workers than ``machine.max_workers`` allows (one
+per GPU or usable core, and the free memory at about ``WORKER_BYTES`` plus the model's weights each).
+A worker never blocks on its queue: it polls, and watches its parent through the pipe
+``multiprocessing.parent_process()`` holds; when the parent is gone (killed, even with SIGKILL) the
+worker removes the pool's temp folder (the model copy) and exits within about ``_POLL_S`` seconds.
+A new pool also removes the folders of earlier pools whose parent process no longer runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import multiprocessing
 import os
 import pickle
 import queue
@@ -30,12 +38,14 @@ import torch
 import torch.multiprocessing as mp
 
 from obce_core.loading import load_model
+from obce_core.machine import WORKER_BYTES, check_workers
 from obce_core.pruning.plan import PruningPlan
 from obce_core.validation import check_int, invalid
 
 __all__ = ["PlanPool", "WorkerError", "default_devices"]
 
 _PAYLOAD_FILE = "payload.pkl"
+_FOLDER_PREFIX = "obce-pool-"  # then the parent's pid and a dash: a later pool knows whose folder it is
 _MODEL_DIR = "model"
 _POLL_S = 1.0  # how often a waiting parent checks that its workers still live
 # What a worker runs on each plan, as "module:function": a function (model, scores, plan, encoded,
@@ -74,9 +84,49 @@ def _resolve(function: str):
     return getattr(importlib.import_module(module), name)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process (PermissionError): alive, and not ours to clean
+        return True
+    return True
+
+
+def _remove_orphaned_folders(temp_dir: Path) -> None:
+    """Remove the temp folders of pools whose parent process is gone (a parent killed with its workers)."""
+    for folder in temp_dir.glob(f"{_FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(_FOLDER_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)) and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _orphaned(folder: Path, results) -> None:
+    """The parent died: remove the pool's temp folder (its model copy) and leave without flushing."""
+    if folder.name.startswith(_FOLDER_PREFIX):
+        shutil.rmtree(folder, ignore_errors=True)
+    results.cancel_join_thread()  # nobody reads the results any more: do not wait to flush them
+
+
+def _next_task(tasks, parent, folder: Path, results):
+    """The next item of ``tasks``, or None once the parent process is gone (then the folder is removed)."""
+    while True:
+        if parent is not None and not parent.is_alive():
+            _orphaned(folder, results)
+            return None
+        try:
+            return tasks.get(timeout=_POLL_S)
+        except queue.Empty:
+            continue
+
+
 def _worker(index: int, device: str, threads: int, model_dir: str, payload: str, tasks, results,
             function: str = DEFAULT_FUNCTION) -> None:
-    """A worker's body: load once, then evaluate plans from ``tasks`` until a ``None`` arrives."""
+    """A worker's body: load once, then evaluate plans from ``tasks`` until a ``None`` arrives or the
+    parent process is gone."""
+    parent = multiprocessing.parent_process()  # its sentinel is a pipe that closes when the parent dies
+    folder = Path(payload).parent
     try:
         evaluate_plan = _resolve(function)
         torch.set_num_threads(threads)  # this process's own setting: the CPU workers share the cores
@@ -87,7 +137,7 @@ def _worker(index: int, device: str, threads: int, model_dir: str, payload: str,
         results.put(("failed", None, _portable(exc), traceback.format_exc()))
         return
     while True:
-        item = tasks.get()
+        item = _next_task(tasks, parent, folder, results)
         if item is None:
             return
         batch, position, plan = item
@@ -96,6 +146,14 @@ def _worker(index: int, device: str, threads: int, model_dir: str, payload: str,
             results.put(("row", (batch, position), row, None))
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
             results.put(("error", (batch, position), _portable(exc), traceback.format_exc()))
+
+
+def _model_bytes(model) -> int:
+    """The size of a model's weights: its parameters, or the weight files of its folder."""
+    if isinstance(model, (str, os.PathLike)):
+        folder = Path(model).expanduser()
+        return sum(p.stat().st_size for p in folder.glob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 class PlanPool:
@@ -118,10 +176,12 @@ class PlanPool:
             raise invalid("devices", owner, "a non-empty list of devices such as ['cuda:0', 'cuda:1']", devices,
                           "Give one entry per worker, or leave it None to use every GPU (or `workers` CPU workers).")
         self.devices = list(devices) if devices is not None else default_devices(workers)
+        check_workers(len(self.devices), f"{owner}: workers", WORKER_BYTES + _model_bytes(model))
         cpu_workers = sum(1 for d in self.devices if str(d) == "cpu")
         default_threads = max(1, torch.get_num_threads() // max(cpu_workers, 1))
         self.threads = check_int(threads, "threads", owner, low=1, allow_none=True) or default_threads
-        self._folder = Path(tempfile.mkdtemp(prefix="obce-pool-"))
+        _remove_orphaned_folders(Path(tempfile.gettempdir()))
+        self._folder = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-"))
         self._batch = 0
         self._processes: list = []
         try:

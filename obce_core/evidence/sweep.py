@@ -22,7 +22,7 @@ import pandas as pd
 
 from obce_core.evidence.evaluation import EncodedSplit, encode_split, evaluate_encoded
 from obce_core.evidence.parallel import PlanPool
-from obce_core.io import write_text_atomic
+from obce_core.io import append_json_line, read_json_lines
 from obce_core.layout import GROUPS
 from obce_core.loading import model_fingerprint
 from obce_core.pruning.fisher import fisher_fingerprint
@@ -113,12 +113,11 @@ def _read_rows(path: Path) -> dict[tuple, dict]:
     rows: dict[tuple, dict] = {}
     if not path.is_file():
         return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for row in read_json_lines(path):  # a torn line from a killed run is skipped, not fatal
         try:
-            row = json.loads(line)
             rows[(row["group"], float(row["percentile"]), row["scorer"], int(row["seed"]))] = row
         except (ValueError, KeyError, TypeError):
-            continue  # a torn last line from a killed run is skipped, not fatal
+            continue  # a row of another shape is not a finished point
     return rows
 
 
@@ -173,13 +172,9 @@ def threshold_sweep(model, tokenizer, scores, task: str, *, groups=SWEEP_GROUPS,
 
 
 def _append_row(path: Path, row: dict) -> None:
-    # One line per finished point; a crash can tear only the line being written (skipped on read).
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        write_text_atomic(path, "")
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row, sort_keys=True) + "\n")
-        fh.flush()
+    # One line per finished point; a crash can tear only the line being written, and the next row
+    # starts a line of its own (append_json_line), so only the torn point is evaluated again.
+    append_json_line(path, row)
 
 
 def sweep_points(groups, percentiles, scorers, seeds, owner: str) -> list[tuple[str, float, str, int]]:

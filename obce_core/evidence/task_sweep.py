@@ -40,7 +40,7 @@ __all__ = ["CALIBRATED_COMPENSATIONS", "TaskSweep", "score_plan", "sweep_summary
            "task_scores", "training_texts"]
 
 # Compensations that fit on calibration tokens (without them ``auto`` is ``none``).
-CALIBRATED_COMPENSATIONS = ("auto", "lsq", "token-mean")
+CALIBRATED_COMPENSATIONS = ("auto", "lsq", "token-mean", "sequential-lsq")
 
 Progress = Callable[[object], None]
 

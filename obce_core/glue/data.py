@@ -6,20 +6,20 @@ standard GLUE download layout (``<glue_dir>/<TASK>/train.tsv, dev.tsv``) or from
 folders come first (``glue_dir=`` argument, then the ``OBCE_GLUE_DIR`` environment variable); the
 hub is tried last, and never when ``hub_offline()`` says it is switched off.
 
-The TSV files are read with Python's ``csv`` module and ``quoting=csv.QUOTE_NONE``: several GLUE
+The TSV files are read by ``obce_core.delimited`` (no quoting, ``csv.QUOTE_NONE``): several GLUE
 files contain unbalanced ``"`` characters, and a quote-aware reader either fails on them or
 silently merges fields (RTE keeps its row count while the text changes).
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 
+from obce_core.delimited import delimited_rows
 from obce_core.glue.tasks import TASKS, GlueDataError, GlueTask, get_task
 from obce_core.validation import check_int
 
@@ -149,11 +149,11 @@ def _read_tsv(task: GlueTask, path: Path) -> dict[str, list]:
         # utf-8-sig drops MRPC's byte-order mark, which would otherwise glue itself to the first
         # header name ('\ufeffQuality'). newline='' is what the csv module asks for.
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            reader = delimited_rows(fh, str(path), ".tsv", error=GlueDataError)
             if task.tsv_columns is not None:
                 columns = list(task.tsv_columns)
             else:
-                columns = next(reader, None)
+                columns = next((row for _, row in reader), None)
                 if columns is None:
                     raise GlueDataError(
                         f"{path} is empty; expected a header row naming the columns "
@@ -171,10 +171,9 @@ def _read_tsv(task: GlueTask, path: Path) -> dict[str, list]:
             text_pos = [columns.index(c) for c in task.tsv_text_columns]
             label_pos = columns.index(task.tsv_label_column)
             n_fields = len(columns)
-            for row in reader:
+            for line, row in reader:
                 if not row:  # a blank line (e.g. a trailing one) is not a row
                     continue
-                line = reader.line_num
                 if len(row) != n_fields:
                     raise GlueDataError(
                         f"{path}, line {line}: found {len(row)} tab-separated fields, expected "

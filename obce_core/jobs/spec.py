@@ -11,14 +11,13 @@ lacks a split the job needs.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from obce_core import glue
 from obce_core.evidence.sweep import SWEEP_GROUPS
 from obce_core.evidence.task_sweep import task_model_problem
-from obce_core.io import JsonDataclass, check_output_path
+from obce_core.io import JsonDataclass, JsonInputError, check_output_path, read_json
 from obce_core.pruning import SCORERS, PruningPlan, is_obce_saved
 from obce_core.scoring.capture import TOKEN_MODES
 from obce_core.search.algorithm import SearchSettings
@@ -362,7 +361,7 @@ def read_spec(path: str | Path) -> JobSpec | FinetuneJobSpec | SweepJobSpec:
     """The spec in a ``spec.json``, of the class its ``kind`` names (no ``kind``: a GLUE comparison)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = read_json(path, "job spec")
+    except (OSError, JsonInputError) as exc:
         raise ValueError(f"Could not read the job spec {str(path)!r}: {exc}.") from exc
     return spec_from_dict(data, f"the job spec {str(path)!r}")

@@ -25,6 +25,7 @@ from pathlib import Path
 from transformers.utils import logging as hf_logging
 
 from obce_core import glue
+from obce_core.io import append_json_line
 from obce_core.evidence.task_sweep import sweep_task_model
 from obce_core.jobs.progress import JobClock, planned_runs
 from obce_core.jobs.queue import overlapping_jobs, wait_for_turn
@@ -186,8 +187,7 @@ def _run_search(spec: SearchJobSpec, folder: Path, status: JobStatus, on_event, 
     rows.unlink(missing_ok=True)  # a rerun of this job starts its trail again (its cached rows answer at once)
 
     def on_row(row: dict) -> None:
-        with open(rows, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_json_line(rows, row, sort_keys=False)
 
     return search_task_model(spec.model, spec.task, spec.out, spec.settings, glue_dir=spec.glue_dir,
                              search_size=spec.search_size, search_seed=spec.search_seed, score_texts=spec.score_texts,

@@ -14,9 +14,16 @@ pruned model needs its own config type to be saved and reloaded. ``ObceBertConfi
   size would sharpen every softmax and change the model for no reason.
 
 ``None`` for a list means "every layer has the original size", so ``ObceBertConfig(**bert_config)``
-builds a model that computes exactly what the ``BertModel`` does. ``hidden_size``,
-``num_attention_heads`` and ``intermediate_size`` keep their original values (the residual stream
-and the head count are never pruned).
+builds a model that computes exactly what the ``BertModel`` does. ``num_attention_heads`` and
+``intermediate_size`` keep their original values (the head count is never pruned).
+
+``hidden_size`` is the width of the residual stream. Hidden-dim pruning
+(``obce_core.pruning.hidden``) narrows it; the head sizes do not follow it (Q/K/V project the
+stream onto heads of their own size), so a narrowed config must give ``qk_head_sizes``,
+``v_head_sizes`` and ``attention_scale_head_size`` explicitly, and then ``hidden_size`` need not
+be a multiple of the head count. ``pooler_size`` is the width of BERT's pooler output (what a
+"cls" classifier reads); ``None`` means ``hidden_size``. Hidden-dim pruning keeps the original
+pooler width: the pooler's outputs are not the stream.
 
 ``classifier_pooling`` says what the sequence classifier reads: ``"cls"`` (BERT's pooler, a dense
 layer + tanh on the [CLS] state) or ``"mean"`` (the mean of the last hidden states over the real
@@ -47,6 +54,7 @@ class ObceBertConfig(BertConfig):
     v_head_sizes: list[int] | None = None
     intermediate_sizes: list[int] | None = None
     attention_scale_head_size: int | None = None
+    pooler_size: int | None = None
     classifier_pooling: str = "cls"
 
     def __post_init__(self, **kwargs):
@@ -59,11 +67,15 @@ class ObceBertConfig(BertConfig):
                 f"ObceBertConfig got is_decoder={self.is_decoder}, add_cross_attention="
                 f"{self.add_cross_attention}; obce prunes encoder BERT models only. Set both to False."
             )
-        if self.hidden_size % self.num_attention_heads != 0:
+        explicit_heads = None not in (self.qk_head_sizes, self.v_head_sizes, self.attention_scale_head_size)
+        if not explicit_heads and self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
-                f"({self.num_attention_heads}); these are the ORIGINAL sizes and must describe a valid BERT."
+                f"({self.num_attention_heads}), and the head sizes are not all given: give qk_head_sizes, "
+                "v_head_sizes and attention_scale_head_size (a narrowed residual stream), or sizes of a valid BERT."
             )
+        check_int(self.pooler_size, "pooler_size", owner, low=1, allow_none=True,
+                  fix="It is the pooler's output width; None means hidden_size.")
         if self.attention_scale_head_size is None:
             self.attention_scale_head_size = self.hidden_size // self.num_attention_heads
         check_int(self.attention_scale_head_size, "attention_scale_head_size", owner, low=1,

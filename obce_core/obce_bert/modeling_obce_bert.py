@@ -149,6 +149,23 @@ class ObceBertLayer(BertLayer):
         self.output = ObceBertOutput(config, ffn)
 
 
+class ObceBertPooler(BertPooler):
+    """BERT's pooler (dense + tanh on [CLS]) with an output width of its own (``config.pooler_size``).
+
+    Hidden-dim pruning narrows the stream the pooler reads but not what it writes.
+    """
+
+    def __init__(self, config):
+        nn.Module.__init__(self)
+        self.dense = nn.Linear(config.hidden_size, pooler_width(config))
+        self.activation = nn.Tanh()
+
+
+def pooler_width(config) -> int:
+    """The pooler's output width: ``config.pooler_size``, or ``hidden_size`` when unset."""
+    return int(getattr(config, "pooler_size", None) or config.hidden_size)
+
+
 class ObceBertEncoder(BertEncoder):
     def __init__(self, config):
         nn.Module.__init__(self)
@@ -169,7 +186,7 @@ class ObceBertModel(BertModel):
         self.gradient_checkpointing = False
         self.embeddings = BertEmbeddings(config)
         self.encoder = ObceBertEncoder(config)
-        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.pooler = ObceBertPooler(config) if add_pooling_layer else None
         self.post_init()
 
 
@@ -192,7 +209,9 @@ class ObceBertForSequenceClassification(BertForSequenceClassification):
             config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         )
         self.dropout = nn.Dropout(classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        # "cls" reads the pooler's output, "mean" the stream itself.
+        width = pooler_width(config) if config.classifier_pooling == "cls" else config.hidden_size
+        self.classifier = nn.Linear(width, config.num_labels)
         self.post_init()
 
     @can_return_tuple

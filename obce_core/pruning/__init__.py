@@ -8,6 +8,8 @@ The steps are separate so a dashboard can move a slider without touching the mod
   one score per unit of a group, registered by name.
 - ``fisher``: ``fisher_information`` (Kwon et al. 2022's squared mask gradients on labelled
   examples) and ``add_fisher``, which puts it into a scores table for the ``fisher`` scorer.
+- ``unit_masks``: a mask on every unit's output through forward hooks (what Fisher differentiates
+  and ``obce_core.attribution`` integrates along).
 - ``selection``: ``select_units(scores, plan, model) -> PruningSelection``, which units each layer
   keeps: ranks and cuts only. Every pruned/kept verdict comes from here.
 - ``report``: ``build_report(model, selection) -> PruningReport`` (parameters, bytes, kept units,
@@ -18,6 +20,10 @@ The steps are separate so a dashboard can move a slider without touching the mod
   and ``auto``'s per-layer choice on held-out tokens.
 - ``surgery``: ``prune(model, scores, plan, calibration=...) -> (pruned_model, report)``, slicing
   and writing the compensation.
+- ``hidden_stream``: ``capture_stream``, the residual stream on the scoring texts (what ranks
+  hidden dims and fits the narrowed LayerNorms); ``hidden``: the hidden-dim surgery
+  (``PruningPlan(hidden=P)``), which ``prune`` runs after the unit surgery; ``rebuild``: a model
+  built around a sliced state dict (both surgeries).
 - ``stability``: ``ranking_stability``, how much of a scorer's ranking survives a change of texts.
 - ``files``: ``save_pruned`` / ``load_plan``, a pruned model as one directory on disk.
 - ``cache``: caches kept on the model or scores object they describe.
@@ -44,6 +50,7 @@ from obce_core.pruning.importance import (
 from obce_core.pruning.plan import SCORERS, PruningPlan, n_removed
 from obce_core.pruning.report import DEFAULT_FLOPS_SEQ_LEN, PruningReport, build_report
 from obce_core.pruning.selection import PruningSelection, select_units
+from obce_core.pruning.hidden_stream import HIDDEN_NORMS, HIDDEN_SCORERS, HiddenStream, capture_stream
 from obce_core.pruning.stability import ranking_stability
 from obce_core.pruning.surgery import prune
 
@@ -60,6 +67,10 @@ __all__ = [
     "DEFAULT_FLOPS_SEQ_LEN",
     "FISHER_COLUMN",
     "GROUPS",
+    "HIDDEN_NORMS",
+    "HIDDEN_SCORERS",
+    "HiddenStream",
+    "capture_stream",
     "IMPORTANCES",
     "PLAN_FILE",
     "REPORT_FILE",

@@ -19,6 +19,10 @@ held-out token of a training sentence would flatter the fit). Every non-padding 
 [CLS] and [SEP] included; when a split has more tokens than its budget, a seeded uniform sample
 of them is kept. Moments are accumulated around a shift (the first batch's mean) so that a unit
 with a large mean and a tiny spread keeps its variance in float64.
+
+The padded batches (token ids, on the CPU) and which of their tokens are training and held-out
+ones are kept as well (``Calibration.batches``): sequential tuning
+(``obce_core.pruning.sequential``) runs the PRUNED model over the same tokens.
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ class Calibration:
     readers: dict[tuple[int, str], ReaderMoments] = field(repr=False)
     lsq_dampings: tuple[float, ...] = DEFAULT_LSQ_DAMPINGS
     min_tokens_per_unit: float = 4.0
+    # (padded batch on the CPU, {"train"/"heldout": (batch rows, token positions)}), in capture order.
+    batches: list[tuple[dict, dict]] = field(default_factory=list, repr=False)
 
     @property
     def n_train(self) -> int:
@@ -161,6 +167,7 @@ def capture_calibration(
     norms = {(i, g): following_norm(layer, g) for i, layer in enumerate(layers) for g in READ_GROUPS}
     acc = {key: {"shift": None, "sum1": 0.0, "sum2": 0.0, "n": 0, "held": [], "held_sum": []} for key in modules}
     state: dict = {}
+    kept_batches = []
 
     def make_norm_hook(key):
         def hook(_module, inputs):
@@ -208,6 +215,8 @@ def capture_calibration(
                 if not any(len(r[0]) for r in rows.values()):
                     continue
                 state["rows"] = rows
+                kept_batches.append(({k: v.cpu() for k, v in batch.items()},
+                                     {split: tuple(c.cpu() for c in r) for split, r in rows.items()}))
                 model(**batch)
         finally:
             for h in hooks:
@@ -228,4 +237,4 @@ def capture_calibration(
                 f"The inputs of layer {key[0]} {GROUP_LAYOUT[key[1]].reader} are NaN or infinite on the calibration texts: "
                 "the model's weights are broken. Reload the model.")
     return Calibration(model_fingerprint=cached_fingerprint(model), n_texts=len(texts), readers=readers,
-                       lsq_dampings=dampings, min_tokens_per_unit=float(min_tokens_per_unit))
+                       lsq_dampings=dampings, min_tokens_per_unit=float(min_tokens_per_unit), batches=kept_batches)

@@ -35,10 +35,14 @@ its KEPT units) so that the layer's output changes as little as possible:
   p = 30 kept cosine 0.845 with none, 0.04 with the [CLS] mean, 0.09 with the all-token mean)
   and ``none`` is what the other candidates are measured against. The report says what was
   chosen where.
+* ``sequential-lsq``: ``auto`` per layer first, then every reader from the first pruned unit on
+  re-fitted in forward order on the PRUNED model's own inputs, against the original model's layer
+  output (K-prune's sequential tuning; ``obce_core.pruning.sequential``, run by ``prune`` once the
+  model is sliced). It needs calibration data.
 
 Query/key pairs get nothing: removing pair ``i`` drops ``q_i k_i`` from logits that vary along a
-softmax row, which no bias can absorb. Fits are layer-local: each layer is fitted on the ORIGINAL
-model's inputs, as if the earlier layers were unpruned.
+softmax row, which no bias can absorb. Fits here are layer-local: each layer is fitted on the ORIGINAL
+model's inputs, as if the earlier layers were unpruned (``sequential-lsq`` lifts that).
 """
 
 from __future__ import annotations
@@ -66,10 +70,12 @@ __all__ = [
     "COMPENSATION_ALIASES",
     "CompensationWarning",
     "LayerCompensation",
+    "SEQUENTIAL_LSQ",
     "compensate",
 ]
 
-COMPENSATIONS = ("auto", "none", "token-mean", "cls-mean", "cls-mean-std", "lsq")
+SEQUENTIAL_LSQ = "sequential-lsq"
+COMPENSATIONS = ("auto", "none", "token-mean", "cls-mean", "cls-mean-std", "lsq", SEQUENTIAL_LSQ)
 # Names of plans written before the compensations said what they compute.
 COMPENSATION_ALIASES = {"mean": "cls-mean", "mean+std": "cls-mean-std"}
 AUTO_CANDIDATES = ("none", "token-mean", "cls-mean", "lsq")
@@ -196,7 +202,7 @@ class _Layer:
         if r.n_train < need:
             raise _Infeasible(f"lsq needs at least {need:,} training tokens for {k} kept units + bias "
                               f"({self.calibration.min_tokens_per_unit:g} per coefficient) but the calibration "
-                              f"has {r.n_train:,}; capture more texts or raise max_train_tokens")
+                              f"has {r.n_train:,}; calibrate on more texts (each adds its tokens)")
         c_kk = r.covariance(self.kept, self.kept)
         rhs = r.covariance(self.kept, self.removed) @ self.W[:, self.removed].T  # (k, out)
         scale = float(np.mean(np.diag(c_kk)))
@@ -269,12 +275,15 @@ def compensate(selection: PruningSelection, scores, plan: PruningPlan, model,
                calibration: Calibration | None = None) -> dict[tuple[int, str], LayerCompensation]:
     """The compensation of every (layer, group) that loses units, all computed and checked finite.
 
-    Nothing is written here: ``prune`` writes the result only once every layer has one.
+    Nothing is written here: ``prune`` writes the result only once every layer has one. For
+    ``sequential-lsq`` this is ``auto``'s per-layer start, which ``prune`` then tunes in order.
     """
     requested = plan.compensation
-    if requested in ("lsq",) and calibration is None:
-        raise ValueError("compensation='lsq' needs calibration data: pass calibration=capture_calibration(model, "
-                         "tokenizer, texts) to prune, or choose another compensation.")
+    if requested in ("lsq", SEQUENTIAL_LSQ) and calibration is None:
+        raise ValueError(f"compensation={requested!r} needs calibration data: pass calibration=capture_calibration("
+                         "model, tokenizer, texts) to prune, or choose another compensation.")
+    if requested == SEQUENTIAL_LSQ:
+        requested = "auto"
     if calibration is not None and calibration.model_fingerprint != selection.model_fingerprint:
         raise ValueError(
             f"The calibration data were captured on a model with fingerprint {calibration.model_fingerprint}, "

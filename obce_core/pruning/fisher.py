@@ -5,7 +5,8 @@ unit by the empirical Fisher information of a mask on it: put a mask ``m`` (all 
 output, and sum over labelled examples the SQUARED gradient of the task loss with respect to
 ``m``. It is the second-order (Fisher) estimate of the loss increase when the unit is removed.
 
-Units, each with one mask per example, broadcast over that example's tokens:
+Units, each with one mask per example, broadcast over that example's tokens (the hooks of
+``unit_masks``, which integrated gradients share):
 
 * FFN unit ``j``: the mask multiplies ``intermediate`` output ``j`` (after the activation).
 * value dim ``j``: the mask multiplies the value Linear's output dim ``j``.
@@ -44,20 +45,19 @@ import torch
 from obce_core import glue
 from obce_core.forward import length_sorted_batches, model_lock, tokenize_texts
 from obce_core.io import atomic_path
-from obce_core.layout import COMPONENTS, GROUP_COMPONENTS, PRUNABLE_COMPONENTS, component_modules, encoder_layers, layer_shapes
+from obce_core.layout import COMPONENTS, GROUP_COMPONENTS, PRUNABLE_COMPONENTS, layer_shapes
 from obce_core.loading import model_fingerprint
 from obce_core.pruning.importance import FISHER_COLUMN
+from obce_core.pruning.unit_masks import MASKED_COMPONENTS, group_widths, unit_masks
 from obce_core.scoring import default_cache_dir
 from obce_core.training.trainer import check_head, head_fingerprint
 from obce_core.validation import check_int, invalid
 
-__all__ = ["FISHER_COLUMN", "add_fisher", "default_fisher_dir", "fisher_fingerprint", "fisher_information"]
+__all__ = ["FISHER_COLUMN", "add_fisher", "default_fisher_dir", "fisher_fingerprint", "fisher_information",
+           "summed_task_loss", "task_labels"]
 
 CACHE_FORMAT = 1
 _OWNER = "fisher_information"
-# The component whose output each group's mask multiplies (``layout.component_modules``: the FFN's
-# after its activation); "qk" is masked on the query side (see the docstring).
-_MASKED = {"ffn": "intermediate", "v": "value", "qk": "query"}
 
 Progress = Callable[[int, int], None]
 
@@ -87,19 +87,21 @@ def _examples(spec, texts_and_labels, glue_dir, n: int, seed: int) -> tuple[list
     return glue.dataset_texts(data, spec), np.asarray(data["label"]), f"{len(data)} {spec.name} train examples (seed {seed})"
 
 
-def _labels_tensor(spec, labels: np.ndarray) -> torch.Tensor:
+def task_labels(spec, labels: np.ndarray, owner: str = _OWNER) -> torch.Tensor:
+    """``labels`` as the tensor the task's loss takes, refused (naming the fix) when they are not the task's."""
     if spec.num_labels == 1:
         if not np.issubdtype(labels.dtype, np.number) or not np.isfinite(labels.astype(np.float64)).all():
-            raise invalid("labels", _OWNER, "finite numbers for a regression task", labels[:5].tolist())
+            raise invalid("labels", owner, "finite numbers for a regression task", labels[:5].tolist())
         return torch.as_tensor(labels.astype(np.float32))
     ok = np.issubdtype(labels.dtype, np.integer) and ((labels >= 0) & (labels < spec.num_labels)).all()
     if not ok:
-        raise invalid("labels", _OWNER, f"integers in 0..{spec.num_labels - 1} ({spec.name}'s classes)",
+        raise invalid("labels", owner, f"integers in 0..{spec.num_labels - 1} ({spec.name}'s classes)",
                       labels[:5].tolist(), "Load the examples with glue.load_task, whose labels are class ids.")
     return torch.as_tensor(labels.astype(np.int64))
 
 
-def _summed_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+def summed_task_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """The task loss summed over the examples: cross-entropy, or squared error for one label."""
     # The model's own rule, summed rather than averaged so each example's gradient is its own.
     # Computed here instead of passing labels= to the model: that sets config.problem_type on a
     # model other threads may share.
@@ -137,7 +139,7 @@ def fisher_information(model, tokenizer, task: str, *, texts_and_labels: tuple[S
     check_int(max_length, "max_length", _OWNER, low=8, high=8192)
     check_int(batch_size, "batch_size", _OWNER, low=1)
     texts, labels, source = _examples(spec, texts_and_labels, glue_dir, n, seed)
-    label_tensor = _labels_tensor(spec, labels)
+    label_tensor = task_labels(spec, labels)
     path = Path(cache_dir or default_fisher_dir()) / f"{_cache_key(model, texts, labels, max_length)}.parquet"
     if use_cache and path.is_file():
         try:
@@ -167,20 +169,9 @@ def _attrs(model, spec, n_examples: int, source: str, max_length: int) -> dict:
 def _squared_gradient_sums(model, tokenizer, texts, labels: torch.Tensor, num_labels: int, max_length: int,
                            batch_size: int, progress: Progress | None) -> list[dict[str, np.ndarray]]:
     encoded = tokenize_texts(tokenizer, texts, max_length)
-    with model_lock(model):
-        layers = encoder_layers(model)
-        shapes = layer_shapes(model)
-        widths = [{"ffn": s["ffn"], "v": s["heads"] * s["v"], "qk": s["heads"] * s["qk"]} for s in shapes]
-        sums = [{g: np.zeros(w[g], dtype=np.float64) for g in _MASKED} for w in widths]
-        masks: dict[tuple[int, str], torch.Tensor] = {}
-
-        def hook(key):
-            def multiply(module, inputs, output):
-                return output * masks[key][:, None, :].to(output.dtype)
-            return multiply
-
-        handles = [component_modules(layer)[component].register_forward_hook(hook((i, g)))
-                   for i, layer in enumerate(layers) for g, component in _MASKED.items()]
+    with model_lock(model), unit_masks(model, {}) as masks:
+        widths = group_widths(model)
+        sums = [{g: np.zeros(w[g], dtype=np.float64) for g in MASKED_COMPONENTS} for w in widths]
         was_training = model.training
         model.eval()  # Kwon et al. measure the deployed (dropout-free) network
         device = next(model.parameters()).device
@@ -190,10 +181,10 @@ def _squared_gradient_sums(model, tokenizer, texts, labels: torch.Tensor, num_la
                 for idx, batch in length_sorted_batches(tokenizer, encoded, batch_size, device):
                     rows = len(idx)
                     for i, w in enumerate(widths):
-                        for g in _MASKED:
+                        for g in MASKED_COMPONENTS:
                             masks[(i, g)] = torch.ones(rows, w[g], device=device, requires_grad=True)
                     logits = model(**batch).logits
-                    loss = _summed_loss(logits, labels[torch.as_tensor(idx)].to(device), num_labels)
+                    loss = summed_task_loss(logits, labels[torch.as_tensor(idx)].to(device), num_labels)
                     keys = list(masks)
                     # allow_unused: a unit no path reaches the loss from (a layer pruned to nothing) has Fisher 0.
                     grads = torch.autograd.grad(loss, [masks[k] for k in keys], allow_unused=True)
@@ -205,8 +196,6 @@ def _squared_gradient_sums(model, tokenizer, texts, labels: torch.Tensor, num_la
                     if progress is not None:
                         progress(done, len(texts))
         finally:
-            for handle in handles:
-                handle.remove()
             masks.clear()
             model.train(was_training)
     return sums

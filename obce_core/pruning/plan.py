@@ -18,6 +18,13 @@ Rules
   ``auto`` (the default), ``none``, ``token-mean``, ``cls-mean``, ``cls-mean-std`` or ``lsq``. Plans
   written before these names existed said ``mean`` (read as ``cls-mean``, what it computed) and
   ``mean+std`` (read as ``cls-mean-std``); a plan read back says the new name.
+* ``hidden``: dims of the residual stream (the model's ``hidden_size``), removed from every layer
+  at once: ``floor(p * H / 100)`` of the ``H`` dims, ranked by the plan's scorer over the stream's
+  coordinates (``obce_core.pruning.hidden_stream``; rf, std, magnitude or random), and at least
+  ``MIN_HIDDEN_KEPT`` dims stay (a LayerNorm over one dim outputs its bias whatever the input).
+  Per-layer overrides do not apply: every layer reads and writes the same stream.
+  ``hidden_norm`` says how the narrowed LayerNorms normalise (``HIDDEN_NORMS``). A plan with
+  ``hidden = 0`` writes neither key, so its JSON is what it was before hidden dims existed.
 """
 
 from __future__ import annotations
@@ -30,13 +37,15 @@ from dataclasses import dataclass, field
 from obce_core.io import JsonDataclass
 from obce_core.layout import GROUP_NAMES, GROUPS
 from obce_core.pruning.compensation import COMPENSATION_ALIASES, COMPENSATIONS
+from obce_core.pruning.hidden_stream import HIDDEN_NORMS, HIDDEN_SCORERS
 from obce_core.pruning.importance import IMPORTANCES
 from obce_core.validation import check_choice, check_int, check_number, invalid
 
-__all__ = ["COMPENSATIONS", "GROUPS", "SCORERS", "PruningPlan", "n_removed"]
+__all__ = ["COMPENSATIONS", "GROUPS", "MIN_HIDDEN_KEPT", "SCORERS", "PruningPlan", "hidden_kept_count", "n_removed"]
 
 SCORERS = tuple(IMPORTANCES)
 _OWNER = "PruningPlan"
+MIN_HIDDEN_KEPT = 2
 
 
 def _check_percent(value, name: str, group: str) -> None:
@@ -74,6 +83,8 @@ class PruningPlan(JsonDataclass):
     scorer: str = "rf"
     seed: int = 0
     layers: dict[int, dict[str, float]] = field(default_factory=dict)
+    hidden: float = 0
+    hidden_norm: str = "kept"
 
     def __post_init__(self):
         for group in GROUPS:
@@ -88,6 +99,15 @@ class PruningPlan(JsonDataclass):
         check_choice(self.scorer, "scorer", _OWNER, IMPORTANCES,
                      fix="'rf' is the paper's persistence score; std, magnitude, flap, fisher and random are controls.")
         check_int(self.seed, "seed", _OWNER, low=0, fix="It seeds scorer 'random'.")
+        check_number(self.hidden, "hidden", _OWNER, low=0, high=100, high_open=True,
+                     fix="It is the percentage of the residual stream's dims removed, e.g. 10 for 10 %.")
+        check_choice(self.hidden_norm, "hidden_norm", _OWNER, HIDDEN_NORMS,
+                     fix="'kept' normalises over the kept dims; 'std-ratio' and 'fitted' correct that "
+                         "with factors measured on the scoring texts.")
+        if self.hidden > 0 and self.scorer not in HIDDEN_SCORERS:
+            raise invalid("scorer", _OWNER, f"one of {', '.join(HIDDEN_SCORERS)} when hidden > 0", self.scorer,
+                          f"Hidden dims have no '{self.scorer}' score (it is defined on FFN units and heads); "
+                          "use scorer 'rf', 'std', 'magnitude' or 'random', or hidden=0.")
         if not isinstance(self.layers, dict):
             raise invalid("layers", _OWNER, "a dict {layer index: {group: percent}}", self.layers,
                           "Example: {3: {'ffn': 70}}.")
@@ -125,6 +145,18 @@ class PruningPlan(JsonDataclass):
         """One row per layer, ``{"layer": "L3", "qk": .., "v": .., "ffn": ..}``: the percent in force."""
         return [{"layer": f"L{i}", **{g: float(self.percent(i, g)) for g in ("qk", "v", "ffn")}} for i in range(num_layers)]
 
+    def check_hidden(self, hidden_size: int) -> int:
+        """The stream dims ``hidden`` keeps of ``hidden_size``; ``ValueError`` when fewer than
+        ``MIN_HIDDEN_KEPT`` would stay."""
+        kept = hidden_kept_count(self.hidden, hidden_size)
+        if kept < MIN_HIDDEN_KEPT:
+            most = 100.0 * (hidden_size - MIN_HIDDEN_KEPT) / hidden_size
+            raise invalid("hidden", _OWNER, f"a percentage that keeps at least {MIN_HIDDEN_KEPT} of the model's "
+                                            f"{hidden_size} stream dims", self.hidden,
+                          f"It keeps {kept}: every LayerNorm would be left with {kept} dim(s) and output a "
+                          f"constant. Use at most {most:.4g}.")
+        return kept
+
     def check_layers(self, num_layers: int) -> None:
         """Refuse layer indices and ``skip_layers`` that do not fit a model with ``num_layers``."""
         if self.skip_layers > num_layers:
@@ -140,6 +172,9 @@ class PruningPlan(JsonDataclass):
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["layers"] = {str(k): dict(v) for k, v in sorted(self.layers.items())}
+        if not self.hidden:
+            # Plans without hidden dims keep the JSON they had before (stores key results by it).
+            del data["hidden"], data["hidden_norm"]
         return data
 
     def describe(self) -> str:
@@ -149,9 +184,19 @@ class PruningPlan(JsonDataclass):
         )
         if self.scorer == "random":
             text += f" seed={self.seed}"
+        if self.hidden:
+            text += f" hidden={self.hidden:g} hidden_norm={self.hidden_norm}"
         if self.layers:
             text += " layers=" + json.dumps({str(k): v for k, v in sorted(self.layers.items())})
         return text
+
+
+def hidden_kept_count(percent: float, hidden_size: int) -> int:
+    """Stream dims left after removing ``percent`` % of ``hidden_size`` (``n_removed``'s rule, not capped
+    at one: ``PruningPlan.check_hidden`` refuses fewer than ``MIN_HIDDEN_KEPT``)."""
+    if percent <= 0:
+        return hidden_size
+    return hidden_size - int(math.floor(round(percent * hidden_size / 100.0, 9)))
 
 
 def _layer_index(key) -> int:

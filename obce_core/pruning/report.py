@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from obce_core.layout import GROUPS, base_model
-from obce_core.pruning.plan import PruningPlan
+from obce_core.pruning.plan import PruningPlan, hidden_kept_count
 from obce_core.validation import check_int
 
 if TYPE_CHECKING:
@@ -59,6 +59,9 @@ class PruningReport:
     dict per layer with sizes and parameters before/after by group. ``flops_ratio_estimate`` is an
     ESTIMATE: dense matmul multiply-adds per token at ``flops_seq_len`` tokens (projections,
     attention scores and context, FFN), ignoring embeddings, softmax, LayerNorm, GELU and the head.
+    ``hidden_before``/``hidden_after``: the width of the residual stream (``plan.hidden`` narrows it:
+    the embeddings, every layer, the pooler's input and a "mean" head shrink with it, and every
+    term of the FLOPs estimate that reads or writes the stream).
     ``units``: one row per unit (layer, group, unit, score, kept) for a heatmap; for ``qk`` a unit
     is a query/key pair. ``compensations``: one dict per (layer, group) that lost units, saying
     which compensation was requested and which was applied (``auto``'s choice, or a fallback),
@@ -75,6 +78,8 @@ class PruningReport:
     flops_seq_len: int
     units: pd.DataFrame = field(repr=False)
     compensations: list[dict] = field(default_factory=list)
+    hidden_before: int = 0
+    hidden_after: int = 0
 
     BYTES_PER_PARAM = 4  # float32
 
@@ -125,6 +130,8 @@ class PruningReport:
                 "LayerNorm, GELU and the task head are ignored"
             ),
             "layers": self.layers,
+            "hidden_before": self.hidden_before,
+            "hidden_after": self.hidden_after,
             "compensations": [_jsonable_row(row) for row in self.compensations],
         }
         if include_units:
@@ -145,7 +152,10 @@ class PruningReport:
             f"Plan: {self.plan.describe()}",
             f"Parameters: {b['total']:,} -> {a['total']:,} ({-100 * self.fraction_removed:+.1f} %)",
             f"  encoder:  {b['encoder']:,} -> {a['encoder']:,} ({-100 * self.encoder_fraction_removed:+.1f} %)",
-            f"  embeddings {b['embeddings']:,}, pooler {b['pooler']:,}, head {b['head']:,} (unchanged)",
+            (f"  embeddings {b['embeddings']:,}, pooler {b['pooler']:,}, head {b['head']:,} (unchanged)"
+             if self.hidden_after == self.hidden_before else
+             f"  stream width {self.hidden_before} -> {self.hidden_after}: embeddings {b['embeddings']:,} -> "
+             f"{a['embeddings']:,}, pooler {b['pooler']:,} -> {a['pooler']:,}, head {b['head']:,} -> {a['head']:,}"),
             f"Size (float32): {self.bytes_before / mib:.1f} MiB -> {self.bytes_after / mib:.1f} MiB",
             f"FLOPs per token after/before: {self.flops_ratio_estimate:.3f} (estimate, dense matmuls at "
             f"{self.flops_seq_len} tokens)",
@@ -183,23 +193,35 @@ def build_report(model, selection: PruningSelection, *, flops_seq_len: int = DEF
               fix="It is the sequence length the FLOPs estimate assumes, e.g. 128.")
     cfg = model.config
     hidden = int(cfg.hidden_size)
+    hidden_after = hidden_kept_count(selection.plan.hidden, hidden)
     bert = base_model(model)
-    embeddings = (int(cfg.vocab_size) + int(cfg.max_position_embeddings) + int(cfg.type_vocab_size)) * hidden + 2 * hidden
-    pooler = hidden * hidden + hidden if getattr(bert, "pooler", None) is not None else 0
-    # The task head is whatever lies outside the encoder; pruning never changes it.
+
+    def embeddings(width: int) -> int:
+        return (int(cfg.vocab_size) + int(cfg.max_position_embeddings) + int(cfg.type_vocab_size)) * width + 2 * width
+
+    pooler_out = int(bert.pooler.dense.out_features) if getattr(bert, "pooler", None) is not None else 0
+    # The pooler reads the stream and keeps its output width (hidden-dim pruning narrows only its input).
+    pooler_before, pooler_after = (hidden * pooler_out + pooler_out, hidden_after * pooler_out + pooler_out)
+    # The task head is whatever lies outside the encoder; unit pruning never changes it. A head
+    # that reads the stream itself ("mean" pooling) loses a column per removed stream dim.
     head = 0
+    head_reads_stream = 0
     if bert is not model:
         inner = {id(p) for p in bert.parameters()}
         head = sum(p.numel() for p in model.parameters() if id(p) not in inner)
+        classifier = getattr(model, "classifier", None)
+        if getattr(cfg, "classifier_pooling", "cls") == "mean" and classifier is not None:
+            head_reads_stream = int(classifier.out_features)
+    head_after = head - head_reads_stream * (hidden - hidden_after)
     after_sizes = selection.sizes_after()
     layers, enc_before, enc_after, macs_before, macs_after = [], 0, 0, 0, 0
     for i, (sb, sa) in enumerate(zip(selection.shapes, after_sizes)):
         pb = layer_params(hidden, sb["heads"], sb["qk"], sb["v"], sb["ffn"])
-        pa = layer_params(hidden, sa["heads"], sa["qk"], sa["v"], sa["ffn"])
+        pa = layer_params(hidden_after, sa["heads"], sa["qk"], sa["v"], sa["ffn"])
         enc_before += pb["total"]
         enc_after += pa["total"]
         macs_before += layer_macs(hidden, sb["heads"], sb["qk"], sb["v"], sb["ffn"], flops_seq_len)
-        macs_after += layer_macs(hidden, sa["heads"], sa["qk"], sa["v"], sa["ffn"], flops_seq_len)
+        macs_after += layer_macs(hidden_after, sa["heads"], sa["qk"], sa["v"], sa["ffn"], flops_seq_len)
         layers.append(
             {
                 "layer": i,
@@ -213,9 +235,9 @@ def build_report(model, selection: PruningSelection, *, flops_seq_len: int = DEF
             }
         )
 
-    def totals(encoder: int) -> dict[str, int]:
-        return {"total": embeddings + encoder + pooler + head, "embeddings": embeddings, "encoder": encoder,
-                "pooler": pooler, "head": head}
+    def totals(encoder: int, width: int, pooler: int, head: int) -> dict[str, int]:
+        return {"total": embeddings(width) + encoder + pooler + head, "embeddings": embeddings(width),
+                "encoder": encoder, "pooler": pooler, "head": head}
 
     frames = []
     for i in range(selection.num_layers):
@@ -238,11 +260,13 @@ def build_report(model, selection: PruningSelection, *, flops_seq_len: int = DEF
         plan=selection.plan,
         model_fingerprint=selection.model_fingerprint,
         architecture=type(model).__name__,
-        params_before=totals(enc_before),
-        params_after=totals(enc_after),
+        params_before=totals(enc_before, hidden, pooler_before, head),
+        params_after=totals(enc_after, hidden_after, pooler_after, head_after),
         layers=layers,
         flops_ratio_estimate=macs_after / macs_before,
         flops_seq_len=flops_seq_len,
         units=units,
         compensations=list(compensations or []),
+        hidden_before=hidden,
+        hidden_after=hidden_after,
     )

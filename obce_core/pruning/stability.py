@@ -34,7 +34,7 @@ from obce_core.scoring.scores import score_model
 from obce_core.validation import check_choice, check_int, check_number
 
 __all__ = ["STABILITY_FALLBACK_PERCENT", "compare_rankings", "median_spearman", "plan_percents", "ranking_stability",
-           "stability_summary"]
+           "split_halves", "stability_summary"]
 
 _OWNER = "ranking_stability"
 # Where a plan removes nothing from a group, its removed sets are compared at this percentile.
@@ -66,6 +66,22 @@ def compare_rankings(model, scores_a, scores_b, *, scorers: Sequence[str], perce
                     "removed": len(removed_a), "units": n,
                 })
     return pd.DataFrame(rows)
+
+
+def split_halves(texts: Sequence, splits: int, seed: int, *, size: int | None = None) -> list[tuple[list, list]]:
+    """``splits`` pairs of disjoint halves of ``texts``, each a seeded permutation (``[seed, split]``).
+
+    A half has ``size`` texts (default ``len(texts) // 2``; at most that). What ``ranking_stability``
+    compares, and the sampling-noise baseline of ``obce_core.pruning.domain``.
+    """
+    half = len(texts) // 2 if size is None else size
+    if half < 2 or half > len(texts) // 2:
+        raise ValueError(f"Two disjoint halves of {half} texts need at least {2 * max(half, 2)} texts; got {len(texts)}.")
+    pairs = []
+    for s in range(splits):
+        order = np.random.default_rng([seed, s]).permutation(len(texts))
+        pairs.append(([texts[i] for i in order[:half]], [texts[i] for i in order[half:2 * half]]))
+    return pairs
 
 
 def ranking_stability(
@@ -102,11 +118,7 @@ def ranking_stability(
     else:
         if len(texts) < 4:
             raise ValueError(f"ranking_stability needs at least 4 texts to make two halves of 2; got {len(texts)}.")
-        half = len(texts) // 2
-        pairs = []
-        for s in range(splits):
-            order = np.random.default_rng([seed, s]).permutation(len(texts))
-            pairs.append(([texts[i] for i in order[:half]], [texts[i] for i in order[half:2 * half]]))
+        pairs = split_halves(texts, splits, seed)
     frames = []
     for s, (a, b) in enumerate(pairs):
         scores_a = score_model(model, tokenizer, a, **score_options)

@@ -19,13 +19,17 @@ from transformers import BertForSequenceClassification, BertModel
 
 from obce_core.layout import GROUP_COMPONENTS, GROUP_LAYOUT, GROUP_NAMES, GROUPS, READ_GROUPS, base_model
 from obce_core.obce_bert import ObceBertConfig, ObceBertForSequenceClassification, ObceBertModel
-from obce_core.pruning.compensation import compensate
+from obce_core.pruning.compensation import SEQUENTIAL_LSQ, compensate
+from obce_core.pruning.hidden import narrow_stream, plan_hidden_cut
 from obce_core.pruning.plan import PruningPlan
+from obce_core.pruning.rebuild import rebuild
 from obce_core.pruning.report import PruningReport, build_report
 from obce_core.pruning.selection import PruningSelection, select_units
+from obce_core.pruning.sequential import sequential_tune
 
 if TYPE_CHECKING:
     from obce_core.pruning.calibration import Calibration
+    from obce_core.pruning.hidden_stream import HiddenStream
 
 __all__ = ["prune"]
 
@@ -61,8 +65,8 @@ def _check_scores(selection: PruningSelection, plan: PruningPlan) -> None:
                 _refuse_non_finite(selection.scores[i][group], f"'{plan.scorer}' score", i, group)
 
 
-def prune(model, scores, plan: PruningPlan, *, calibration: Calibration | None = None
-          ) -> tuple[torch.nn.Module, PruningReport]:
+def prune(model, scores, plan: PruningPlan, *, calibration: Calibration | None = None,
+          hidden_stream: HiddenStream | None = None) -> tuple[torch.nn.Module, PruningReport]:
     """A new, smaller ``ObceBert*`` model with the units of ``select_units`` removed, and its report.
 
     ``model`` is not changed. ``BertModel`` gives ``ObceBertModel``; ``BertForSequenceClassification``
@@ -73,13 +77,19 @@ def prune(model, scores, plan: PruningPlan, *, calibration: Calibration | None =
 
     ``calibration`` (``capture_calibration(model, tokenizer, texts)``, captured once on this model)
     is what ``token-mean``, ``lsq`` and ``auto`` fit and choose with; ``auto`` without it is ``none``
-    (see ``obce_core.pruning.compensation``). The report's ``compensations`` say what each layer got.
+    (see ``obce_core.pruning.compensation``). ``sequential-lsq`` then re-fits the new model's readers
+    in forward order on its own inputs (``obce_core.pruning.sequential``). The report's
+    ``compensations`` say what each layer got.
+
+    ``plan.hidden > 0`` then narrows the residual stream (``obce_core.pruning.hidden``), ranked and
+    normalised with ``hidden_stream`` (``capture_stream(model, tokenizer, texts)`` on this model).
     """
     cls, prefix = _target_class(model)
     selection = select_units(scores, plan, model)
     _check_scores(selection, plan)
+    hidden_cut = plan_hidden_cut(plan, model, hidden_stream)  # checked before any work too
     compensation = compensate(selection, scores, plan, model, calibration)  # before any weight is written
-    report = build_report(model, selection, compensations=[c.row() for c in compensation.values()])
+    rows = [c.row() for c in compensation.values()]
 
     source = {name: t.detach() for name, t in model.state_dict().items()}
     state = dict(source)  # sliced tensors replace their entries below; the rest are cloned at the end
@@ -128,28 +138,11 @@ def prune(model, scores, plan: PruningPlan, *, calibration: Calibration | None =
         attn_implementation=model.config._attn_implementation,
     )
     has_pooler = getattr(base_model(model), "pooler", None) is not None
-    # Built on the meta device and filled by assignment: no random initialisation and no second copy
-    # of the weights (together most of a prune's time). The device context is thread-local, so
-    # models other threads build meanwhile are initialised as usual.
-    with torch.device("meta"):
-        new = cls(config) if cls is ObceBertForSequenceClassification else cls(config, add_pooling_layer=has_pooler)
     state = {name: t.clone() if t is source.get(name) else t for name, t in state.items()}
-    new.load_state_dict(state, strict=True, assign=True)
-    _fill_unsaved_buffers(new, model)
-    new.train(model.training)
-    return new, report
+    new = rebuild(cls, config, state, model, add_pooling_layer=None if cls is ObceBertForSequenceClassification else has_pooler)
+    if plan.compensation == SEQUENTIAL_LSQ:
+        rows = sequential_tune(model, new, selection, calibration, rows)
+    if hidden_cut is not None:
+        new = narrow_stream(new, hidden_cut)
+    return new, build_report(model, selection, compensations=rows)
 
-
-def _fill_unsaved_buffers(new, model) -> None:
-    """Copy the buffers a state dict leaves out (BERT's position and token-type ids) from ``model``."""
-    old = {name.split(".", 1)[-1] if name.startswith(f"{model.base_model_prefix}.") else name: buf
-           for name, buf in model.named_buffers()}
-    for name, buf in list(new.named_buffers()):
-        if not buf.is_meta:
-            continue
-        key = name.split(".", 1)[-1] if name.startswith(f"{new.base_model_prefix}.") else name
-        if key not in old:
-            raise RuntimeError(f"Buffer {name!r} of the pruned model has no counterpart in the source model.")
-        owner, _, attr = name.rpartition(".")
-        module = new.get_submodule(owner) if owner else new
-        module.register_buffer(attr, old[key].clone(), persistent=False)  # persistent ones came with the state

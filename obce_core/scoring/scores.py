@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from obce_core.io import JsonDataclass, atomic_path, publish_directory
+from obce_core.io import JsonDataclass, JsonInputError, atomic_path, load_json, publish_directory
 from obce_core.loading import model_fingerprint
 from obce_core.persistence import CONVENTIONS, persistence_diagram, rf_mean_std_batch
 from obce_core.scoring.capture import (
@@ -185,9 +185,9 @@ class NeuronScores:
                 "`python -m obce_core score` (NeuronScores.to_parquet)."
             )
         try:
-            meta = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ScoresFileError.at(path, "obce metadata", f"is not JSON ({exc})") from exc
+            meta = load_json(raw, "the obce metadata", expect=dict)  # depth-limited: a file may come from anyone
+        except JsonInputError as exc:
+            raise ScoresFileError.at(path, "obce metadata", f"is not usable ({exc})") from exc
         problem = metadata_problem(meta, CACHE_FORMAT)
         if problem is None:
             try:

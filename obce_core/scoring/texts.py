@@ -6,13 +6,14 @@ the CLI work with no network and no GLUE copy.
 
 from __future__ import annotations
 
-import csv
 import importlib.resources
 import io
 import os
 from pathlib import Path
 
 import numpy as np
+
+from obce_core.delimited import DELIMITED_SUFFIXES, delimited_rows
 
 __all__ = ["TextsError", "demo_sentences", "parse_texts", "read_texts", "resolve_texts", "subsample"]
 
@@ -32,18 +33,18 @@ def demo_sentences() -> list[str]:
 def parse_texts(content: str, name: str) -> list[str]:
     """Texts from the content of a file called ``name``: one per line, or a CSV/TSV text column."""
     suffix = Path(name).suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        delimiter = "\t" if suffix == ".tsv" else ","
-        reader = csv.DictReader(io.StringIO(content), delimiter=delimiter)
-        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    if suffix in DELIMITED_SUFFIXES:
+        rows = delimited_rows(io.StringIO(content, newline=""), name, suffix, error=TextsError)
+        fieldnames = next((row for _, row in rows if row), [])
+        header = [h.strip().lower() for h in fieldnames]
         column = next((c for c in TEXT_COLUMNS if c in header), None)
         if column is None:
             raise TextsError(
-                f"{name}: no text column found; the header is {reader.fieldnames}. Name the column "
+                f"{name}: no text column found; the header is {fieldnames}. Name the column "
                 f"with the texts one of {list(TEXT_COLUMNS)}, or pass a .txt file with one text per line."
             )
-        original = reader.fieldnames[header.index(column)]
-        texts = [(row.get(original) or "").strip() for row in reader]
+        position = header.index(column)
+        texts = [row[position].strip() if position < len(row) else "" for _, row in rows]
     elif suffix in (".txt", ""):
         texts = [line.strip() for line in content.splitlines()]
     else:
@@ -57,6 +58,9 @@ def parse_texts(content: str, name: str) -> list[str]:
 def read_texts(path: str | os.PathLike) -> list[str]:
     """Texts from a .txt (one per line), .csv or .tsv file (a ``text``/``sentence`` column)."""
     path = Path(path)
+    if path.is_dir():
+        raise TextsError(f"Texts file {str(path)!r} is a folder; give a .txt file with one text per line, or a "
+                         ".csv/.tsv, inside it.")
     if not path.is_file():
         raise TextsError(f"Texts file {str(path)!r} does not exist; expected a .txt file with one text per line, or a .csv/.tsv.")
     try:

@@ -2,10 +2,13 @@
 
 A uniform percentile spends the budget where it hurts: obce's sweeps show FFN units of all-MiniLM
 bear far less pruning than value dims. ``search_plan`` chooses a percentile per (layer, group)
-that removes the most cost while the task's main score on a SEARCH split (a seeded part of the
-TRAINING split, never the dev split that is reported) stays within ``tolerance`` points of the
-unpruned model's. Every candidate is really pruned and evaluated (``measure_plan``); the scorer
-only decides WHICH units of a (layer, group) go, the search HOW MANY.
+that removes the most cost while the task's main score on a SEARCH split (examples the model never
+trained on: ``search.splits``) stays within ``tolerance`` points of the unpruned model's, judged
+by a paired confidence bound: a plan is within the tolerance when the upper one-sided bound
+(``confidence`` percent, ``search.bound.PairedBootstrap``) of its drop against the unpruned model
+on the same examples is, not merely its point estimate. Every candidate is really pruned and
+evaluated (``measure_plan``); the scorer only decides WHICH units of a (layer, group) go, the
+search HOW MANY.
 
 Phases (every evaluated plan is a row of the trail; the best feasible row so far is the answer):
 
@@ -38,12 +41,14 @@ from typing import Callable
 import numpy as np
 
 from obce_core.evidence.evaluation import EncodedSplit
-from obce_core.io import JsonDataclass
+from obce_core.io import JsonDataclass, append_json_line, read_json_lines
 from obce_core.layout import GROUPS
 from obce_core.pruning.compensation import COMPENSATIONS
 from obce_core.pruning.importance import IMPORTANCES
 from obce_core.pruning.plan import PruningPlan, n_removed
+from obce_core.search.bound import DEFAULT_CONFIDENCE, PairedBootstrap, check_confidence
 from obce_core.search.cost import COSTS, PlanCost
+from obce_core.search.splits import SEARCH_SPLITS
 from obce_core.search.measure import measure_plan
 from obce_core.validation import check_choice, check_int, check_number, invalid
 
@@ -57,8 +62,11 @@ _CHUNK = 8  # independent plans handed to the evaluator at once (one per worker,
 @dataclass
 class SearchSettings(JsonDataclass):
     """What the search looks for. ``tolerance``: points (main score x 100) the plan may lose on the
-    search split; ``cost``: what it minimises (``search.cost.COSTS``); ``levels``: the percentiles a
-    (layer, group) may take; ``skip_layers``: first layers left whole."""
+    search split, at ``confidence`` percent (the upper one-sided paired bound of the drop, in
+    (50, 100)); ``cost``: what it minimises (``search.cost.COSTS``); ``levels``: the percentiles a
+    (layer, group) may take; ``skip_layers``: first layers left whole. ``split`` and
+    ``search_data``: which examples it judges on (``search.splits``: "auto", "held-out",
+    "dev-halves", or a labelled file), read by ``search_task_model``."""
 
     _json_name = "search settings"
 
@@ -73,6 +81,9 @@ class SearchSettings(JsonDataclass):
     skip_layers: int = 0
     time_budget_s: float = 600.0
     exhaustive_limit: int = 64
+    confidence: float = DEFAULT_CONFIDENCE
+    split: str = "auto"
+    search_data: str | None = None
 
     def __post_init__(self):
         o = "SearchSettings"
@@ -100,6 +111,11 @@ class SearchSettings(JsonDataclass):
         check_number(self.time_budget_s, "time_budget_s", o, low=0, low_open=True,
                      fix="Seconds the refinement may take, e.g. 600.")
         check_int(self.exhaustive_limit, "exhaustive_limit", o, low=0)
+        self.confidence = check_confidence(self.confidence, o)
+        check_choice(self.split, "split", o, SEARCH_SPLITS,
+                     fix="auto: the held-out part of the training split where it predicts dev, else dev halves.")
+        if self.search_data is not None and (not isinstance(self.search_data, str) or not self.search_data.strip()):
+            raise invalid("search_data", o, "None or the path of a labelled .tsv/.csv file", self.search_data)
         self.tolerance, self.time_budget_s = float(self.tolerance), float(self.time_budget_s)
 
 
@@ -156,12 +172,13 @@ class _Trail:
         self.cached = _read_cache(self.cache_path)
         self.rows: list[dict] = []
         self.base_cost = cost.unpruned()
-        self.floor: dict[str, float] = {}
+        self.bootstraps: dict[str, PairedBootstrap] = {}  # per encoded split: the unpruned model's predictions
 
     def evaluate(self, assignments: list[dict[Coord, float]], encoded: EncodedSplit, phase: str) -> list[dict]:
         plans = [_plan(a, self.settings) for a in assignments]
         keys = [f"{encoded.split}:{encoded.eval_size}:{encoded.seed}:{_plan_key(p)}" for p in plans]
-        todo = [i for i, k in enumerate(keys) if k not in self.cached]
+        # a row cached before rows kept their predictions cannot be paired: evaluated again
+        todo = [i for i, k in enumerate(keys) if "predictions" not in self.cached.get(k, {})]
         if todo:
             fresh = self.measure([plans[i] for i in todo], encoded)
             for i, row in zip(todo, fresh):
@@ -169,14 +186,22 @@ class _Trail:
                 if self.cache_path is not None:
                     _append(self.cache_path, {"key": keys[i], **row})
         out = []
+        split_key = f"{encoded.split}:{encoded.eval_size}:{encoded.seed}"
         for plan, key in zip(plans, keys):
-            measured = {k: v for k, v in self.cached[key].items() if k != "key"}
+            measured = {k: v for k, v in self.cached[key].items() if k not in ("key", "predictions")}
             cost = self.cost.of(plan)
             row = {**measured, "phase": phase, "split": encoded.split, "n_eval": encoded.n, "plan": plan.to_dict(),
                    "cost": cost, "cost_removed": 1.0 - cost / self.base_cost}
-            floor = self.floor.get(encoded.split + str(encoded.eval_size))
-            # The original is within its own tolerance by definition (its row comes before the floor exists).
-            row["feasible"] = phase == "original" or bool(floor is not None and row["main_score"] >= floor - 1e-12)
+            if phase == "original":  # the reference every later plan of this split is paired with
+                self.bootstraps[split_key] = PairedBootstrap(encoded.task, encoded.labels,
+                                                             self.cached[key]["predictions"], seed=encoded.seed)
+            if phase != "sensitivity":  # the probes read the loss only
+                drop = self.bootstraps[split_key].drop(self.cached[key]["predictions"], self.settings.confidence)
+                row.update(drop=drop.drop, drop_upper=drop.upper, drop_low=drop.low, drop_high=drop.high)
+                # The original is within its own tolerance by definition; a plan, when its BOUND is.
+                row["feasible"] = phase == "original" or bool(drop.upper <= self.settings.tolerance + 1e-9)
+            else:
+                row["feasible"] = False
             out.append(row)
             if phase != "sensitivity":
                 self.rows.append(row)
@@ -189,19 +214,14 @@ def _read_cache(path: Path | None) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     if path is None or not path.is_file():
         return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
+    for row in read_json_lines(path):  # a line cut short by a crash is skipped: evaluated again
+        if isinstance(row.get("key"), str):
             rows[row["key"]] = row
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by a crash: evaluated again
     return rows
 
 
 def _append(path: Path, row: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
+    append_json_line(path, row, sort_keys=False)  # a torn line before it loses only itself
 
 
 def _effective_levels(coords: list[Coord], shapes, levels: list[float]) -> dict[Coord, list[float]]:
@@ -259,8 +279,9 @@ def search_plan(model, scores, search: EncodedSplit, settings: SearchSettings, *
                 progress: Callable[[int, int, str], None] | None = None, should_stop: Callable[[], bool] | None = None,
                 on_row: Callable[[dict], None] | None = None,
                 measure: Callable[[list, EncodedSplit], list[dict]] | None = None) -> SearchResult:
-    """Search the plan (see the module docstring). ``search``/``sensitivity``: encoded parts of the
-    TRAINING split (``sensitivity`` defaults to ``search``); ``cost``: default ``PlanCost.for_model(
+    """Search the plan (see the module docstring). ``search``: the encoded examples the tolerance is
+    judged on (never a split named "validation...": ``search.splits`` cuts dev halves under their own
+    name); ``sensitivity``: those the probes read (default ``search``); ``cost``: default ``PlanCost.for_model(
     model, settings.cost)``; ``cache_path``: the row cache (JSON lines) that makes a rerun resume;
     ``progress(done, total_estimate, phase)`` after each evaluation; ``should_stop()`` ends early
     with the best plan so far; ``on_row(row)`` gets every row of the trail as it is made;
@@ -268,8 +289,9 @@ def search_plan(model, scores, search: EncodedSplit, settings: SearchSettings, *
     another; ``search.task_search`` passes a ``PlanPool``'s for several devices)."""
     start = time.perf_counter()
     if search.split.startswith("validation") or (sensitivity is not None and sensitivity.split.startswith("validation")):
-        raise ValueError("The search must not read the dev split it is reported on: encode a part of the TRAINING split "
-                         "(encode_split(tokenizer, task, split='train', eval_size=1000, seed=...)).")
+        raise ValueError("The search must not read the dev split it is reported on: search on examples the model never "
+                         "trained on that the report does not use (search.splits.choose_search_data: the held-out "
+                         "part of the training split, a labelled file, or one half of dev).")
     if cost is None:
         if settings.cost == "latency":
             raise ValueError("cost='latency' needs measured latencies: pass cost=PlanCost.for_model(model, 'latency', "
@@ -307,7 +329,6 @@ def search_plan(model, scores, search: EncodedSplit, settings: SearchSettings, *
         return None
 
     original = run([{}], search, "original")[0]
-    trail.floor[search.split + str(search.eval_size)] = original["main_score"] - settings.tolerance / 100.0
 
     def finish(stopped: str | None) -> SearchResult:
         best = best_row(trail.rows)

@@ -14,6 +14,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from obce_core.cli_args import (
+    add_device_argument,
     add_model_argument,
     add_overwrite_argument,
     add_texts_arguments,
@@ -53,7 +54,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--memory-budget-gb", type=number_range(0, low_open=True), default=DEFAULT_MEMORY_BUDGET_GB)
     p.add_argument("--pruned", type=model_directory,
                    help="a pruned model directory (from `prune --out`): compare its diagrams per layer")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    add_device_argument(p)
     p.add_argument("--out", help="write the diagrams and clouds to this .npz file")
     add_overwrite_argument(p, "an existing --out file")
     p.set_defaults(func=run)

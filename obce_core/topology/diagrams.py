@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from obce_core.io import atomic_path
+from obce_core.io import atomic_path, load_json
 from obce_core.persistence import merge_events
 from obce_core.scoring import MemoryBudgetError
 from obce_core.topology.clouds import POOLINGS, layer_clouds, layer_name, seeded_subsample
@@ -134,7 +134,7 @@ class LayerDiagrams:
         with np.load(path, allow_pickle=False) as data:
             if "meta" not in data.files:
                 raise ValueError(f"{path} is not a file written by LayerDiagrams.save_npz (no 'meta' entry).")
-            meta = json.loads(str(data["meta"]))
+            meta = load_json(str(data["meta"]), f"the 'meta' entry of {path}", expect=dict)
             layers = sorted(int(k.split("_", 1)[1]) for k in data.files if k.startswith("diagram_"))
             return cls(
                 diagrams={k: data[f"diagram_{k}"] for k in layers}, clouds={k: data[f"cloud_{k}"] for k in layers},

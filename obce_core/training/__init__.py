@@ -9,7 +9,7 @@ and fine-tunes original and pruned alike; ``run_finetuned_protocol`` prunes a cl
 fine-tuned on the task. ``finetune_task_model`` makes such a classifier.
 """
 
-from obce_core.training.distill import kd_loss, load_teacher, run_teacher_id, teacher_fingerprint
+from obce_core.training.distill import hidden_state_loss, kd_loss, load_teacher, run_teacher_id, teacher_fingerprint
 from obce_core.training.progress import (
     PhaseEvent,
     Progress,
@@ -47,6 +47,7 @@ from obce_core.training.task_models import (
     TaskModelInfo,
     finetune_task_model,
     list_task_models,
+    load_held_out,
     read_task_model_info,
     task_model_info,
 )
@@ -78,8 +79,10 @@ __all__ = [
     "evaluate",
     "fine_tune",
     "finetune_task_model",
+    "load_held_out",
     "head_fingerprint",
     "is_main_process",
+    "hidden_state_loss",
     "kd_loss",
     "load_teacher",
     "list_task_models",

@@ -5,6 +5,10 @@ then learns what the teacher learned from the whole training split, not only the
 
 * ``kd_loss``: the loss ``Recipe`` states (``kd_alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) +
   (1 - kd_alpha) * CE(s, y)``; regression ``kd_alpha * MSE(s, t) + (1 - kd_alpha) * MSE(s, y)``).
+* ``hidden_state_loss``: layer-wise distillation (as CoFi's recovery, Xia et al. 2022): the mean
+  squared difference of every encoder layer's hidden states, student vs teacher, over the real
+  tokens; added with weight ``Recipe.kd_hidden``. obce's pruning keeps the hidden size and the
+  layer count, so layer ``l`` of the student is matched to layer ``l`` of the teacher directly.
 * ``load_teacher`` / ``check_teacher`` / ``check_tokenizers``: refuse, before any training, a
   teacher that cannot teach this task to this student (no head, another task, other labels or
   another vocabulary), with the fix.
@@ -33,6 +37,7 @@ __all__ = [
     "check_distillation",
     "check_teacher",
     "check_tokenizers",
+    "hidden_state_loss",
     "kd_loss",
     "load_teacher",
     "make_distill_trainer",
@@ -78,6 +83,27 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
                         reduction="batchmean", log_target=True) * temperature**2
         hard = F.cross_entropy(s, labels.long().view(-1)) if alpha < 1 else s.new_zeros(())
     return alpha * soft + (1.0 - alpha) * hard
+
+
+def hidden_state_loss(student_hidden, teacher_hidden, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over encoder layers of the mean squared difference of their hidden states at real tokens.
+
+    ``student_hidden``/``teacher_hidden``: what a BERT forward pass with ``output_hidden_states=True``
+    returns (the embeddings, then one ``(batch, tokens, hidden)`` tensor per layer); the embeddings
+    are left out. For layer ``l``: ``sum over real tokens of ||s_l - t_l||^2 / (real tokens x hidden)``
+    (``attention_mask`` 1 at real tokens). Computed in float32; the teacher's side carries no gradient.
+    """
+    student, teacher = list(student_hidden)[1:], list(teacher_hidden)[1:]
+    shapes = [tuple(t.shape) for t in student], [tuple(t.shape) for t in teacher]
+    if not student or shapes[0] != shapes[1]:
+        raise ValueError(
+            f"hidden_state_loss needs the same layers of the same shape from student and teacher; got "
+            f"{len(student)} layer(s) {shapes[0][:1]} and {len(teacher)} {shapes[1][:1]}. Distil a model pruned from "
+            "this teacher (obce's pruning keeps the layer count and hidden size), or set Recipe.kd_hidden=0.")
+    mask = attention_mask.to(student[0].device).float().unsqueeze(-1)
+    denominator = mask.sum() * student[0].shape[-1]
+    losses = [(((s.float() - t.detach().float()) ** 2) * mask).sum() / denominator for s, t in zip(student, teacher)]
+    return torch.stack(losses).mean()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,27 +228,34 @@ def check_distillation(teacher, student, spec: glue.GlueTask, recipe) -> None:
 # ---------------------------------------------------------------------------------------------
 # Training with a teacher
 # ---------------------------------------------------------------------------------------------
-def _teacher_logits(teacher, inputs: dict, device: torch.device) -> torch.Tensor:
-    """The teacher's logits for one batch, as an ordinary tensor on ``device``.
+def _teacher_outputs(teacher, inputs: dict, device: torch.device, hidden: bool = False):
+    """The teacher's ``(logits, hidden states or None)`` for one batch, as ordinary tensors on ``device``.
 
     ``locked_eval`` holds the teacher's lock (it may be a shared model), switches it to eval mode
     (no dropout: the teacher's best guess) and turns autograd off. Its tensors are inference
-    tensors, which autograd may not save for the student's backward pass, hence the clone outside.
+    tensors, which autograd may not save for the student's backward pass, hence the clones outside.
     """
     with locked_eval(teacher) as where:
         if where != device:  # the first batch: the teacher joins the student where Trainer put it
             teacher.to(device)
-        logits = teacher(**inputs).logits
-    return logits.clone()
+        out = teacher(**inputs, output_hidden_states=True) if hidden else teacher(**inputs)
+    states = tuple(t.clone() for t in out.hidden_states) if hidden else None
+    return out.logits.clone(), states
 
 
-def make_distill_trainer(teacher, *, temperature: float, alpha: float, **trainer_kwargs):
-    """A Hugging Face ``Trainer`` (``trainer_kwargs``) whose loss is ``kd_loss`` against ``teacher``.
+def make_distill_trainer(teacher, *, temperature: float, alpha: float, hidden_weight: float = 0.0,
+                         **trainer_kwargs):
+    """A Hugging Face ``Trainer`` (``trainer_kwargs``) whose loss is ``kd_loss`` against ``teacher``,
+    plus ``hidden_weight`` x ``hidden_state_loss`` when that weight is above 0.
 
     The student's own forward pass runs without labels, so the model computes no loss of its own;
-    ``kd_loss`` is a per-batch mean, which Trainer then scales for gradient accumulation.
+    the loss is a per-batch mean, which Trainer then scales for gradient accumulation. Evaluation
+    (the held-out scores of early stopping) gets the student's logits alone.
     """
     from transformers import Trainer  # here: transformers.trainer pulls in datasets (heavy)
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    hidden = hidden_weight > 0
 
     class DistillTrainer(Trainer):
         loss_is_scaled_for_ga = False
@@ -230,9 +263,12 @@ def make_distill_trainer(teacher, *, temperature: float, alpha: float, **trainer
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.get("labels")
             features = {k: v for k, v in inputs.items() if k != "labels"}
-            outputs = model(**features)
-            target = _teacher_logits(teacher, features, outputs.logits.device)
-            loss = kd_loss(outputs.logits, target, labels, temperature=temperature, alpha=alpha)
-            return (loss, outputs) if return_outputs else loss
+            outputs = model(**features, output_hidden_states=True) if hidden else model(**features)
+            logits, states = _teacher_outputs(teacher, features, outputs.logits.device, hidden)
+            loss = kd_loss(outputs.logits, logits, labels, temperature=temperature, alpha=alpha)
+            if hidden:
+                loss = loss + hidden_weight * hidden_state_loss(outputs.hidden_states, states,
+                                                                features["attention_mask"])
+            return (loss, SequenceClassifierOutput(logits=outputs.logits)) if return_outputs else loss
 
     return DistillTrainer(**trainer_kwargs)

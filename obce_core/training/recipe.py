@@ -14,6 +14,12 @@ Presets (``RECIPE_PRESETS``), named for what they are:
   per task from its training-set size (``generic_cpu_sizing``): fewer epochs, then a seeded
   training subset, so the ESTIMATED fine-tune stays within 15 minutes on the 2-core CPU.
 * ``smoke``: seconds; checks that everything runs and measures nothing.
+* ``recover``: recovering a PRUNED model from its teacher (``finetune --model PRUNED --teacher
+  TASK_MODEL``'s default): the task's CPU preset at ``RECOVERY_LR_SHARE`` of its learning rate (a
+  model that starts near its teacher is pushed away by a from-scratch lr: 1e-4 collapsed MRPC),
+  logit plus hidden-state distillation (``RECOVERY_KD``), the held-out reserve scored every
+  ``eval_steps`` with the best checkpoint kept and early stopping; epochs cut so that the
+  ESTIMATED training fits ``RECOVERY_BUDGET_S`` (``recovery_fields``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 from obce_core import glue
 from obce_core.io import JsonDataclass
 from obce_core.obce_bert.configuration_obce_bert import CLASSIFIER_POOLINGS
+from obce_core.training.held_out import held_out_size
 from obce_core.validation import check_choice, check_int, check_number, invalid
 
 __all__ = [
@@ -89,8 +96,19 @@ RECIPE_PRESETS: dict[str, dict[str, Any]] = {
     # Seconds: checks that everything runs, measures nothing.
     "smoke": {"max_length": 64, "max_steps": 20, "learning_rate": 5e-5, "train_size": 256, "eval_size": 128},
 }
+# Recovery of a pruned model from its teacher (see the module docstring): a share of the CPU preset's lr,
+# the teacher's logits (weight 0.7) and every layer's hidden states (MSE, weight 1), early stopping on
+# the held-out reserve after 3 evaluations without gain, and an estimated training time of at most 10
+# minutes (the teacher's forward pass counted as RECOVERY_TEACHER_COST of a student step).
+RECOVERY_PRESET = "recover"
+RECOVERY_LR_SHARE = 0.3
+RECOVERY_KD = {"kd_alpha": 0.7, "kd_temperature": 2.0, "kd_hidden": 1.0, "early_stopping_patience": 3,
+               "warmup_ratio": 0.1}
+RECOVERY_BUDGET_S = 10 * 60
+RECOVERY_TEACHER_COST = 0.35
+RECOVERY_EVALUATIONS = 8
 # Every name a user may give where the task is known (the CLI's --recipe, the dashboard).
-PRESET_CHOICES = (CPU_PRESET, *RECIPE_PRESETS)
+PRESET_CHOICES = (CPU_PRESET, *RECIPE_PRESETS, RECOVERY_PRESET)
 # One line per name, for menus and help texts.
 PRESET_DESCRIPTIONS: dict[str, str] = {
     CPU_PRESET: "the task's CPU preset (minutes on a 2-core CPU for all-MiniLM-L6-v2)",
@@ -99,6 +117,8 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
     **{f"{CPU_PRESET}-{t}": f"CPU preset of {t}" for t in ("sst2", "cola", "mrpc", "rte", "wnli")},
     "cpu-generic": "CPU preset of the other tasks, sized from the training-set size to stay within ~15 min",
     "smoke": "20 steps: checks that it runs, measures nothing",
+    RECOVERY_PRESET: "recovering a pruned model from its teacher: lower lr, logit + hidden-state distillation, "
+                     "early stopping on the held-out reserve, ~10 min estimated",
 }
 
 
@@ -111,7 +131,7 @@ def cpu_preset_name(task: str) -> str:
 def resolve_preset(name: str, task: str | None = None) -> str:
     """A preset name with the ``cpu`` alias resolved for ``task``; ValueError for unknown names,
     and for ``cpu`` or ``cpu-generic`` without a task (both depend on it)."""
-    if name in (CPU_PRESET, GENERIC_CPU_PRESET) and task is None:
+    if name in (CPU_PRESET, GENERIC_CPU_PRESET, RECOVERY_PRESET) and task is None:
         raise ValueError(f"Preset {name!r} depends on the task (its CPU preset, sized from its training set); name "
                          f"the task, or one of {', '.join(p for p in RECIPE_PRESETS if p != GENERIC_CPU_PRESET)}.")
     if name == CPU_PRESET:
@@ -125,8 +145,26 @@ def resolve_preset(name: str, task: str | None = None) -> str:
 def preset_fields(name: str, task: str | None = None) -> dict[str, Any]:
     """The fields of preset ``name`` for ``task`` (``cpu-generic`` sized by ``generic_cpu_sizing``)."""
     name = resolve_preset(name, task)
+    if name == RECOVERY_PRESET:
+        return recovery_fields(task)
     sized = generic_cpu_sizing(task) if name == GENERIC_CPU_PRESET else {}
     return {**RECIPE_PRESETS[name], **sized}
+
+
+def recovery_fields(task: str) -> dict[str, Any]:
+    """The ``recover`` preset for ``task``: its CPU preset at ``RECOVERY_LR_SHARE`` of the lr with
+    ``RECOVERY_KD``; epochs cut (to a tenth) so the ESTIMATED training, the teacher's forward pass
+    included, fits ``RECOVERY_BUDGET_S``; the held-out reserve scored ``RECOVERY_EVALUATIONS`` times."""
+    spec = glue.get_task(task)
+    base = preset_fields(cpu_preset_name(spec.name), spec.name)
+    fields = {**base, **RECOVERY_KD, "learning_rate": RECOVERY_LR_SHARE * base["learning_rate"], "eval_steps": 1}
+    steps, seconds = estimate_training(Recipe(**fields), spec.name)
+    seconds *= 1 + RECOVERY_TEACHER_COST
+    if seconds > RECOVERY_BUDGET_S:
+        fields["epochs"] = max(0.1, math.floor(10 * fields["epochs"] * RECOVERY_BUDGET_S / seconds) / 10)
+        steps = estimate_training(Recipe(**fields), spec.name)[0]
+    fields["eval_steps"] = max(10, math.ceil(steps / RECOVERY_EVALUATIONS))
+    return fields
 
 
 def generic_cpu_sizing(task: str) -> dict[str, Any]:
@@ -167,7 +205,8 @@ def subset_note(recipe: "Recipe", task: str) -> str:
 
 # Fields added after results were stored, with the value every earlier recipe trained with.
 _FIELDS_ADDED_LATER = {"pooling": "cls", "group_by_length": False, "kd_temperature": 2.0, "kd_alpha": 0.5,
-                       "kd_teacher": None}
+                       "kd_teacher": None, "held_out": 0.0, "held_out_max": 2000, "kd_hidden": 0.0, "eval_steps": 0,
+                       "early_stopping_patience": 0}
 # Knowledge distillation's fields: they change nothing without a teacher, so a recipe's key names them only
 # when it has one (and then all of them, defaults included: a KD run's key says how it was distilled).
 _KD_FIELDS = ("kd_temperature", "kd_alpha", "kd_teacher")
@@ -187,6 +226,9 @@ class Recipe(JsonDataclass):
     ``group_by_length`` draws training batches of similar lengths (Hugging Face's length-grouped
     sampler: random mega-batches sorted by length), which pads less: on a CPU the same examples
     train in a fraction of the time.
+    ``held_out`` reserves that share of the training split (at most ``held_out_max`` examples, drawn
+    with ``seed``; ``obce_core.training.held_out``) which training never reads: unseen examples to
+    judge a plan search's tolerance on. 0 trains on the whole split (recipes stored before it).
 
     Knowledge distillation (Hinton et al. 2015), only when ``kd_teacher`` is set: ``kd_teacher``
     identifies the teacher whose logits train the model (``obce_core.training.distill``: the
@@ -194,6 +236,13 @@ class Recipe(JsonDataclass):
     that is given the teacher, not chosen by hand. The loss is ``kd_alpha * T^2 * KL(softmax(t/T) ||
     softmax(s/T)) + (1 - kd_alpha) * CE(s, y)`` with ``T = kd_temperature`` (regression: ``kd_alpha *
     MSE(s, t) + (1 - kd_alpha) * MSE(s, y)``); ``kd_alpha = 1`` learns from the teacher alone.
+    ``kd_hidden`` adds that weight times the mean squared difference of every encoder layer's
+    hidden states, student vs teacher (``distill.hidden_state_loss``; a pruned model keeps the
+    hidden size, so no projection is needed); 0 = logits alone.
+
+    ``eval_steps > 0`` scores the held-out reserve of the teacher (the rows its training never read,
+    which the student then never trains on either) every that many steps and keeps the best
+    checkpoint; ``early_stopping_patience > 0`` stops after that many scores without a gain.
     """
 
     _json_name = "recipe"
@@ -215,6 +264,11 @@ class Recipe(JsonDataclass):
     kd_temperature: float = 2.0
     kd_alpha: float = 0.5
     kd_teacher: str | None = None
+    held_out: float = 0.1
+    held_out_max: int = 2000
+    kd_hidden: float = 0.0
+    eval_steps: int = 0
+    early_stopping_patience: int = 0
 
     def __post_init__(self):
         o = "Recipe"
@@ -249,10 +303,24 @@ class Recipe(JsonDataclass):
         if self.kd_teacher is not None and (not isinstance(self.kd_teacher, str) or not self.kd_teacher.strip()):
             raise invalid("kd_teacher", o, "None or the teacher's fingerprint (a non-empty string)", self.kd_teacher,
                           fix="Leave it None: fine_tune / finetune_task_model fill it in from the teacher they are given.")
+        check_number(self.held_out, "held_out", o, low=0, high=0.5,
+                     fix="The share of the training split never trained on (kept for the plan search): 0.1, or 0 for none.")
+        check_int(self.held_out_max, "held_out_max", o, low=1, fix="At most this many reserved examples, e.g. 2000.")
+        check_number(self.kd_hidden, "kd_hidden", o, low=0, high=1000,
+                     fix="The weight of the hidden-state MSE between student and teacher: 0 (logits alone) or e.g. 1.")
+        check_int(self.eval_steps, "eval_steps", o, low=0,
+                  fix="0 = no evaluation during training; else score the held-out reserve every that many steps.")
+        check_int(self.early_stopping_patience, "early_stopping_patience", o, low=0,
+                  fix="0 = no early stopping; else stop after that many held-out scores without a gain.")
+        if self.early_stopping_patience and not self.eval_steps:
+            raise invalid("early_stopping_patience", o, "0 unless eval_steps > 0", self.early_stopping_patience,
+                          fix="Early stopping needs held-out scores: set eval_steps too (the recover preset does).")
         # Canonical types, so equal recipes give equal JSON (3 and 3.0 epochs are one recipe).
-        for name in ("epochs", "learning_rate", "weight_decay", "warmup_ratio", "kd_temperature", "kd_alpha"):
+        for name in ("epochs", "learning_rate", "weight_decay", "warmup_ratio", "kd_temperature", "kd_alpha",
+                     "held_out", "kd_hidden"):
             object.__setattr__(self, name, float(getattr(self, name)))
-        for name in ("max_length", "max_steps", "batch_size", "eval_batch_size", "seed"):
+        for name in ("max_length", "max_steps", "batch_size", "eval_batch_size", "seed", "held_out_max", "eval_steps",
+                     "early_stopping_patience"):
             object.__setattr__(self, name, int(getattr(self, name)))
 
     # -- construction ------------------------------------------------------------------------
@@ -265,6 +333,14 @@ class Recipe(JsonDataclass):
     def for_task(cls, task: str, **overrides) -> "Recipe":
         """The task's CPU preset (``cpu-<task>``, else ``cpu-generic`` sized for it) with some fields replaced."""
         return cls.preset(cpu_preset_name(task), task, **overrides)
+
+    @classmethod
+    def from_dict(cls, data) -> "Recipe":
+        """A recipe from its dict; a field added later and missing from ``data`` (a record or store key
+        written before it, or a canonical key that left it out) takes the value earlier recipes had."""
+        if isinstance(data, dict):
+            data = {**{k: v for k, v in _FIELDS_ADDED_LATER.items() if k not in _KD_FIELDS}, **data}
+        return super().from_dict(data)
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)
@@ -285,7 +361,7 @@ class Recipe(JsonDataclass):
 
     def without_teacher(self) -> "Recipe":
         """This recipe as a plain fine-tune (no distillation): the recipe a KD run's original trained with."""
-        return self.replace(kd_teacher=None)
+        return self.replace(kd_teacher=None, kd_hidden=0.0)
 
     def steps(self, examples: int) -> int:
         """Optimizer steps on ``examples`` training rows, as Trainer counts them: whole batches per
@@ -309,7 +385,7 @@ def estimate_training(recipe: Recipe, task: str, *, runs: int = 1, extra_steps: 
     all-MiniLM on a 2-core CPU, not a measurement of the model at hand.
     """
     spec = glue.get_task(task)
-    rows = spec.train_rows
+    rows = spec.train_rows - held_out_size(spec.train_rows, recipe.held_out, recipe.held_out_max)
     n = min(recipe.train_size or rows, rows) if rows else (recipe.train_size or 0)
     steps = recipe.steps(n)
     return steps, (runs * steps + extra_steps) * cpu_seconds_per_step(recipe, spec.name)

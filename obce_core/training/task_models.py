@@ -13,8 +13,8 @@ that ``load_model(DIR)`` reloads; the protocol ``finetuned`` and the retraining-
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,16 +24,18 @@ import torch
 from transformers import set_seed
 
 from obce_core import glue
-from obce_core.io import JsonDataclass, publish_directory
+from obce_core.io import JsonDataclass, publish_directory, read_json
 from obce_core.loading import load_model
 from obce_core.sentence_transformers_files import write_sentence_transformers_files
+from obce_core.training.held_out import HeldOutRecord, reserve_of
 from obce_core.training.distill import check_tokenizers, load_teacher, teacher_fingerprint
-from obce_core.training.progress import PhaseEvent, Progress, ShouldStop, is_main_process
+from obce_core.training.progress import PhaseEvent, Progress, ShouldStop, TrainingCancelled, is_main_process
 from obce_core.training.recipe import Recipe, subset_note
+from obce_core.training.recovery import checkpoint_folder, held_out_rows_of, recovery_recipe, resume_point
 from obce_core.training.trainer import evaluate, fine_tune
 
-__all__ = ["TASK_MODEL_FILE", "TaskModelInfo", "finetune_task_model", "list_task_models", "read_task_model_info",
-           "task_model_info"]
+__all__ = ["TASK_MODEL_FILE", "TaskModelInfo", "finetune_task_model", "list_task_models", "load_held_out",
+           "read_task_model_info", "task_model_info"]
 
 TASK_MODEL_FILE = "obce_task.json"
 
@@ -54,7 +56,9 @@ class TaskModelInfo(JsonDataclass):
     wall time of the fine-tune alone, ``train_steps`` its optimizer steps. ``distilled_from``: the
     teacher task model (its folder) a distilled model learned from, whose weights
     ``recipe.kd_teacher`` fingerprints; None for a plain fine-tune. ``data_note`` says which splits
-    were sub-sampled (``recipe.subset_note``; '' when both were used whole).
+    were sub-sampled (``recipe.subset_note``; '' when both were used whole). ``held_out``: the part
+    of the training split training never read (``obce_core.training.held_out``; None for a model
+    trained before obce reserved one); the plan search judges its tolerance there.
     """
 
     _json_name = "task model info"
@@ -71,10 +75,13 @@ class TaskModelInfo(JsonDataclass):
     obce_version: str
     distilled_from: str | None = None
     data_note: str = ""
+    held_out: HeldOutRecord | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "task", glue.get_task(self.task).name)
         object.__setattr__(self, "recipe", Recipe.from_dict(self.recipe))
+        if self.held_out is not None:
+            object.__setattr__(self, "held_out", HeldOutRecord.from_dict(self.held_out))
         if (self.distilled_from is None) != (self.recipe.kd_teacher is None):
             raise ValueError(f"A task model info names teacher {self.distilled_from!r} but its recipe's kd_teacher is "
                              f"{self.recipe.kd_teacher!r}: a distilled model needs both, a plain one neither. Rewrite "
@@ -83,6 +90,7 @@ class TaskModelInfo(JsonDataclass):
     def to_dict(self) -> dict:
         data = super().to_dict()
         data["recipe"] = self.recipe.to_dict()
+        data["held_out"] = None if self.held_out is None else self.held_out.to_dict()
         return data
 
 
@@ -95,6 +103,14 @@ def read_task_model_info(directory: str | os.PathLike) -> TaskModelInfo | None:
     if not path.is_file():
         return None
     return TaskModelInfo.from_json(path)
+
+
+def load_held_out(directory: str | os.PathLike, glue_dir: str | os.PathLike | None = None):
+    """The training rows task model ``directory`` never trained on, as a ``datasets.Dataset`` (the
+    task's columns, ``label``, ``idx``); ``ValueError`` naming the fix when it records none or the
+    training file changed (``held_out.reserve_of``)."""
+    where = repr(str(Path(directory).expanduser()))
+    return reserve_of(read_task_model_info(directory), glue_dir, where=where)
 
 
 def task_model_info(source: str) -> TaskModelInfo | None:
@@ -158,7 +174,7 @@ def _has_task_head(source: str, spec: glue.GlueTask) -> bool:
     """
     path = Path(source).expanduser() / "config.json"
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = read_json(path, "model config", expect=dict)  # depth-limited; a list is no config
     except (OSError, ValueError):
         return False  # a hub id, or no readable config: load_model reports what is wrong
     architectures = config.get("architectures") or []
@@ -189,9 +205,18 @@ def finetune_task_model(
     recipe's ``kd_teacher`` is the teacher's fingerprint and the info's ``distilled_from`` its
     folder. ``out_dir`` must not exist, be empty, or (with ``overwrite``) hold an earlier task
     model; it is written atomically, so a failure or ``TrainingCancelled`` leaves nothing behind.
+
+    Recovery (a ``teacher``): the default recipe is the ``recover`` preset (lower lr, logit and
+    hidden-state distillation, early stopping on the teacher's held-out reserve, which the student
+    then never trains on: ``recovery.held_out_rows_of``). Checkpoints go to ``<out_dir>.checkpoints``
+    beside ``out_dir``: a cancelled run leaves its last one there and the same call resumes from it;
+    the folder is removed once the model is published.
     """
     spec = glue.get_task(task)
-    recipe = Recipe.from_dict(recipe) if recipe is not None else Recipe.for_task(spec.name)
+    if recipe is None:
+        recipe = recovery_recipe(spec.name, task_model_info(str(teacher))) if teacher is not None \
+            else Recipe.for_task(spec.name)
+    recipe = Recipe.from_dict(recipe)
     out = Path(out_dir).expanduser()
     _check_out_dir(out, overwrite)  # before the slow steps; publish_directory checks again
     say = progress or (lambda event: None)
@@ -205,6 +230,14 @@ def finetune_task_model(
             raise ValueError(f"The recipe's kd_teacher {recipe.kd_teacher!r} is not the fingerprint of teacher "
                              f"{str(teacher)!r} ({fingerprint}); leave kd_teacher None, it is filled in from the teacher.")
         recipe = recipe.replace(kd_teacher=fingerprint)
+    eval_rows = None
+    if teacher is not None or recipe.eval_steps:
+        where = repr(str(teacher if teacher is not None else source))
+        recipe, eval_rows, why = held_out_rows_of(recipe, task_model_info(str(teacher if teacher is not None else source)),
+                                                  glue_dir, where=f"task model {where}")
+        if why:
+            say(PhaseEvent(why))
+    checkpoints = checkpoint_folder(out) if teacher is not None else None
     note = subset_note(recipe, spec.name)  # said in the job's line and in obce_task.json
     say(PhaseEvent(f"loading {source} for {spec.name}" + (f" ({note})" if note else "")))
     set_seed(recipe.seed)  # the new head is drawn from this seed
@@ -218,9 +251,22 @@ def finetune_task_model(
         net.config.label2id = {name: i for i, name in enumerate(spec.label_names)}
     net.config.finetuning_task = spec.name
     say(PhaseEvent(f"{'distilling' if teacher_net is not None else 'fine-tuning'} on {spec.name}"))
+    resume = None
+    if checkpoints is not None and is_main_process():
+        resume = resume_point(checkpoints, {"task": spec.name, "model": _where(source), "teacher": recipe.kd_teacher,
+                                            "recipe": recipe.canonical_json()})
+        if resume:
+            say(PhaseEvent(f"resuming from {resume}"))
     start = time.perf_counter()
-    fine_tune(net, tokenizer, spec.name, recipe, glue_dir=glue_dir, device=device, progress=progress,
-              should_stop=should_stop, teacher=teacher_net)
+    try:
+        fine_tune(net, tokenizer, spec.name, recipe, glue_dir=glue_dir, device=device, progress=progress,
+                  should_stop=should_stop, teacher=teacher_net, eval_rows=eval_rows, checkpoint_dir=checkpoints,
+                  resume_from=resume)
+    except TrainingCancelled as exc:
+        if checkpoints is None:
+            raise
+        raise TrainingCancelled(f"{exc} Its last checkpoint is in {str(checkpoints)!r}: run the same command again to "
+                                "resume from it.") from None
     train_s = time.perf_counter() - start
     say(PhaseEvent(f"evaluating on {spec.name}"))
     metrics = evaluate(net, tokenizer, spec.name, recipe, glue_dir=glue_dir, device=device)
@@ -230,6 +276,7 @@ def finetune_task_model(
         device=str(next(net.parameters()).device), source_model=source,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), obce_version=_obce_version(),
         distilled_from=None if teacher is None else _where(teacher), data_note=note,
+        held_out=getattr(net, "obce_held_out", None),
     )
     say(PhaseEvent(f"saving {out}"))
 
@@ -241,4 +288,6 @@ def finetune_task_model(
 
     if is_main_process():  # one writer under accelerate launch / torchrun
         publish_directory(out, fill, replace=_replaceable(overwrite))
+        if checkpoints is not None:
+            shutil.rmtree(checkpoints, ignore_errors=True)  # published: nothing left to resume
     return info

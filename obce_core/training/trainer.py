@@ -17,6 +17,7 @@ import statistics
 import tempfile
 import time
 
+import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -26,8 +27,10 @@ from obce_core.forward import locked_eval, model_lock
 from obce_core.layout import base_model
 from obce_core.loading import hash_tensors_
 from obce_core.training.distill import check_distillation, make_distill_trainer
+from obce_core.training.held_out import split_held_out
 from obce_core.training.progress import Progress, ShouldStop, StepEvent, TrainingCancelled, world_size
 from obce_core.training.recipe import Recipe
+from obce_core.training.recovery import evaluation_settings
 
 __all__ = [
     "check_head",
@@ -37,6 +40,7 @@ __all__ = [
     "latency_on_task",
     "measure_latency",
     "parameter_counts",
+    "training_rows",
 ]
 
 
@@ -101,11 +105,11 @@ def _sampling_args(arguments_class, group_by_length: bool) -> dict:
     return {"group_by_length": group_by_length}
 
 
-def _training_args(recipe: Recipe, output_dir: str, device, *, logging_steps: int = 1):
+def _training_args(recipe: Recipe, output_dir: str, device, *, logging_steps: int = 1, **overrides):
     device = None if device is None else torch.device(device)
     use_cpu = device is not None and device.type == "cpu"
     cuda = torch.cuda.is_available() and not use_cpu
-    return TrainingArguments(
+    return TrainingArguments(**{**dict(
         output_dir=output_dir,
         per_device_train_batch_size=_per_device(recipe.batch_size, "batch_size"),
         per_device_eval_batch_size=max(1, recipe.eval_batch_size // world_size()),
@@ -131,19 +135,22 @@ def _training_args(recipe: Recipe, output_dir: str, device, *, logging_steps: in
         dataloader_pin_memory=cuda,
         # Every parameter takes part in a BERT classifier's forward pass (pruned or not).
         ddp_find_unused_parameters=False,
-    )
+    ), **overrides})
 
 
-def _make_trainer(model, tokenizer, args, train_dataset=None, callbacks=None, *, teacher=None, recipe=None):
+def _make_trainer(model, tokenizer, args, train_dataset=None, callbacks=None, *, teacher=None, recipe=None,
+                  eval_dataset=None, compute_metrics=None):
     """Hugging Face's Trainer; with a ``teacher``, the distillation Trainer (``recipe``'s KD settings)."""
     from transformers import Trainer  # here: transformers.trainer pulls in datasets (heavy)
 
     kwargs = dict(model=model, args=args, train_dataset=train_dataset, data_collator=DataCollatorWithPadding(tokenizer),
-                  processing_class=tokenizer, callbacks=callbacks)
+                  processing_class=tokenizer, callbacks=callbacks, eval_dataset=eval_dataset,
+                  compute_metrics=compute_metrics)
     if teacher is None:
         trainer = Trainer(**kwargs)
     else:
-        trainer = make_distill_trainer(teacher, temperature=recipe.kd_temperature, alpha=recipe.kd_alpha, **kwargs)
+        trainer = make_distill_trainer(teacher, temperature=recipe.kd_temperature, alpha=recipe.kd_alpha,
+                                       hidden_weight=recipe.kd_hidden, **kwargs)
     # Progress goes to our callback (CLI bar, job status), not to stdout.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -190,6 +197,8 @@ def _make_progress_callback(progress: Progress | None, should_stop: ShouldStop |
             if should_stop is not None and should_stop():
                 self.stopped = True
                 control.should_training_stop = True
+                if args.save_strategy != "no":  # a checkpointed run keeps where it stopped, to resume from
+                    control.should_save = True
 
     return _ObceCallback()
 
@@ -197,6 +206,20 @@ def _make_progress_callback(progress: Progress | None, should_stop: ShouldStop |
 # ---------------------------------------------------------------------------------------------
 # Fine-tuning, evaluation, latency
 # ---------------------------------------------------------------------------------------------
+def training_rows(spec: glue.GlueTask, recipe: Recipe, glue_dir=None):
+    """``(rows fine_tune trains on, HeldOutRecord or None)``: the training split without its
+    held-out reserve (``recipe.held_out``), then the seeded ``recipe.train_size`` subset of the rest."""
+    if not recipe.held_out:
+        return glue.load_task(spec, "train", glue_dir, n=recipe.train_size, seed=recipe.seed), None
+    rest, _, record = split_held_out(glue.load_task(spec, "train", glue_dir), spec, recipe.held_out,
+                                     recipe.held_out_max, recipe.seed)
+    if recipe.train_size is not None and recipe.train_size < len(rest):
+        # the same draw load_task(n=, seed=) makes, from the rows that are left
+        rest = rest.select(np.random.default_rng(recipe.seed).choice(len(rest), size=recipe.train_size,
+                                                                     replace=False).tolist())
+    return rest, record
+
+
 def fine_tune(
     model,
     tokenizer,
@@ -208,6 +231,9 @@ def fine_tune(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     teacher=None,
+    eval_rows=None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume_from: str | None = None,
 ):
     """Fine-tune ``model`` (a sequence classifier) in place on the task's training split.
 
@@ -225,26 +251,41 @@ def fine_tune(
     (knowledge distillation, ``obce_core.training.distill``; the loss and its weights are the
     recipe's ``kd_*`` fields, and ``recipe.kd_teacher`` must name the teacher). It runs on every
     batch in eval mode without autograd, moved to the model's device; it is not trained.
+
+    ``eval_rows`` (a ``datasets.Dataset`` of the task's columns and labels, rows training never
+    reads): scored every ``recipe.eval_steps`` steps, the best checkpoint restored at the end, early
+    stopping after ``recipe.early_stopping_patience`` scores without a gain
+    (``obce_core.training.recovery``); required when ``recipe.eval_steps > 0``. ``checkpoint_dir``:
+    checkpoints go there (and stay: a cancel saves one) instead of a temporary folder;
+    ``resume_from``: a checkpoint in it to continue from (``recovery.resume_point``).
     """
     recipe = recipe or Recipe()
     spec = glue.get_task(task)
     check_head(model, spec)
     check_distillation(teacher, model, spec, recipe)
-    train = glue.load_task(spec, "train", glue_dir, n=recipe.train_size, seed=recipe.seed)
+    if recipe.eval_steps and eval_rows is None:
+        raise ValueError(f"The recipe scores held-out rows every {recipe.eval_steps} steps (early stopping) but none "
+                         "were given; pass eval_rows (the teacher's held-out reserve) or use eval_steps=0.")
+    train, held_out = training_rows(spec, recipe, glue_dir)
     train = _tokenize(train, tokenizer, spec, recipe.max_length)
     steps = recipe.steps(len(train))
     callback = _make_progress_callback(progress, should_stop)
-    out = tempfile.mkdtemp(prefix="obce-finetune-")
+    out = str(checkpoint_dir) if checkpoint_dir is not None else tempfile.mkdtemp(prefix="obce-finetune-")
+    overrides, callbacks, compute_metrics = evaluation_settings(recipe, spec, checkpoint_dir is not None)
+    evaluated = None if not recipe.eval_steps else _tokenize(eval_rows, tokenizer, spec, recipe.max_length)
     try:
-        args = _training_args(recipe, out, device, logging_steps=max(1, min(50, steps // 25)))
-        trainer = _make_trainer(model, tokenizer, args, train_dataset=train, callbacks=[callback], teacher=teacher,
-                                recipe=recipe)
-        trainer.train()
+        args = _training_args(recipe, out, device, logging_steps=max(1, min(50, steps // 25)), **overrides)
+        trainer = _make_trainer(model, tokenizer, args, train_dataset=train, callbacks=[callback, *callbacks],
+                                teacher=teacher, recipe=recipe, eval_dataset=evaluated, compute_metrics=compute_metrics)
+        trainer.train(resume_from_checkpoint=resume_from)
     finally:
-        shutil.rmtree(out, ignore_errors=True)
+        if checkpoint_dir is None:
+            shutil.rmtree(out, ignore_errors=True)
     model.eval()
+    model.obce_held_out = held_out  # what obce_task.json records of the reserve (None: none kept)
     model.obce_train_losses = list(callback.losses)  # (step, loss) pairs, for inspection
     model.obce_train_steps = int(trainer.state.global_step)
+    model.obce_best_held_out = trainer.state.best_metric  # the held-out main score kept (None: not scored)
     if callback.stopped:
         raise TrainingCancelled(f"Fine-tuning on {spec.name!r} was cancelled at step {trainer.state.global_step}.")
     return model

@@ -1,0 +1,48 @@
+"""Does the model use what a scorer ranks high? Attribution of every prunable unit, one concept per module.
+
+- ``objective``: what is explained: a task model's loss on labelled examples (``TaskObjective``,
+  ``task_objective``), or, for a model without a head, ``1 - cosine`` of its sentence output to the
+  unmasked model's (``SentenceObjective``).
+- ``integrated``: integrated gradients of that loss with respect to a mask on every FFN unit, value
+  dim and query/key pair, all masks scaled together from 0 to 1 (``integrated_gradients``), and the
+  loss under given masks (``masked_mean_loss``). The masks are ``pruning.unit_masks``, Fisher's.
+- ``ablation``: the exact loss change when one unit alone is removed, on a seeded sample (the check).
+- ``table``: ``unit_attribution``, one row per unit, cached on disk; ``read_attribution``.
+- ``agreement``: every scorer's scores beside the attribution (``with_scorers``) and, per layer and
+  group, Spearman with a bootstrap interval and the removed units' share in the attribution's
+  lowest part (``agreement_table``).
+- ``cli``: ``python -m obce_core attribution``.
+"""
+
+from obce_core.attribution.ablation import ablation_effects, sample_units
+from obce_core.attribution.agreement import (AGREEMENT_COLUMNS, agreement_table, scorer_problems, spearman_interval,
+                                             with_scorers)
+from obce_core.attribution.integrated import IntegratedGradients, integrated_gradients, masked_mean_loss, path_points
+from obce_core.attribution.objective import (MIN_EXAMPLES, SentenceObjective, TaskObjective, check_example_count,
+                                             task_objective)
+from obce_core.attribution.table import (AttributionSettings, default_attribution_dir, read_attribution,
+                                         unit_attribution, write_attribution)
+
+__all__ = [
+    "AGREEMENT_COLUMNS",
+    "AttributionSettings",
+    "IntegratedGradients",
+    "MIN_EXAMPLES",
+    "SentenceObjective",
+    "TaskObjective",
+    "ablation_effects",
+    "agreement_table",
+    "check_example_count",
+    "default_attribution_dir",
+    "integrated_gradients",
+    "masked_mean_loss",
+    "path_points",
+    "read_attribution",
+    "sample_units",
+    "scorer_problems",
+    "spearman_interval",
+    "task_objective",
+    "unit_attribution",
+    "with_scorers",
+    "write_attribution",
+]

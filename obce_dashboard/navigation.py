@@ -1,0 +1,68 @@
+"""The app's navigation (its sections and pages), and the bootstrap that keeps it on a deep link.
+
+Why the bootstrap: Streamlit still supports its first multipage layout, where every file in a
+``pages/`` folder next to the main script becomes a page. Until some session has run
+``st.navigation`` in this server process, it treats ``app.py`` + ``pages/`` that way: a visitor
+whose first request after a (re)start is a deep link (``/Prune?...``) gets that page file run alone,
+with Streamlit's automatic navigation (an "app" entry, no sections) and without ``app.py``'s wide
+layout, for the whole session. ``ui.run_page`` calls :func:`ensure_app_navigation` first: when
+``app.py`` did not start this run, it installs the app's navigation (which switches that automatic
+mode off for the process) and reruns; the rerun goes through ``app.py`` to the same page and query.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import streamlit as st
+
+__all__ = ["app_navigation", "ensure_app_navigation", "run_app"]
+
+_run = threading.local()  # one script run per thread: is app.py's navigation running this one?
+
+
+def app_navigation():
+    """``st.navigation`` with the app's sections; returns the page to run."""
+    return st.navigation(
+        {
+            "Explain": [
+                st.Page("pages/1_Model_and_data.py", title="Model & data", icon=":material/tune:", default=True),
+                st.Page("pages/2_Persistence.py", title="Persistence", icon=":material/scatter_plot:"),
+                st.Page("pages/6_Layer_topology.py", title="Layer topology", icon=":material/hub:"),
+            ],
+            "Compress": [
+                st.Page("pages/3_Prune.py", title="Prune", icon=":material/content_cut:"),
+                st.Page("pages/4_Compare.py", title="Compare", icon=":material/compare_arrows:"),
+            ],
+            "Learn": [
+                st.Page("pages/5_Learn.py", title="Learn the method", icon=":material/school:"),
+            ],
+        }
+    )
+
+
+@contextmanager
+def _in_app() -> Iterator[None]:
+    _run.in_app = True
+    try:
+        yield
+    finally:
+        _run.in_app = False
+
+
+def run_app() -> None:
+    """What ``app.py`` does: the wide layout, the navigation, and the chosen page."""
+    st.set_page_config(page_title="obce", layout="wide")
+    with _in_app():
+        app_navigation().run()
+
+
+def ensure_app_navigation() -> None:
+    """Called by every page before anything else: a page file that Streamlit ran without
+    ``app.py`` (see the module docstring) reruns through it."""
+    if getattr(_run, "in_app", False):
+        return
+    app_navigation()  # registers the app's pages and ends Streamlit's automatic pages/ mode
+    st.rerun()
