@@ -67,7 +67,8 @@ def describe_job(job: Any) -> str:
         teacher = f" · distilled from `{job.teacher}`" if job.teacher else ""
         return f"{job.task} · fine-tune into `{job.out}` · recipe: {describe_recipe(job.recipe)} · `{job.model}`{teacher}"
     if kind != "glue":
-        return f"{kind} of {getattr(job, 'task', '')} · `{getattr(job, 'model', '')}`"
+        recover = f" · then recovered into `{job.recovered_out()}`" if getattr(job, "recover", False) else ""
+        return f"{kind} of {getattr(job, 'task', '')} · `{getattr(job, 'model', '')}`{recover}"
     recipes = "; ".join(f"{t}: {describe_recipe(job.recipe_for(t))}" for t in job.tasks) if job.recipes \
         else describe_recipe(job.recipe)
     distill = " · pruned model distilled from the original" if job.distill else ""

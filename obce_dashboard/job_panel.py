@@ -17,7 +17,9 @@ from obce_core import jobs
 
 __all__ = ["job_panel", "minutes", "poll", "progress_text"]
 
-_ICONS = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "❌", "cancelled": "⏹️"}
+# Streamlit's Material Symbols (its own web font), not emoji: Debian's fonts draw ⏳ ▶️ ✅ as empty boxes.
+_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circle:", "done": ":material/check_circle:",
+          "failed": ":material/error:", "cancelled": ":material/stop_circle:"}
 
 
 def minutes(seconds: float) -> str:

@@ -179,7 +179,8 @@ def init_state() -> None:
                 value = setting.parse(name, raw)
                 given[name] = raw
             except (TypeError, ValueError) as exc:
-                warnings.append(f"`{name}={raw}`: {exc}")
+                shown = raw if len(str(raw)) <= 80 else f"{str(raw)[:60]}... ({len(str(raw))} characters)"
+                warnings.append(f"`{name}={shown}`: {exc}")
         ss[name] = value
     if warnings:
         st.warning("Ignored in the address, using the defaults instead:\n\n" + "\n\n".join(warnings))

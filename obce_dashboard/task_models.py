@@ -50,6 +50,16 @@ def list_ui(root: Path) -> None:
                   icon=":material/check:" if loaded else ":material/upload:")
 
 
+def _follow_default_name(default: str) -> None:
+    """The Name field follows the Task and Recipe (``<task>-<recipe>``) until the user types a name
+    of their own. (A keyed widget keeps its first value whatever ``value=`` says later, so the
+    field's state is set here, before it is drawn.)"""
+    ss = st.session_state
+    if ss.get("tm_name") in (None, ss.get("_tm_name_default")):
+        ss["tm_name"] = default
+    ss["_tm_name_default"] = default
+
+
 def train_ui(workspace: Path) -> None:
     local = glue.available_local_tasks()
     if not local:
@@ -70,7 +80,8 @@ def train_ui(workspace: Path) -> None:
                        format_func=lambda m: "embedded all-MiniLM-L6-v2" if m == "default" else f"the loaded model ({m})")
     with ui.errors("Could not estimate the duration"):  # from step times measured here (obce_dashboard.estimates)
         job_estimate_ui(jobs.FinetuneJobSpec(task=task, out="estimate", model=base, recipe=recipe), base)
-    name = d.text_input("Name", value=f"{task}-{preset}", key="tm_name",
+    _follow_default_name(f"{task}-{preset}")
+    name = d.text_input("Name", key="tm_name",
                         help=f"A folder name: the model goes to {TASK_MODELS_FOLDER}/<name> in the workspace.")
     if st.button("Train the task model", icon=":material/model_training:", key="tm_start"):
         with ui.errors("Could not start the training"):

@@ -10,8 +10,7 @@ with st.spinner("Starting obce: loading PyTorch and transformers (only on the se
     from obce_core.anatomy import ModelAnatomy
     from obce_core.glue import TASKS
     from obce_core.loading import looks_like_path
-    from obce_core.scoring import parse_texts
-    from obce_dashboard import session, settings, ui
+    from obce_dashboard import session, settings, ui, uploads
     from obce_dashboard.paths import MODEL_DIRS_ENV
     from obce_dashboard.task_models import task_models_ui
 
@@ -79,31 +78,20 @@ def model_ui() -> session.LoadedModel | None:
     return loaded
 
 
-def upload_ui() -> None:
-    ss = st.session_state
-    file = st.file_uploader("Texts file", type=["txt", "csv", "tsv"],
-                            help="A .txt with one text per line, or a .csv/.tsv with a 'text' or 'sentence' column.")
-    if file is not None and ss.get("uploaded_id") != file.file_id:
-        with ui.errors(f"Could not read {file.name}") as outcome:
-            texts = parse_texts(file.getvalue().decode("utf-8-sig"), file.name)
-        if outcome.ok:
-            ss["uploaded"] = (file.name, texts)
-            ss["uploaded_id"] = file.file_id
-    elif file is None and ss.get("uploaded"):
-        name, texts = ss["uploaded"]
-        st.caption(f"Using {name} ({len(texts)} texts), uploaded earlier in this session.")
-
-
 def data_ui() -> tuple[list, str] | None:
     glue_tasks, glue_where = session.glue_tasks_available()
     sources = ["demo"] + (["glue"] if glue_tasks else []) + ["upload"]
     data = settings.widget(st.radio, "Scoring texts", "data", options=sources, format_func=DATA_LABELS.get, horizontal=True)
+    if data != "upload":
+        uploads.forget_refusal()
     if data == "glue":
         settings.widget(st.selectbox, "GLUE task", "task", options=glue_tasks,
                      format_func=lambda t: f"{TASKS[t].dir_name} ({t})")
         st.caption(f"Validation split, from {glue_where}. Pair tasks feed both sentences, as in fine-tuning.")
     elif data == "upload":
-        upload_ui()
+        uploads.upload_ui()
+        if uploads.upload_error() and not st.session_state.get("uploaded"):
+            return None  # the refusal above is the one message
     else:
         st.caption("400 varied English sentences shipped with obce: works with no network and no GLUE copy."
                    + ("" if glue_tasks else f" GLUE: {glue_where}."))

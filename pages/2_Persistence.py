@@ -55,8 +55,12 @@ def plan_ui(run: session.ScoredRun):
 def _informative_start(run: session.ScoredRun) -> None:
     """A first visit opens on the median-rf FFN unit of a middle layer, not on a dead neuron 0."""
     ss = st.session_state
+    layers = sorted(int(x) for x in run.scores.table["layer"].unique())
+    if ss.get("layer") is not None and ss["layer"] not in layers:  # e.g. a link's layer=99, or another model's
+        st.warning(f"`layer={ss['layer']}` is not a layer of this model (L{layers[0]} to L{layers[-1]}): showing the "
+                   "default neuron instead.", icon=":material/warning:")
+        ss["layer"] = ss["neuron"] = None
     if ss.get("layer") is None:
-        layers = sorted(int(x) for x in run.scores.table["layer"].unique())
         ss["layer"], ss["component"] = layers[len(layers) // 2], "intermediate"
     if ss.get("neuron") is None:
         group = run.scores.group(int(ss["layer"]), ss["component"])
@@ -255,11 +259,29 @@ def stability_ui(run: session.ScoredRun, selection) -> None:
         return
     table = stability_summary(stability, percents, scorers)
     st.markdown(stability_reading(median_spearman(table, scorers)))
-    table["group"] = table["group"].map(GROUP_TAGS)
-    fmt = {c: st.column_config.NumberColumn(format="%.2f") for c in table.columns if c not in ("layer", "group")}
-    fmt["p"] = st.column_config.NumberColumn("p (%)", format="%g", help="The plan's percentile for this layer and "
-                                             f"group ({STABILITY_FALLBACK_PERCENT:g} where the plan removes nothing).")
-    st.dataframe(table, hide_index=True, column_config=fmt, key="stability_table")
+    st.dataframe(*stability_table_shown(table, selection), hide_index=True, key="stability_table")
+
+
+def stability_table_shown(table: pd.DataFrame, selection) -> tuple[pd.DataFrame, dict]:
+    """The noise table as shown, with its column config: what the plan does to each layer and group
+    (a skipped layer says so, not the fallback percentile the overlap is read at), and a Spearman
+    that does not exist as a blank cell, as the caption says (a missing number would read "None")."""
+    plan = selection.plan if selection is not None else None
+    shown = table.copy()
+    does = []
+    for row in table.itertuples():
+        p = plan.percent(int(row.layer), row.group) if plan is not None else 0
+        skipped = plan is not None and not p and int(row.layer) < plan.skip_layers
+        does.append(f"removes {p:g} %" if p else ("skips this layer" if skipped else "removes nothing"))
+    shown.insert(2, "plan", does)
+    shown["group"] = shown["group"].map(GROUP_TAGS)
+    for c in [c for c in shown.columns if c.endswith(" Spearman")]:
+        shown[c] = ["" if pd.isna(v) else f"{v:.2f}" for v in shown[c]]
+    fmt = {c: st.column_config.NumberColumn(format="%.2f") for c in shown.columns if c.endswith(("overlap",))}
+    fmt["p"] = st.column_config.NumberColumn(
+        "overlap at p (%)", format="%g", help="The percentile at which the two halves' removed sets are compared: the "
+        f"plan's, or {STABILITY_FALLBACK_PERCENT:g} where the plan removes nothing there.")
+    return shown, fmt
 
 
 def tables_ui(run: session.ScoredRun, group, layer: int, component: str) -> None:

@@ -36,6 +36,7 @@ COMPENSATION_LABELS = {
     "cls-mean": "mean output at [CLS] into the next bias",
     "cls-mean-std": "mean + std at [CLS] into the next bias",
     "lsq": "least-squares refit of the next layer",
+    "sequential-lsq": "least-squares refits in forward order, on the pruned model's own inputs",
 }
 
 

@@ -12,6 +12,7 @@ from obce_core.export import scores_file
 from obce_core.glue import TASKS
 from obce_core.pruning import PruningPlan
 from obce_core.training import CPU_PRESET, PRESET_CHOICES, PRESET_DESCRIPTIONS, Recipe
+from obce_core.training.recipe import RECOVERY_PRESET
 from obce_dashboard import prune_plan, session, ui
 from obce_dashboard.form_link import field, remember
 from obce_dashboard.estimates import job_estimate_ui
@@ -68,7 +69,7 @@ def model_ui(run: session.ScoredRun | None) -> tuple[str, str, int]:
 
 
 def recipe_ui(task: str, distill: bool = False) -> Recipe:
-    presets = list(PRESET_CHOICES)
+    presets = [p for p in PRESET_CHOICES if p != RECOVERY_PRESET]  # recover: a pruned TASK model's recipe
     preset = st.selectbox("Recipe", presets, format_func=lambda p: f"{p}: {PRESET_DESCRIPTIONS.get(p, '')}",
                           key=field("compare_preset", CPU_PRESET, param=FORM, options=presets), persist_state="session",
                           help=f"The same recipe and seed fine-tune the original and the pruned model ('{CPU_PRESET}': "
@@ -104,7 +105,7 @@ def recipe_ui(task: str, distill: bool = False) -> Recipe:
                                  persist_state="session")
         kd = {}
         if distill:
-            e = st.columns(2)
+            e = st.columns(3)
             kd["kd_temperature"] = float(e[0].number_input(
                 "Distillation temperature", min_value=0.5, max_value=20.0, step=0.5,
                 key=key("kd_t", float(base.kd_temperature), 0.5, 20.0), persist_state="session",
@@ -113,6 +114,11 @@ def recipe_ui(task: str, distill: bool = False) -> Recipe:
             kd["kd_alpha"] = float(e[1].number_input(
                 "Teacher weight", min_value=0.0, max_value=1.0, step=0.1, key=key("kd_alpha", float(base.kd_alpha), 0.0, 1.0),
                 persist_state="session", help="1 learns from the original's outputs alone, 0 from the labels alone."))
+            kd["kd_hidden"] = float(e[2].number_input(
+                "Hidden-state weight", min_value=0.0, max_value=100.0, step=0.5,
+                key=key("kd_hidden", float(base.kd_hidden), 0.0, 100.0), persist_state="session",
+                help="Layer-wise distillation: the weight of the mean squared difference between every layer's "
+                     "hidden states, pruned model vs original (pruning keeps the hidden size); 0 = outputs alone."))
     return base.replace(train_size=int(train) or None, eval_size=int(evals) or None, epochs=float(epochs),
                         max_steps=int(steps), max_length=int(length), batch_size=int(batch), learning_rate=float(lr),
                         seed=int(seed), **kd)
@@ -308,20 +314,37 @@ def comparison_ui(store: results.ResultsStore, frame: pd.DataFrame, contended: s
     st.caption(f"Scores x100 (difference in points: {roles[-1]} minus original); params %: the pruned model's parameters "
                f"as a share of the original's; {MISSING}: not measured for that model. "
                f"Recipe: {describe_recipe(chosen['recipe'])}.")
-    left, right = st.columns([3, 2])
-    with left:
-        st.plotly_chart(plots.comparison_bar_figure(table, title="main score per task"), key="comparison_bars")
+    st.plotly_chart(plots.comparison_bar_figure(table, title="main score per task"), key="comparison_bars")
     latency = [r for r in runs if r.latency_ms is not None]
-    if latency:
-        right.markdown("**Latency**")
-        lat = results.latency_table(latency, contended)
-        numbers = [c for c in lat.columns if c not in ("task", "measured")]
-        right.dataframe(_styled(lat, numbers, "{:.3g}"), hide_index=True, key="latency_table")
-        devices = sorted({r.device for r in latency})
-        right.caption(f"Latency: median ms of one forward pass over {Recipe.from_dict(json.loads(chosen['recipe'])).eval_batch_size} "
-                      f"validation examples on {', '.join(devices)}. *alone*: no other job ran meanwhile (jobs queue "
-                      "for this); *contended*: another job shared the machine during the run, so the ratio is not to be "
-                      "trusted. Other programs on the machine are not seen: on a shared CPU, indicative only.")
+    if latency:  # full width: in a side column the table's last columns (the ratio, alone/contended) were cut off
+        latency_ui(latency, contended, Recipe.from_dict(json.loads(chosen["recipe"])).eval_batch_size)
+
+
+def latency_ms_text(ms: float) -> str:
+    """Milliseconds as people read them: '11,700', '250', '12.5' (never '1.17e+04')."""
+    return f"{ms:,.0f}" if abs(ms) >= 100 else f"{ms:.1f}"
+
+
+def latency_ui(latency: list, contended: set[int], batch: int) -> None:
+    st.markdown("**Latency (measured)**")
+    lat = results.latency_table(latency, contended)
+    shown = lat.copy()
+    for c in lat.columns:
+        if c.endswith(" ms"):
+            shown[c] = [MISSING if pd.isna(v) else latency_ms_text(float(v)) for v in lat[c]]
+    if "pruned / original" in lat.columns:
+        shown["pruned / original"] = [MISSING if pd.isna(v) else f"{v:.2f}" for v in lat["pruned / original"]]
+    shown = shown.rename(columns={"measured": "measured (alone / contended)"})
+    st.dataframe(shown, hide_index=True, key="latency_table")
+    devices = sorted({r.device for r in latency})
+    st.caption(f"Latency: median ms of one forward pass over {batch} validation examples on {', '.join(devices)}. "
+               "*alone*: no other job ran meanwhile (jobs queue for this); *contended*: another job shared the machine "
+               "during the run, so the ratio is not to be trusted. Other programs on the machine are not seen: on a "
+               "shared CPU, indicative only. **pruned / original** is measured time (below 1 = faster). The Prune "
+               "page's speed-up is an estimate from the FLOPs of the matrix multiplies pruning shrinks; a measured run "
+               "also spends time on what it does not shrink (embeddings, softmax, LayerNorm, the head, per-call "
+               "overhead), and small pruned matrices use the CPU less efficiently, so the measured gain is smaller "
+               "than the FLOPs estimate, sometimes none.")
 
 
 def history_ui(frame: pd.DataFrame, contended: set[int]) -> None:

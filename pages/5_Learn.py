@@ -110,10 +110,10 @@ def view(pts: np.ndarray, names: list[str], top: float) -> None:
     m[0].metric("Points", len(pts))
     m[1].metric("Components at r", len(pts) - merged)
     m[2].metric("Merges so far", f"{merged} of {len(events)}")
-    m[3].metric("rf (last merge)", f"{rf_length:.3g}", delta="reached" if length >= rf_length else None, delta_color="off",
+    m[3].metric("rf (last merge)", f"{rf_length:.3f}", delta="reached" if length >= rf_length else None, delta_color="off",
                 help="rf as on every other page: the length (gap) at which the last two components join.")
-    st.caption(f"rf = **{rf_length:.3g}** as a length (the gap, as on the other pages) = 2 x the radius of the last "
-               f"merge, **{rf_length / 2:.3g}**. Now: radius r = {r:.3f}, length 2r = {length:.3f}.")
+    st.caption(f"rf = **{rf_length:.3f}** as a length (the gap, as on the other pages) = 2 x the radius of the last "
+               f"merge, **{rf_length / 2:.3f}**. Now: radius r = {r:.3f}, length 2r = {length:.3f}.")
     left, right = st.columns([3, 2])
     n_comp = len(pts) - merged
     title = f"r = {r:.3f}: {n_comp} component{'s' if n_comp != 1 else ''} (radius r; length 2r = {length:.3f})"
@@ -122,8 +122,8 @@ def view(pts: np.ndarray, names: list[str], top: float) -> None:
     with right:
         st.plotly_chart(plots.barcode_figure(diagram, radius=length, rf=rf_length, title="barcode up to 2r (lengths)",
                                              height=260), key="learn_barcode")
-        st.plotly_chart(plots.diagram_figure(diagram, radius=length, rf=rf_length, title="diagram up to 2r (lengths)",
-                                             height=300), key="learn_diagram")
+        st.plotly_chart(plots.diagram_figure(diagram, radius=length, radius_label=f"2r = {length:.3f}", rf=rf_length,
+                                             title="diagram up to 2r (lengths)", height=300), key="learn_diagram")
     with st.expander("Merge events (the minimum spanning tree, in order)"):
         st.dataframe(
             pd.DataFrame([{"merge": k + 1, "points": f"{names[i]} + {names[j]}", "at length": v, "at radius": v / 2,

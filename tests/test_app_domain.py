@@ -19,15 +19,14 @@ from tests.test_app import APP, PERSISTENCE_PAGE, TIMEOUT, _clean
 @needs_glue
 def test_domain_panel_shows_domain_shifts_numbers(tiny_model_dir, monkeypatch, one_torch_thread):
     monkeypatch.setenv("OBCE_MODEL_DIRS", str(tiny_model_dir.parent))
-    monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params = {"model": str(tiny_model_dir), "data": "demo", "n": "16", "ffn": "30", "v": "40"}
     at.run()
     next(b for b in at.button if b.label == "Score neurons").click().run()
     _clean(at)
+    monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))  # after scoring: the panel offers GLUE's sentences
     at.switch_page(PERSISTENCE_PAGE).run()
     _clean(at)
-    print("DBG", [t.value for t in at.title], [w.value[:80] for w in at.warning], [i.value[:80] for i in at.info], len(at.main.children))
     assert not any("rf cross Spearman" in df.value.columns for df in at.dataframe)  # nothing scored until asked
     at.selectbox(key="domain_source").set_value("glue:sst2").run()
     _clean(at)

@@ -53,10 +53,14 @@ def test_the_stability_panel_shows_ranking_stabilitys_numbers(scored_on_tiny, ti
         ref = expected[p]
         ref = ref[(ref["layer"] == row["layer"]) & (ref["group"] == group)].set_index("scorer")
         assert row["chance overlap"] == pytest.approx(ref["chance_overlap"].iloc[0])
+        # What the plan does there, in words: layer 0 is skipped (its overlap is read at 50 %, not "p = 50").
+        assert row["plan"] == ("skips this layer" if row["layer"] == 0 else f"removes {p:g} %")
         for scorer in scorers:
-            np.testing.assert_allclose(row[f"{scorer} Spearman"], ref.loc[scorer, "spearman"], equal_nan=True)
+            # Spearman is shown to 2 decimals; one that does not exist is a blank cell (never "None").
+            want = ref.loc[scorer, "spearman"]
+            assert row[f"{scorer} Spearman"] == ("" if np.isnan(want) else f"{want:.2f}")
             np.testing.assert_allclose(row[f"{scorer} overlap"], ref.loc[scorer, "overlap"], equal_nan=True)
-        assert row["magnitude Spearman"] == pytest.approx(1.0)  # weights do not read the texts: stable by construction
+        assert row["magnitude Spearman"] == "1.00"  # weights do not read the texts: stable by construction
     reading = next(m.value for m in at.markdown if m.value.startswith("Median split-half Spearman here"))
     assert "benchmarks/RESULTS.md" in reading
     at.run()  # a rerun keeps the panel (cached), with no second click

@@ -482,3 +482,26 @@ def test_the_recover_preset_is_a_lower_lr_layer_wise_distillation_with_early_sto
     with pytest.raises(ValueError, match="early_stopping_patience"):
         Recipe(early_stopping_patience=2)
     assert "kd_hidden" not in Recipe().canonical_json() and "eval_steps" not in Recipe().canonical_json()
+
+
+@needs_glue
+def test_a_search_job_can_recover_its_plan_and_says_where(tmp_path, tokenizer):
+    from obce_core.jobs import SearchJobSpec
+    from obce_core.search.algorithm import SearchSettings
+    from tests.conftest import save_task_model
+
+    model = save_task_model(tmp_path / "sst2-model", tokenizer)
+    spec = SearchJobSpec(model=str(model), task="sst2", out=str(tmp_path / "found"), settings=SearchSettings(),
+                         recover=True, glue_dir=str(GLUE_DIR))
+    assert SearchJobSpec.from_json(spec.to_json()) == spec
+    assert spec.recovered_out() == str(tmp_path / "found-recovered")
+    assert f"then recovered into `{tmp_path / 'found-recovered'}`" in describe_job(spec)
+    spec.check_data()
+    (tmp_path / "found-recovered").mkdir()
+    (tmp_path / "found-recovered" / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="found-recovered"):  # someone's folder is never replaced
+        spec.check_data()
+    with pytest.raises(ValueError, match="'recover' parameter of SearchJobSpec"):
+        SearchJobSpec(model=str(model), task="sst2", out=str(tmp_path / "x"), recover="yes")
+    with pytest.raises(ValueError, match="no held-out reserve to stop early on"):
+        JobSpec(tasks=["sst2"], recipe=Recipe.preset("recover", "sst2"))

@@ -175,7 +175,7 @@ from obce_core.io import MAX_JSON_DEPTH, append_json_line, publish_directory, re
 from obce_core.loading import ModelLoadError, load_model
 from obce_core.pruning import PLAN_FILE, PruningPlan, prune, save_pruned
 from obce_core.scoring.texts import TextsError, read_texts
-from tests.conftest import make_tiny_bert, save_tiny_bert
+from tests.conftest import GLUE_DIR, make_tiny_bert, needs_glue, save_tiny_bert
 
 ROOT = Path(__file__).resolve().parents[1]
 MEGABYTE_TEXT = "word " * (2**20 // 5)  # one ~1 MB field: above csv's own limit of 131,072 characters
@@ -349,7 +349,7 @@ def test_defect5_a_deep_plan_file_is_refused_by_name(cli_env, tiny_dir, tiny_ber
     out = cli_env / "pruned"
     code, err = _run_main(["prune", "--model", tiny_dir, "--scores", scores, "--plan", plan, "--out", out], capsys)
     assert code == 2
-    assert err == (f"error: plan file {str(plan)!r} nests arrays/objects more than {MAX_JSON_DEPTH} levels deep; "
+    assert err == (f"error: pruning plan file {str(plan)!r} nests arrays/objects more than {MAX_JSON_DEPTH} levels deep; "
                    f"obce reads JSON nested at most {MAX_JSON_DEPTH} levels (nothing obce writes comes near that).\n")
     assert plan.read_text(encoding="utf-8") == DEEP and not out.exists()
 
@@ -374,9 +374,10 @@ def test_defect6_a_config_that_is_a_list_is_refused(cli_env, tokenizer, capsys):
     before = _snapshot(folder)
     with pytest.raises(ModelLoadError, match=r"config.json' holds a JSON list; expected a JSON object"):
         load_model(folder)
-    for argv in (["score", "--model", folder], ["sweep", "--model", folder, "--texts", ROOT / "README.md"]):
+    for argv in (["score", "--model", folder], ["sweep", "--model", folder]):  # texts: the demo corpus
         code, err = _run_main(argv, capsys)
-        assert code == 2 and "holds a JSON list; expected a JSON object" in err and err.count("\n") == 1
+        last = err.splitlines()[-1]  # the sweep's progress bar may start first
+        assert code == 2 and last.startswith("error: ") and "holds a JSON list; expected a JSON object" in last
     assert _snapshot(folder) == before
 
 
@@ -568,3 +569,81 @@ def test_also_a_plan_file_that_is_not_utf8_is_named(tmp_path):
     with pytest.raises(ValueError, match=rf"plan file {str(path)!r} is not UTF-8 text"):
         PruningPlan.from_json(path)
     assert path.read_bytes() == b'{"ffn": 30, "scorer": "\xff"}'
+
+
+# -- the real command line, for a sample (each run imports obce afresh: seconds) --------------------
+
+
+@pytest.mark.parametrize("argv, refusal", [
+    (["score", "--device", "garbage!!"], "python -m obce_core score: error: argument --device: device 'garbage!!' is "
+                                         "not a device name; use one of this machine's devices: cpu"),
+    (["export-onnx", "default", "--out", "{tmp}/m.onnx", "--opset", "999"],
+     f"python -m obce_core export-onnx: error: argument --opset: expected an integer in [17, {ONNX_MAX_OPSET}]; got '999'"),
+    (["score", "--texts", "{tmp}/texts.csv", "--out", "{tmp}/s.parquet"], "error: texts.csv, line 5: not valid CSV"),
+])
+def test_python_m_obce_core_refuses_in_one_line(cli_env, argv, refusal):
+    (cli_env / "texts.csv").write_text(MERGING_CSV, encoding="utf-8")
+    argv = [a.replace("{tmp}", str(cli_env)) for a in argv]
+    done = subprocess.run([sys.executable, "-m", "obce_core", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith(refusal.replace("{tmp}", str(cli_env)))
+    assert sorted(p.name for p in cli_env.iterdir()) == ["texts.csv"]  # nothing written
+    assert (cli_env / "texts.csv").read_text(encoding="utf-8") == MERGING_CSV
+
+
+# -- the dashboard, through the hostile values of its address ------------------------------------
+
+APP = str(ROOT / "app.py")
+PAGES = {"persistence": "pages/2_Persistence.py", "prune": "pages/3_Prune.py", "compare": "pages/4_Compare.py"}
+
+
+@pytest.fixture
+def dashboard(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("OBCE_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.delenv("OBCE_MODEL_DIRS", raising=False)
+    monkeypatch.delenv("OBCE_GLUE_DIR", raising=False)
+
+    def open_page(query: dict, page: str | None = None):
+        at = AppTest.from_file(APP, default_timeout=180)
+        at.query_params = query
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        if page is not None:
+            at.switch_page(PAGES[page]).run()
+            assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return open_page
+
+
+def test_dashboard_a_300_character_model_is_refused_on_every_page(dashboard, tmp_path):
+    at = dashboard({"model": "a" * 300})
+    assert any("Could not load the model" in e.value and "This server offers no model folder" in e.value
+               for e in at.error)
+    for page in PAGES:
+        at.switch_page(PAGES[page]).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        shown = " ".join(e.value for e in [*at.error, *at.warning, *at.info])
+        assert "Errno" not in shown and shown, page
+    assert not (tmp_path / "ws").exists() or not any((tmp_path / "ws").rglob("*.safetensors"))
+
+
+def test_dashboard_deep_overrides_are_named_and_the_defaults_kept(dashboard):
+    at = dashboard({"overrides": DEEP})
+    warning = next(w.value for w in at.warning if "Ignored in the address" in w.value)
+    assert f"`overrides={DEEP[:60]}... ({len(DEEP)} characters)`" in warning
+    assert f"the link's overrides nests arrays/objects more than {MAX_JSON_DEPTH} levels deep" in warning
+    at.switch_page(PAGES["prune"]).run()
+    assert not at.exception and at.session_state["overrides"] == "{}"
+
+
+@needs_glue
+def test_dashboard_a_deep_compare_form_is_ignored(dashboard, monkeypatch):
+    monkeypatch.setenv("OBCE_GLUE_DIR", str(GLUE_DIR))  # the form shows only with GLUE data at hand
+    at = dashboard({"form": DEEP}, "compare")
+    fresh = dashboard({}, "compare")  # the oracle: the form a visitor without a link sees
+    for key in ("compare_tasks", "compare_preset"):
+        assert at.session_state[key] == fresh.session_state[key]

@@ -188,12 +188,12 @@ def _task_model(path, tokenizer, reserve: int | None = None):
     return path
 
 
-def _forward_score(model, tokenizer, task, data):
+def _forward_score(model, tokenizer, task, data, max_length=32):
     """The main score of ``model`` on ``data`` by a plain forward pass and sklearn (no obce evaluation path)."""
     import torch
     from sklearn.metrics import accuracy_score
 
-    enc = tokenizer(list(data["sentence"]), truncation=True, max_length=32, padding=True, return_tensors="pt")
+    enc = tokenizer(list(data["sentence"]), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     with torch.no_grad():
         predicted = model(**enc).logits.argmax(dim=1).numpy()
     return accuracy_score(np.asarray(data["label"]), predicted)

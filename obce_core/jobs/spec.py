@@ -157,6 +157,14 @@ class JobSpec(JsonDataclass):
                 raise ValueError(f"Scores file {self.scores!r} does not exist; write one with `python -m obce_core "
                                  "score --model ... --out scores.parquet`, or leave scores unset to score each task's "
                                  "training sentences.")
+        for task in self.tasks:
+            if self.recipe_for(task).eval_steps:
+                raise invalid("recipe", o, "a recipe without held-out evaluation (eval_steps 0)",
+                              f"eval_steps={self.recipe_for(task).eval_steps} for {task}",
+                              "A GLUE comparison fine-tunes the pre-trained model, which has no held-out reserve to "
+                              "stop early on; use the task's CPU preset (the 'recover' preset is for recovering a "
+                              "pruned task model: `finetune --model PRUNED --teacher TASK_MODEL`, or a search job "
+                              "with recover).")
 
     def recipe_for(self, task: str) -> Recipe:
         """The recipe that trains and evaluates ``task`` in this job."""
@@ -300,7 +308,13 @@ class SweepJobSpec(JsonDataclass):
 class SearchJobSpec(JsonDataclass):
     """One plan search: ``obce_core.search.search_task_model`` of the task model in ``model``, saved
     to ``out``. ``settings`` is a ``SearchSettings`` (its dict in JSON); the other fields are that
-    function's arguments. Rows are cached per plan, so a cancelled search resumes when run again."""
+    function's arguments. Rows are cached per plan, so a cancelled search resumes when run again.
+
+    ``recover``: "search, then recover" in one job: the found plan, once saved, is recovered from
+    the task model (``finetune_task_model`` with the task model as teacher and the ``recover``
+    preset) into ``recovered_out()`` (``<out>-recovered``). A job cancelled during the recovery
+    resumes it from its last checkpoint when run again (the saved search is not redone).
+    """
 
     _json_name = "search job spec"
 
@@ -316,9 +330,13 @@ class SearchJobSpec(JsonDataclass):
     overwrite: bool = False
     glue_dir: str | None = None
     device: str | None = None
+    recover: bool = False
 
     def __post_init__(self):
         o = "SearchJobSpec"
+        if not isinstance(self.recover, bool):
+            raise invalid("recover", o, "true or false", self.recover,
+                          "true recovers the found plan from the task model by distillation after the search.")
         _check_common(self, o, "search", model=_TASK_MODEL, model_fix=_TASK_MODEL_FIX)
         _check_text(self.out, "out", o, "the folder to save the pruned model in")
         self.task = glue.get_task(self.task).name
@@ -339,10 +357,17 @@ class SearchJobSpec(JsonDataclass):
         return dataclasses.replace(self, model=_absolute_model(self.model), out=_absolute(self.out),
                                    glue_dir=_absolute_glue_dir(self.glue_dir))
 
+    def recovered_out(self) -> str:
+        """Where ``recover`` saves the recovered task model: ``<out>-recovered`` beside ``out``."""
+        return str(Path(self.out).expanduser().parent / f"{Path(self.out).name}-recovered")
+
     def check_data(self) -> None:
         """Fail early, naming the fix, when the task model, the data or the output folder is wrong."""
         _check_task_model_data(self)
         check_output_path(self.out, overwrite=self.overwrite, kind="dir", may_replace=is_obce_saved, flag="out")
+        if self.recover:
+            check_output_path(self.recovered_out(), overwrite=self.overwrite, kind="dir", flag="out (recovered)",
+                              may_replace=lambda folder: (Path(folder) / "obce_task.json").is_file())
 
 
 _SPEC_CLASSES = {"glue": JobSpec, "finetune": FinetuneJobSpec, "sweep": SweepJobSpec, "search": SearchJobSpec}

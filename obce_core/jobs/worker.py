@@ -33,6 +33,7 @@ from obce_core.jobs.spec import FinetuneJobSpec, JobSpec, SearchJobSpec, SweepJo
 from obce_core.jobs.status import CANCEL_FILE, PID_FILE, SPEC_FILE, JobStatus, job_dir, now, read_status, write_status
 from obce_core.results import STORE_FILE, ResultsStore
 from obce_core.scoring.scores import NeuronScores, score_model
+from obce_core.search.report import SEARCH_REPORT_FILE, SearchReport
 from obce_core.search.task_search import search_task_model
 from obce_core.training import (
     PhaseEvent,
@@ -46,6 +47,7 @@ from obce_core.training import (
     run_finetuned_protocol,
     run_paper_protocol,
 )
+from obce_core.training.recovery import recovery_started
 
 __all__ = ["JobCancelled", "main", "run_job"]
 
@@ -189,10 +191,22 @@ def _run_search(spec: SearchJobSpec, folder: Path, status: JobStatus, on_event, 
     def on_row(row: dict) -> None:
         append_json_line(rows, row, sort_keys=False)
 
-    return search_task_model(spec.model, spec.task, spec.out, spec.settings, glue_dir=spec.glue_dir,
-                             search_size=spec.search_size, search_seed=spec.search_seed, score_texts=spec.score_texts,
-                             fisher_examples=spec.fisher_examples, device=spec.device, overwrite=spec.overwrite,
-                             progress=on_event, should_stop=should_stop, on_row=on_row)
+    if spec.recover and recovery_started(spec.recovered_out()) and (Path(spec.out) / SEARCH_REPORT_FILE).is_file():
+        report = SearchReport.from_json(Path(spec.out) / SEARCH_REPORT_FILE)  # cancelled while recovering: resume that
+    else:
+        report = search_task_model(spec.model, spec.task, spec.out, spec.settings, glue_dir=spec.glue_dir,
+                                   search_size=spec.search_size, search_seed=spec.search_seed,
+                                   score_texts=spec.score_texts, fisher_examples=spec.fisher_examples,
+                                   device=spec.device, overwrite=spec.overwrite, progress=on_event,
+                                   should_stop=should_stop, on_row=on_row)
+    if spec.recover:
+        on_event(PhaseEvent(f"recovering the found plan from {spec.model} into {spec.recovered_out()}"))
+        info = finetune_task_model(spec.task, spec.recovered_out(), model=spec.out, teacher=spec.model,
+                                   glue_dir=spec.glue_dir, device=spec.device, progress=on_event,
+                                   should_stop=should_stop, overwrite=spec.overwrite)
+        on_event(PhaseEvent(f"recovered into {spec.recovered_out()}: dev main score {100 * info.main_score:.2f} "
+                            f"({info.train_steps} steps)"))
+    return report
 
 
 _RUNNERS = {JobSpec: _run_glue, FinetuneJobSpec: _run_finetune, SweepJobSpec: _run_sweep, SearchJobSpec: _run_search}

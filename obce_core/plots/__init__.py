@@ -16,7 +16,7 @@ from obce_core.plots.evidence import sweep_curves_figure
 from obce_core.plots.neuron import barcode_figure, diagram_figure, token_highlight_html, values_strip_figure
 from obce_core.plots.pruning import kept_per_layer_figure, pruning_units_figure
 from obce_core.plots.results import comparison_bar_figure, tradeoff_figure
-from obce_core.plots.search import search_front_figure
+from obce_core.plots.search import search_drop_figure, search_front_figure
 from obce_core.plots.scores import rf_distribution_figure, rf_rank_figure, summary_heatmap
 from obce_core.plots.style import (
     CLUSTER_COLORS,
@@ -40,6 +40,7 @@ __all__ = [
     "ROLE_COLORS",
     "SCORER_COLORS",
     "barcode_figure",
+    "search_drop_figure",
     "search_front_figure",
     "comparison_bar_figure",
     "diagram_figure",

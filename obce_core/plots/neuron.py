@@ -37,6 +37,7 @@ def diagram_figure(
     hover: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     rf: float | None = None,
     radius: float | None = None,
+    radius_label: str | None = None,
     title: str | None = None,
     height: int = 380,
 ) -> go.Figure:
@@ -46,7 +47,8 @@ def diagram_figure(
     that names a BERT component gets that component's colour. ``hover``: per-point text (a list,
     or a dict of lists keyed like ``diagrams``). ``rf`` draws a dotted line at that death value.
     ``radius`` shows the filtration as it grows: only bars that died by ``radius`` are drawn, with
-    a dashed sweep line at ``radius``.
+    a dashed sweep line at ``radius``, named ``radius_label`` in the legend (default "r = <radius>";
+    a caller whose filtration value is a length 2r says so, e.g. "2r = 0.514").
     """
     if isinstance(diagrams, Mapping):
         groups = {str(k): _check_diagram(v, f"diagrams[{k!r}]") for k, v in diagrams.items()}
@@ -111,7 +113,7 @@ def diagram_figure(
     if radius is not None:
         fig.add_trace(
             go.Scatter(
-                x=[lo, hi], y=[radius, radius], mode="lines", name=f"r = {radius:.3g}", hoverinfo="skip",
+                x=[lo, hi], y=[radius, radius], mode="lines", name=radius_label or f"r = {radius:.3g}", hoverinfo="skip",
                 line=dict(color="#444444", width=1.5, dash="dash"),
             )
         )
@@ -195,9 +197,11 @@ def barcode_figure(
     note = f"longest {n} of {n_all} bars" if n_all > n else f"{n} bars"
     if n_zero:
         note += f"; {n_zero} have zero length (tied values)"
+    # The legend (died / still alive, with a radius) sits along the bottom edge of the figure,
+    # under the axis title: above the plot it ran into the title in a narrow column.
     fig.update_layout(
-        title=title or note, height=height, margin=dict(l=40, r=10, t=40, b=40),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"),
+        title=title or note, height=height, margin=dict(l=40, r=10, t=40, b=70 if radius is not None else 40),
+        legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0, x=0.0, xanchor="left"),
     )
     span = inf_x - low
     fig.update_xaxes(range=[low - 0.03 * span, inf_x + 0.05 * span], title="filtration value", zeroline=False)

@@ -357,6 +357,8 @@ class Recipe(JsonDataclass):
         data = {k: v for k, v in self.to_dict().items()
                 if (distilled and k in _KD_FIELDS)
                 or (k not in _KD_FIELDS and (k not in _FIELDS_ADDED_LATER or v != _FIELDS_ADDED_LATER[k]))}
+        if not distilled:  # added later than the other KD fields: named only when it distils (and is not 0)
+            data.pop("kd_hidden", None)
         return json.dumps(data, sort_keys=True)
 
     def without_teacher(self) -> "Recipe":

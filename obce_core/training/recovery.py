@@ -26,7 +26,7 @@ from obce_core.training.held_out import reserve_of
 from obce_core.training.recipe import RECOVERY_PRESET, Recipe
 
 __all__ = ["CHECKPOINT_SUFFIX", "RUN_FILE", "checkpoint_folder", "evaluation_settings", "held_out_rows_of",
-           "recovery_recipe", "resume_point"]
+           "recovery_recipe", "recovery_started", "resume_point"]
 
 CHECKPOINT_SUFFIX = ".checkpoints"
 RUN_FILE = "obce_run.json"
@@ -73,6 +73,11 @@ def checkpoint_folder(out_dir: str | os.PathLike) -> Path:
     """Where the checkpoints of a run that publishes ``out_dir`` live: ``<out_dir>.checkpoints`` beside it."""
     out = Path(out_dir).expanduser()
     return out.parent / f"{out.name}{CHECKPOINT_SUFFIX}"
+
+
+def recovery_started(out_dir: str | os.PathLike) -> bool:
+    """Whether a recovery into ``out_dir`` left checkpoints to resume from (it was cancelled or failed)."""
+    return (checkpoint_folder(out_dir) / RUN_FILE).is_file()
 
 
 def resume_point(folder: str | os.PathLike, run: dict) -> str | None:

@@ -194,6 +194,7 @@ def calibrate_finetune(source: str, task: str, recipe: Recipe, *, store: StepTim
     model, tokenizer = load_model(source, num_labels=spec.num_labels, classifier_pooling=recipe.pooling, device=device)
     load_s = clock() - start
     load = store.load()  # before our own work raises it
+    model_key = model_fingerprint(model)  # before the steps below change its weights
     net = model  # loaded here, for this calibration alone: training it changes nothing shared
     net.train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=recipe.learning_rate)
@@ -220,7 +221,7 @@ def calibrate_finetune(source: str, task: str, recipe: Recipe, *, store: StepTim
         start = clock()
         net(**{name: t.to(dev) for name, t in batch.items()})
         example_s = (clock() - start) / len(batch["input_ids"])
-    model_key, where = model_fingerprint(model), device_key(dev)
+    where = device_key(dev)
     measured = {"model_load": load_s, train_step_name(recipe, spec.name): step_s,
                 eval_example_name(recipe, spec.name): example_s}
     for name, seconds in measured.items():
