@@ -1,7 +1,7 @@
 """Attribution per unit (issue 25 item 1): the timing target and the agreement tables.
 
     # timing: IG for every unit of all-MiniLM (a random 2-label head) on 512 SST-2 dev examples
-    python benchmarks/bench_attribution.py timing --n 512 --steps 16
+    python benchmarks/bench_attribution.py timing --n 512 --steps 8
     # tables: a task model, and the same model pruned by rf at --percent, each against every scorer
     python benchmarks/bench_attribution.py tables --model /work/bench/task_models/sst2 --task sst2 \
         --csv benchmarks/data/attribution_sst2.csv
@@ -30,6 +30,7 @@ from obce_core.attribution import (AttributionSettings, agreement_table, integra
                                    with_scorers)
 from obce_core.evidence.task_sweep import task_scores
 from obce_core.pruning import SCORERS, PruningPlan, prune
+from obce_core.training.progress import PhaseEvent
 
 
 def load_avg() -> str:
@@ -63,11 +64,33 @@ def timing(args) -> None:
           f"[{low:.2f}, {high:.2f}]; load {load_avg()}")
 
 
+class PhaseClock:
+    """A progress callback that times each phase (PhaseEvent) and notes the load when it ends."""
+
+    def __init__(self):
+        self.phases, self._current, self._start = [], None, None
+
+    def __call__(self, event) -> None:
+        if isinstance(event, PhaseEvent):
+            self.close()
+            self._current, self._start = event.phase, time.perf_counter()
+
+    def close(self) -> None:
+        if self._current is not None:
+            self.phases.append((self._current, time.perf_counter() - self._start, load_avg()))
+            print(f"  {self.phases[-1][1]:7.1f} s  {self._current} (load {self.phases[-1][2]})", flush=True)
+        self._current = None
+
+
 def _agreement(model, tokenizer, task, args, label: str) -> pd.DataFrame:
     start = time.perf_counter()
-    scores = task_scores(model, tokenizer, task, scorers=SCORERS, glue_dir=args.glue_dir)
+    clock = PhaseClock()
+    print(f"\n{label}: start, load {load_avg()}", flush=True)
+    scores = task_scores(model, tokenizer, task, scorers=SCORERS, glue_dir=args.glue_dir, progress=clock)
     objective = task_objective(model, tokenizer, task, n=args.n, seed=0, glue_dir=args.glue_dir)
-    table = unit_attribution(model, objective, AttributionSettings(steps=args.steps))
+    table = unit_attribution(model, objective, AttributionSettings(steps=args.steps, ablation_units=args.ablation_units),
+                             progress=clock)
+    clock.close()
     table = with_scorers(table, model, scores)
     agreement = agreement_table(table, model, scores, percent=args.percent)
     a = table.attrs
@@ -99,6 +122,8 @@ def markdown(agreement: pd.DataFrame) -> str:
 def tables(args) -> None:
     model, tokenizer = load_model(args.model, device="cpu")
     original = _agreement(model, tokenizer, args.task, args, f"{args.task} task model (original)")
+    if args.csv:
+        original.to_csv(args.csv, index=False)  # the original's rows survive an interrupted pruned run
     scores = task_scores(model, tokenizer, args.task, scorers=["rf"], glue_dir=args.glue_dir)
     plan = PruningPlan(ffn=args.percent, qk=args.percent, v=args.percent, scorer="rf", compensation="none")
     pruned, _ = prune(model, scores, plan)
@@ -113,7 +138,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     t = sub.add_parser("timing")
     t.add_argument("--n", type=int, default=512)
-    t.add_argument("--steps", type=int, default=16)
+    t.add_argument("--steps", type=int, default=8)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--glue-dir", default=os.environ.get("OBCE_GLUE_DIR", "/work/shared/data/glue"))
     t.set_defaults(func=timing)
@@ -121,8 +146,9 @@ def main() -> None:
     b.add_argument("--model", required=True)
     b.add_argument("--task", required=True)
     b.add_argument("--n", type=int, default=512)
-    b.add_argument("--steps", type=int, default=16)
-    b.add_argument("--percent", type=float, default=50)
+    b.add_argument("--steps", type=int, default=8)
+    b.add_argument("--ablation-units", type=int, default=36)
+    b.add_argument("--percent", type=float, default=30, help="the rf plan that prunes the copy, and the agreement's plan")
     b.add_argument("--csv")
     b.add_argument("--glue-dir", default=os.environ.get("OBCE_GLUE_DIR", "/work/shared/data/glue"))
     b.set_defaults(func=tables)

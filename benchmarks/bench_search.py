@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=1.0)
     ap.add_argument("--scorers", default="rf,std,fisher,random")
     ap.add_argument("--seeds", default="1", help="search-split seeds, comma-separated")
+    ap.add_argument("--run", default="", help="a name for this set of searches (search_table.py --run groups by it)")
     ap.add_argument("--search-split", default="auto")
     ap.add_argument("--confidence", type=float, default=90.0)
     ap.add_argument("--compensation", default="auto")
@@ -65,7 +66,7 @@ def main() -> None:
                                    sensitivity_size=a.sensitivity_size, overwrite=True, on_row=on_row,
                                    progress=lambda event: None)
         record = {
-            "task": report.task, "scorer": scorer, "seed": seed, "tolerance": a.tolerance,
+            "run": a.run, "task": report.task, "scorer": scorer, "seed": seed, "tolerance": a.tolerance,
             "compensation": a.compensation, "confidence": a.confidence, "search_kind": report.search_kind,
             "search_drop": report.search_drop, "dev_drop": report.dev_drop, "check_drop": report.check_drop,
             "check_original": None if report.check_original is None else report.check_original["main_score"],

@@ -91,11 +91,13 @@ def main() -> None:
         print(f"{100 * record['flops_removed']:5.1f} % FLOPs | held-out drop {h.drop:+6.2f} (se {h.se:.2f}) | dev drop "
               f"{d.drop:+6.2f} (se {d.se:.2f}) | {'inside' if record['inside'] else 'OUTSIDE'}", flush=True)
     diff = np.array([r["dev"]["drop"] - r["held_out"]["drop"] for r in records])
-    corr = np.corrcoef([r["held_out"]["drop"] for r in records], [r["dev"]["drop"] for r in records])[0, 1]
+    held_drops, dev_drops = ([r[k]["drop"] for r in records] for k in ("held_out", "dev"))
+    corr = np.corrcoef(held_drops, dev_drops)[0, 1]
+    slope = np.polyfit(held_drops, dev_drops, 1)[0]  # dev points lost per held-out point lost
     inside = np.mean([r["inside"] for r in records])
     predicts = inside >= 0.8 and abs(diff.mean()) < 0.5
     print(f"\n{spec.name}: dev - held-out drop: mean {diff.mean():+.2f}, sd {diff.std(ddof=1):.2f} points; correlation "
-          f"{corr:.3f}; dev drop inside the prediction interval for {100 * inside:.0f} % of {len(records)} plans -> "
+          f"{corr:.3f}, slope {slope:.2f}; dev drop inside the prediction interval for {100 * inside:.0f} % of {len(records)} plans -> "
           f"held-out {'PREDICTS' if predicts else 'does NOT predict'} dev. {time.perf_counter() - begin:.0f} s, load "
           f"{load_before:.2f} -> {os.getloadavg()[0]:.2f}")
 

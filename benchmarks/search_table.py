@@ -1,15 +1,22 @@
-"""The tables of RESULTS.md's plan-search section, from ``data/search.jsonl`` and ``data/distill.jsonl``.
+"""The tables of RESULTS.md's plan-search sections, from ``data/search.jsonl`` and ``data/distill.jsonl``.
 
-    python benchmarks/search_table.py
+    python benchmarks/search_table.py                 # issue 17's tables (newest search per task, scorer, tolerance)
+    python benchmarks/search_table.py --run NAME      # one set of bench_search.py --run NAME: per seed and per scorer
 
-Prints markdown: one row per search (the newest per task, scorer and tolerance) and one per
-distillation run (FLOPs removed computed from the pruned model's ``plan.json`` with ``PlanCost``).
+Prints markdown. Without ``--run``: one row per search (the newest per task, scorer and tolerance)
+and one per distillation run (FLOPs removed computed from the pruned model's ``plan.json`` with
+``PlanCost``). With ``--run``: one row per search (seed), then per task and scorer the mean +- sd
+over seeds of the FLOPs removed and of the drops, and in words whether rf differs from each control
+beyond that spread (the rule: the two means differ by more than the sum of the two sds).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+
+import numpy as np
 
 from obce_core import load_model
 from obce_core.pruning import load_plan
@@ -50,7 +57,83 @@ def distill_rows() -> str:
     return "\n".join(out)
 
 
+def _mean_sd(values) -> tuple[float, float]:
+    values = np.asarray([v for v in values if v is not None], dtype=float)
+    if values.size == 0:
+        return math.nan, math.nan
+    return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
+def _inside(drop: float, interval: dict | None) -> bool:
+    return interval is not None and interval["low"] <= drop <= interval["high"]
+
+
+def seed_rows(run: str) -> str:
+    rows = [r for r in _lines("search.jsonl") if r.get("run") == run]
+    out = ["| task | scorer | seed | searched on (n) | FLOPs removed | search drop (bound) | dev drop [95 % interval] | "
+           "inside the search's 95 % interval | other dev half: drop | first plan | whole run | plans |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["task"], r["scorer"], r["seed"])):
+        sd, dd, cd = r["search_drop"], r["dev_drop"], r.get("check_drop")
+        other = f"{cd['drop']:+.2f}" if cd else "-"
+        first = f"{r['first_plan_s']:.0f} s" if r["first_plan_s"] is not None else "none"
+        out.append(f"| {r['task']} | {r['scorer']} | {r['seed']} | {r['search_kind']} ({r['n_search']}) | "
+                   f"{100 * r['flops_removed']:.1f} % | {sd['drop']:+.2f} (<= {sd['upper']:+.2f}) | {dd['drop']:+.2f} "
+                   f"[{dd['low']:+.2f}, {dd['high']:+.2f}] | {'yes' if _inside(dd['drop'], sd) else 'NO'} | {other} | "
+                   f"{first} | {r['total_s']:.0f} s | {r['plans']} |")
+    return "\n".join(out)
+
+
+def scorer_summary(run: str) -> str:
+    rows = [r for r in _lines("search.jsonl") if r.get("run") == run]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["scorer"]), []).append(r)
+    out = ["| task | scorer | seeds | FLOPs removed (mean +- sd) | dev drop, whole dev (mean +- sd) | "
+           "drop on the other dev half | dev drop inside the search's 95 % interval | dev drop <= tolerance | "
+           "first plan (mean) | whole run (mean) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    stats = {}
+    for (task, scorer), rs in sorted(groups.items()):
+        flops = _mean_sd([100 * r["flops_removed"] for r in rs])
+        dev = _mean_sd([r["dev_drop"]["drop"] for r in rs])
+        other = _mean_sd([r["check_drop"]["drop"] if r.get("check_drop") else None for r in rs])
+        inside = sum(_inside(r["dev_drop"]["drop"], r["search_drop"]) for r in rs)
+        within = sum(r["dev_drop"]["drop"] <= r["tolerance"] for r in rs)
+        first = _mean_sd([r["first_plan_s"] for r in rs])[0]
+        stats[(task, scorer)] = (flops, dev)
+        other_text = "-" if math.isnan(other[0]) else f"{other[0]:+.2f} +- {other[1]:.2f}"
+        out.append(f"| {task} | {scorer} | {len(rs)} | {flops[0]:.1f} +- {flops[1]:.1f} % | {dev[0]:+.2f} +- {dev[1]:.2f} | "
+                   f"{other_text} | {inside}/{len(rs)} | {within}/{len(rs)} | "
+                   f"{'none' if math.isnan(first) else f'{first:.0f} s'} | {_mean_sd([r['total_s'] for r in rs])[0]:.0f} s |")
+    words = []
+    for task in sorted({t for t, _ in stats}):
+        if (task, "rf") not in stats:
+            continue
+        (rf_flops, rf_dev) = stats[(task, "rf")]
+        for control in ("std", "fisher", "random", "magnitude"):
+            if (task, control) not in stats:
+                continue
+            flops, dev = stats[(task, control)]
+            verdicts = []
+            for name, a, b in (("FLOPs removed", rf_flops, flops), ("dev drop", rf_dev, dev)):
+                beyond = abs(a[0] - b[0]) > a[1] + b[1]
+                verdicts.append(f"{name} {a[0]:.2f} vs {b[0]:.2f}: "
+                                f"{'differs beyond the spread' if beyond else 'within the spread (no real difference shown)'}")
+            words.append(f"- {task}, rf vs {control}: " + "; ".join(verdicts) + ".")
+    return "\n".join(out) + "\n\n" + "\n".join(words)
+
+
 if __name__ == "__main__":
-    print(search_rows())
-    print()
-    print(distill_rows())
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", help="the bench_search.py --run name to tabulate per seed and scorer")
+    args = ap.parse_args()
+    if args.run:
+        print(seed_rows(args.run))
+        print()
+        print(scorer_summary(args.run))
+    else:
+        print(search_rows())
+        print()
+        print(distill_rows())

@@ -154,9 +154,11 @@ def model_positions(source: str | os.PathLike | None) -> int | None:
 
 
 def check_max_length(max_length: int | None, positions: int | None, source, what: str = "max_length") -> None:
-    """ValueError when ``max_length`` tokens exceed the ``positions`` the model ``source`` has."""
+    """ValueError when ``max_length`` tokens exceed the ``positions`` the model ``source`` (None: "the
+    model") has."""
     if max_length is not None and positions is not None and max_length > positions:
-        raise ValueError(f"{what} {max_length} is longer than model {str(source)!r} reads: it has {positions} "
+        name = "the model" if source is None else f"model {str(source)!r}"
+        raise ValueError(f"{what} {max_length} is longer than {name} reads: it has {positions} "
                          f"positions (max_position_embeddings). Use {what} {positions} or less.")
 
 
@@ -246,8 +248,6 @@ def load_model(
     target = pick_device(device)  # a device this machine lacks is refused before any file is read
     path, is_local = _resolve_source(source)
     config = _load_config(path, is_local)
-    if is_local:
-        _check_tokenizer_files(path)
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise ModelLoadError(
             f"Model {str(source)!r} has model_type {config.model_type!r}; obce supports BERT-family "
@@ -281,6 +281,8 @@ def load_model(
             model = AutoModelForSequenceClassification.from_pretrained(path, **load)
         else:
             model = AutoModel.from_pretrained(path, **load)
+        if is_local:  # transformers would build a 5-token stand-in: every word one unknown id
+            _check_tokenizer_files(path)
         tokenizer = AutoTokenizer.from_pretrained(path, **no_code)
     except ModelLoadError:
         raise

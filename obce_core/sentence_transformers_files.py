@@ -87,8 +87,8 @@ def sentence_transformers_modules(directory: str | os.PathLike) -> list[dict] | 
     if not path.is_file():
         return None
     try:
-        modules = read_json(path, MODULES_FILE)
-    except OSError as exc:
+        modules = read_json(path, MODULES_FILE)  # depth-limited, like every JSON file a user hands obce
+    except (OSError, ValueError) as exc:
         raise ValueError(f"{path} could not be read as JSON ({exc}).") from exc
     if not isinstance(modules, list) or not all(isinstance(m, dict) and isinstance(m.get("path"), str)
                                                 and isinstance(m.get("type"), str) for m in modules):
@@ -140,6 +140,7 @@ def write_sentence_transformers_files(model, target: str | os.PathLike) -> list[
         elif folder.is_dir():
             # copytree follows symlinks by default: hub-cache snapshots are links to blobs
             shutil.copytree(folder, target / entry["path"])
+            _match_pooling_width(entry, target / entry["path"], int(model.config.hidden_size))
             written += sorted(p.relative_to(target).as_posix() for p in (target / entry["path"]).rglob("*") if p.is_file())
     if (source / ST_CONFIG_FILE).is_file():
         shutil.copyfile(source / ST_CONFIG_FILE, target / ST_CONFIG_FILE)
@@ -147,6 +148,19 @@ def write_sentence_transformers_files(model, target: str | os.PathLike) -> list[
     (target / MODULES_FILE).write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
     written.append(MODULES_FILE)
     return sorted(written)
+
+
+def _match_pooling_width(entry: dict, folder: Path, width: int) -> None:
+    """A Pooling module's ``word_embedding_dimension`` set to the model's width: hidden-dim pruning
+    (``obce_core.pruning.hidden``) narrows the token vectors the pooling reads, and a copied 384
+    would make ``get_sentence_embedding_dimension()`` report the original width."""
+    config = folder / "config.json"
+    if not str(entry.get("type", "")).endswith("models.Pooling") or not config.is_file():
+        return
+    data = read_json(config)
+    if isinstance(data, dict) and data.get("word_embedding_dimension") not in (None, width):
+        data["word_embedding_dimension"] = width
+        config.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def cache_hub_files(repo_id: str) -> None:

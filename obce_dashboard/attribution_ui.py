@@ -31,7 +31,7 @@ from obce_dashboard.background import background, background_section
 __all__ = ["COMPONENT_GROUP", "attribution_panel", "neuron_attribution_line"]
 
 COMPONENT_GROUP = {"query": "qk", "key": "qk", "value": "v", "intermediate": "ffn"}
-DEFAULT_EXAMPLES, DEFAULT_STEPS, PAGE_RESAMPLES = 128, 16, 500
+DEFAULT_EXAMPLES, DEFAULT_STEPS, PAGE_RESAMPLES = 128, 8, 500
 _CLICKED = "_attribution_clicked"  # (model fingerprint, scores key, examples, steps) of the last click
 
 

@@ -7,7 +7,7 @@ result if that key is done, or the previous result marked stale with the new one
 polls in a fragment until it is ready, so the sliders stay free the whole time.
 
 ``Background.submit(key, fn, slot=...)`` starts ``fn(report)`` once per key (a finished key is a
-cache hit, up to ``max_entries`` keys); a newer submission in the same ``slot`` (one session's
+cache hit, up to ``max_entries`` keys; a failure is kept ``RETRY_AFTER_S``); a newer submission in the same ``slot`` (one session's
 plan evidence, say) drops the older one if it has not started yet, and the most recent waiting
 task runs first, so a run of slider moves costs only the plan the user stopped at.
 ``report(done, total, text)`` updates the task's progress. ``wait_idle`` is for tests and
@@ -32,6 +32,7 @@ from obce_dashboard import ui
 __all__ = ["Background", "Task", "background", "background_section", "session_slot"]
 
 _THREAD_NAME = "obce-background"
+RETRY_AFTER_S = 30.0  # a failed key is answered with its error this long, then computed again on request
 
 
 class _QuietWorkerThread(logging.Filter):
@@ -108,7 +109,8 @@ class Background:
         """The task of ``key``: the existing one (running, waiting or finished), else a new one."""
         with self._lock:
             task = self._tasks.get(key)
-            if task is not None and task.state != "dropped":
+            retry = task is not None and task.state == "failed" and time.monotonic() - task.finished > RETRY_AFTER_S
+            if task is not None and task.state != "dropped" and not retry:
                 self._tasks.move_to_end(key)
                 if task.state == "queued" and task in self._waiting:  # wanted again: to the front
                     self._waiting.remove(task)
@@ -181,7 +183,11 @@ def _stale_note(task: Task, shown_for: str, expected_s: float | None) -> None:
     running = task.state == "running"
     elapsed = task.seconds or 0.0
     if task.total:
-        st.progress(min(task.done / task.total, 1.0), text=f"{task.text or task.label}: {task.done:,} of {task.total:,}")
+        left = ""
+        if running and task.done and task.done < task.total:  # the live estimate replaces any made before
+            left = f" · about {elapsed / task.done * (task.total - task.done):.0f} s left (estimate from the ones so far)"
+        st.progress(min(task.done / task.total, 1.0),
+                    text=f"{task.text or task.label}: {task.done:,} of {task.total:,}{left}")
     elif running and expected_s:
         st.progress(min(elapsed / expected_s, 0.99),
                     text=f"{task.label}: {elapsed:.0f} s of about {expected_s:.0f} s (estimate: the last one took "

@@ -23,7 +23,8 @@ from obce_core.evidence.embedding import sentence_pooling
 from obce_core.evidence.embedding_sweep import (EMBEDDING_SCORERS, EmbeddingProbe, embedding_plan_evidence,
                                                 embedding_sweep, heldout_or_demo, metric_columns)
 from obce_core.evidence.pairs import PAIR_TASKS, SentencePairs, glue_pairs, pairs_name, parse_pairs
-from obce_core.evidence.sweep import SWEEP_GROUPS
+from obce_core.evidence.sweep import SWEEP_GROUPS, sweep_points
+from obce_core.jobs.estimate import evaluated_points
 from obce_core.pruning import SCORERS, PruningPlan
 from obce_dashboard import prune_plan, ui
 from obce_dashboard.background import background_section
@@ -148,7 +149,8 @@ def curves_ui(loaded, run, plan: PruningPlan, make_probe: Callable[[], Embedding
         groups = c.multiselect("Groups", list(SWEEP_GROUPS), default=list(SWEEP_GROUPS), key="emb_groups")
         scorers = st.multiselect("Scorers", [s for s in SCORERS if s != "fisher"], default=list(EMBEDDING_SCORERS),
                                  key="emb_scorers", help="fisher needs a task's labels, so it has no label-free sweep.")
-        points = len(range(0, 100, int(step))) * len(scorers) * len(groups) * (int(seeds) if "random" in scorers else 1)
+        points = evaluated_points(sweep_points(groups, range(0, 100, int(step)), scorers, range(int(seeds)),
+                                               "label-free curves")) if groups and scorers else 0
         st.caption(f"Uses this page's skip layers ({plan.skip_layers}) and compensation ({plan.compensation}). Each "
                    f"point prunes the model and embeds the held-out texts: {points} point(s) here, "
                    + points_estimate_text(loaded, "labelfree_point", points) + ". Points already computed are "

@@ -69,7 +69,7 @@ def _missing(store: StepTimes, model_key: str, where: str, spec) -> bool:
                for r, t in needed_measurements(spec))
 
 
-def job_estimate_ui(spec, source: str, *, prefix: str = "Duration: ") -> None:
+def job_estimate_ui(spec, source: str, *, prefix: str = "Duration: ", scores_given: bool | None = None) -> None:
     """The ESTIMATED duration of ``spec`` (see the module docstring). What was measured before is
     read at once; a model never measured here gets a button that measures it in the background."""
     loaded = session.load_model_cached(source)
@@ -79,7 +79,7 @@ def job_estimate_ui(spec, source: str, *, prefix: str = "Duration: ") -> None:
     key = ("calibrate", source, model_key, needs)
 
     def render(_=None) -> None:
-        estimate = estimate_job(spec, model_key)
+        estimate = estimate_job(spec, model_key, scores_given=scores_given)
         if estimate is None:
             what = ("the time of one pruned and evaluated plan (the plan's score on this page measures it)"
                     if isinstance(spec, SweepJobSpec) else "a step time")

@@ -22,6 +22,15 @@ __all__ = ["app_navigation", "ensure_app_navigation", "run_app"]
 
 _run = threading.local()  # one script run per thread: is app.py's navigation running this one?
 
+# Labels wrap instead of ending in "…": in a column a quarter of the page wide, Streamlit cut metric
+# labels ("Parameters after (whole m…") and headings at 1280 px.
+WRAP_LABELS_CSS = """<style>
+[data-testid="stMetricLabel"], [data-testid="stMetricLabel"] * {
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
+[data-testid="stMetricLabel"] { height: auto !important; min-height: 1.5rem; }
+h1, h2, h3, h4 { overflow-wrap: anywhere; }
+</style>"""
+
 
 def app_navigation():
     """``st.navigation`` with the app's sections; returns the page to run."""
@@ -55,6 +64,7 @@ def _in_app() -> Iterator[None]:
 def run_app() -> None:
     """What ``app.py`` does: the wide layout, the navigation, and the chosen page."""
     st.set_page_config(page_title="obce", layout="wide")
+    st.html(WRAP_LABELS_CSS)  # style only: Streamlit adds it to the page without taking room
     with _in_app():
         app_navigation().run()
 

@@ -162,8 +162,9 @@ def results_ui(run: session.ScoredRun) -> None:
             column_config={c: st.column_config.NumberColumn(format="%.4g") for c in ("rf_min", "rf_q25", "rf_median", "rf_q75", "rf_max")},
         )
     with right:
-        st.plotly_chart(plots.summary_heatmap(summary, "rf_median", title="median rf (colour: relative to each component)"))
-    st.caption("rf quantiles per layer and component; `zero_rf` counts ties at zero. At [CLS], layer 0's "
+        st.plotly_chart(plots.summary_heatmap(summary, "rf_median", title="median rf per layer"))
+    st.caption("rf quantiles per layer and component (the heatmap's colour: each value as a share of its "
+               "component's largest, so components on different scales compare); `zero_rf` counts ties at zero. At [CLS], layer 0's "
                "query/key/value see the same input for every text, so all their rf are 0: they say nothing, "
                "which is why pruning usually skips layer 0 there.")
     st.page_link(ui.PAGE_PERSISTENCE, label="See why each neuron scores what it does: Persistence", icon=":material/scatter_plot:")

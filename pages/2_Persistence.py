@@ -118,7 +118,7 @@ def neuron_ui(run: session.ScoredRun, layer: int, component: str, neuron: int, g
     a, b, c = st.columns([5, 4, 4])
     with a:
         st.plotly_chart(plots.values_strip_figure(values, rf, labels=session.sample_labels(run), color=color,
-                                                  title="outputs (histogram and one dot per sample)"))
+                                                  title="outputs: histogram and dots"))
     with b:
         st.plotly_chart(plots.diagram_figure({component: diagram}, rf=rf, title="0-D persistence diagram"))
     with c:

@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from obce_core import PruningPlan, build_report, plots, prune, save_pruned
-from obce_core.export import cls_similarity, model_onnx, model_zip
+from obce_core.export import cls_similarity, model_zip
+from obce_core.export_process import model_onnx_in_child
 from obce_core.io import check_output_path
 from obce_core.training import task_model_info
 from obce_core.pruning import COMPENSATIONS, GROUPS, SCORERS, is_obce_saved
@@ -29,14 +30,14 @@ SLIDERS = {
 SCORER_LABELS = {"rf": "rf (persistence: the paper)", "std": "std (control)", "magnitude": "weight magnitude (control)",
                  "flap": "FLAP fluctuation (control)",
                  "fisher": "Fisher (control; task models only)", "random": "random (control)"}
-COMPENSATION_LABELS = {
-    "auto": "auto: per layer, what reconstructs it best",
+COMPENSATION_LABELS = {  # short: a longer choice was cut off in its box at 1280 px (the help says more)
+    "auto": "auto: the best fit per layer",
     "none": "none",
-    "token-mean": "mean over all tokens into the next bias",
-    "cls-mean": "mean output at [CLS] into the next bias",
-    "cls-mean-std": "mean + std at [CLS] into the next bias",
-    "lsq": "least-squares refit of the next layer",
-    "sequential-lsq": "least-squares refits in forward order, on the pruned model's own inputs",
+    "token-mean": "token mean into next bias",
+    "cls-mean": "[CLS] mean into next bias",
+    "cls-mean-std": "[CLS] mean + std into next bias",
+    "lsq": "least-squares refit",
+    "sequential-lsq": "least-squares refits, in order",
 }
 
 
@@ -239,7 +240,8 @@ def onnx_ui(applied: prune_plan.Applied, tag: str) -> None:
             start = time.perf_counter()
             with st.status("Exporting to ONNX and checking it in ONNX Runtime…", expanded=False) as status:
                 with ui.errors("Could not export the model to ONNX") as outcome:
-                    data, report = model_onnx(applied.model, applied.tokenizer)
+                    # In a child process: after an export in the server, the server ignored SIGTERM.
+                    data, report = model_onnx_in_child(applied.model, applied.tokenizer)
                 if outcome.ok:
                     ss["_onnx"] = built = {"model": applied.model, "data": data, "report": report}
                     status.update(label=f"ONNX file built and checked in {time.perf_counter() - start:.1f} s",

@@ -142,9 +142,9 @@ def estimate_ui(recipe: Recipe, tasks: list[str], protocol: str, recover_steps: 
         return
     with ui.errors("Could not estimate the duration"):
         spec = jobs.JobSpec(model=source, tasks=tasks, plan=plan, recipe=recipe, protocol=protocol,
-                            recover_steps=recover_steps, distill=distill, score_n=score_n,
-                            scores="(the current scores)" if scored else None)
-        job_estimate_ui(spec, source, prefix="Duration of the whole job (loading, scoring, training, evaluation): ")
+                            recover_steps=recover_steps, distill=distill, score_n=score_n)
+        job_estimate_ui(spec, source, prefix="Duration of the whole job (loading, scoring, training, evaluation): ",
+                        scores_given=scored)
 
 
 def plan_ui() -> PruningPlan | None:
@@ -334,7 +334,6 @@ def latency_ui(latency: list, contended: set[int], batch: int) -> None:
             shown[c] = [MISSING if pd.isna(v) else latency_ms_text(float(v)) for v in lat[c]]
     if "pruned / original" in lat.columns:
         shown["pruned / original"] = [MISSING if pd.isna(v) else f"{v:.2f}" for v in lat["pruned / original"]]
-    shown = shown.rename(columns={"measured": "measured (alone / contended)"})
     st.dataframe(shown, hide_index=True, key="latency_table")
     devices = sorted({r.device for r in latency})
     st.caption(f"Latency: median ms of one forward pass over {batch} validation examples on {', '.join(devices)}. "

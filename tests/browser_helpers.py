@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 __all__ = [
-    "CHROMIUM", "CHROMIUM_ARGS", "README_SHOTS", "README_SHOT_NAMES", "SHOTS", "TIMEOUT_MS", "assert_clean", "goto_page", "server_env",
+    "CHROMIUM", "CHROMIUM_ARGS", "README_SHOTS", "README_SHOT_NAMES", "SHOTS", "TIMEOUT_MS", "assert_clean", "cut_off_texts",
+    "goto_page", "server_env",
     "seed_results", "seed_task_model", "shot", "streamlit_server", "wait_idle", "wait_plots",
 ]
 
@@ -38,6 +39,7 @@ README_SHOT_NAMES = ("1_model_and_data", "2_persistence", "3_prune", "3_prune_ev
                      "6_layer_topology")
 TIMEOUT_MS = 120_000
 SERVER_START_S = 60
+STOP_S = 30  # a server stops in about 4 s on SIGTERM; generous for a busy machine
 
 
 def seed_results(root: Path) -> None:
@@ -136,12 +138,16 @@ def streamlit_server(env: dict, log: Path):
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=STOP_S)
+            ignored_sigterm = False
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+            ignored_sigterm = True
     text = log.read_text()
     assert "Traceback" not in text, f"the server logged a traceback:\n{text}"
+    # After an ONNX export in the server, it once ignored SIGTERM (issue 24): the walk builds one.
+    assert not ignored_sigterm, f"the server was still running {STOP_S} s after SIGTERM:\n{text[-3000:]}"
 
 
 def wait_idle(page, timeout_ms: int = TIMEOUT_MS) -> None:
@@ -166,11 +172,48 @@ def wait_plots(page, n: int, timeout_ms: int = TIMEOUT_MS) -> None:
                            timeout=timeout_ms)
 
 
+# What a visitor cannot read whole at the walk's 1280 px: a heading or metric label cut off ("…"),
+# a chart title running out of its chart, a legend outside its chart, over its title or under
+# plotly's toolbar. One string per problem.
+_CUT_OFF_JS = """() => {
+  const out = [];
+  const texts = 'h1, h2, h3, [data-testid="stMetricLabel"], [data-testid="stMetricLabel"] *';
+  for (const e of document.querySelectorAll(texts)) {
+    if (e.getClientRects().length && e.scrollWidth > e.clientWidth + 1) out.push('cut off: ' + e.innerText.slice(0, 80));
+  }
+  const meet = (a, b) => a.width > 0 && b.width > 0 && a.left < b.right - 1 && b.left < a.right - 1
+                         && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+  for (const chart of document.querySelectorAll('.js-plotly-plot')) {
+    const box = chart.getBoundingClientRect();
+    if (!box.width) continue;
+    const title = chart.querySelector('.gtitle'), legend = chart.querySelector('.legend');
+    const toolbar = chart.querySelector('.modebar');
+    const name = title ? title.textContent : 'a chart without a title';
+    const inside = b => b.left >= box.left - 1 && b.right <= box.right + 1 && b.top >= box.top - 1 && b.bottom <= box.bottom + 1;
+    if (title && !inside(title.getBoundingClientRect())) out.push('chart title cut off: ' + name);
+    if (legend) {
+      const lb = legend.getBoundingClientRect();
+      if (!inside(lb)) out.push('legend outside its chart: ' + name);
+      if (title && meet(lb, title.getBoundingClientRect())) out.push('legend over the title: ' + name);
+      if (toolbar && meet(lb, toolbar.getBoundingClientRect())) out.push('legend under the toolbar: ' + name);
+    }
+  }
+  return out;
+}"""
+
+
+def cut_off_texts(page) -> list[str]:
+    """Headings, metric labels, chart titles and legends that cannot be read whole (see _CUT_OFF_JS)."""
+    return page.evaluate(_CUT_OFF_JS)
+
+
 def assert_clean(page, name: str) -> None:
     body = page.inner_text("body")
     assert page.locator('[data-testid="stException"]').count() == 0, f"{name}: an exception box is shown"
     assert "Traceback" not in body, f"{name}: a traceback is shown"
     assert "Error" not in page.title()
+    problems = cut_off_texts(page)
+    assert not problems, f"{name} at {page.viewport_size['width']} px: " + "; ".join(problems)
 
 
 def goto_page(page, title: str) -> None:

@@ -22,6 +22,7 @@ from obce_core.scoring import demo_sentences
 from obce_dashboard.embedding_evidence import HELDOUT_TEXTS
 from tests.conftest import GLUE_DIR, needs_glue
 from tests.embedding_helpers import PAIRS_FILE, save_tiny_sentence_transformer
+from tests.test_app_background import settle
 from tests.test_app_prune_compare import DEFAULT_PLAN, PRUNE_PAGE, _clean, scored_app
 
 
@@ -56,7 +57,7 @@ def test_a_model_without_a_head_gets_label_free_evidence(workspace, tokenizer):
     source = save_tiny_sentence_transformer(workspace / "encoders" / "tiny-st", tokenizer)
     at = scored_app(source)
     at.switch_page(PRUNE_PAGE).run()
-    _clean(at)
+    settle(at)  # the evidence is computed in the background
     run = at.session_state["scored"]
 
     # the oracle: held-out demo sentences, the page's default plan, the same calibration
@@ -73,7 +74,7 @@ def test_a_model_without_a_head_gets_label_free_evidence(workspace, tokenizer):
     # an uploaded pairs file: the plan's zero-shot Spearman against the original's
     at.file_uploader(key="pairs_upload").set_value(("sts_pairs.tsv", PAIRS_FILE.read_bytes(), "text/tab-separated-values"))
     at.run()
-    _clean(at)
+    settle(at)
     pairs = read_pairs(PAIRS_FILE)
     metric = next(m for m in at.metric if m.label.startswith("Zero-shot Spearman x100 on sts_pairs.tsv (32 pairs"))
     original_sp = _pair_spearman(model, tokenizer, pairs, pooling)
@@ -94,7 +95,7 @@ def test_a_model_without_a_head_gets_label_free_evidence(workspace, tokenizer):
     at.multiselect(key="emb_groups").set_value(["ffn"])
     at.multiselect(key="emb_scorers").set_value(["rf"])
     next(b for b in at.button if b.label == "Compute the curves").click().run()
-    _clean(at)
+    settle(at)
     chart = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
                  if any(t.get("name") == "rf" for t in json.loads(c.proto.spec)["data"]))
     line = next(t for t in chart["data"] if t.get("mode") == "lines+markers")
@@ -114,11 +115,11 @@ def test_a_task_model_shows_the_label_free_evidence_on_request(workspace, tokeni
     source = _save_task_model(workspace / "task_models" / "tiny-sst2", tokenizer)
     at = scored_app(source)
     at.switch_page(PRUNE_PAGE).run()
-    _clean(at)
+    settle(at)
     assert any(m.label.startswith("sst2 score of this plan") for m in at.metric)
     assert not any(m.label == "Mean cosine to the original" for m in at.metric)  # only on request
     at.toggle(key="embedding_for_task_model").set_value(True).run()
-    _clean(at)
+    settle(at)
     run = at.session_state["scored"]
     expected, pooling, held, model, pruned, calibration = _expected_evidence(source, run, tokenizer)
     assert pooling.pooling == "cls" and "task head" in pooling.source  # no sentence-transformers files here

@@ -146,7 +146,7 @@ def test_prune_slider_changes_the_parameter_count(scored):
     assert after_total == f"{expected.params_after['total']:,}" == f"{_closed_form_total(60, 30, 30):,}"
     assert _metric(at, "Encoder parameters after").value == f"{expected.params_after['encoder']:,}"
     assert _metric(at, "Size (float32)").value == f"{expected.bytes_after / 2**20:.1f} MiB"
-    assert _metric(at, "Speed-up (estimate)").value == f"{1 / expected.flops_ratio_estimate:.2f}x"
+    assert _metric(at, "Speed-up (FLOPs estimate)").value == f"{1 / expected.flops_ratio_estimate:.2f}x"
     assert at.query_params.get("ffn") == "60"
     assert len(at.get("plotly_chart")) == 2  # the unit heatmap and the kept-per-layer bars
 

@@ -354,6 +354,11 @@ def _prune(page) -> None:
     wait_plots(page, 2)
     assert_clean(page, "prune page")
     assert "Download the model (zip)" in page.inner_text("body")
+    # The ONNX file is built in a child process: the server must still stop on SIGTERM afterwards
+    # (browser_helpers.streamlit_server checks it when the walk's server is stopped).
+    page.get_by_role("button", name="Build the ONNX file").click()
+    page.get_by_role("button", name="Download the model (ONNX)").wait_for()
+    wait_idle(page)
     shot(page, "3_prune")
 
 

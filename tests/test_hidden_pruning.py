@@ -227,3 +227,18 @@ def test_plan_json_keeps_old_form_without_hidden():
     plan = PruningPlan(hidden=12.5, hidden_norm="fitted", scorer="std")
     assert PruningPlan.from_dict(plan.to_dict()) == plan
     assert "hidden=12.5 hidden_norm=fitted" in plan.describe()
+
+
+def test_sentence_transformers_pooling_records_the_narrower_width(tmp_path, minilm, sentences):
+    import json
+
+    model, tok = minilm
+    scores = scores_of(model, tok, sentences)
+    pruned, _ = prune(model, scores, PruningPlan(hidden=25, scorer="random"))
+    out = save_pruned(pruned, tok, tmp_path / "narrow-minilm")
+    pooling = json.loads((out / "1_Pooling" / "config.json").read_text())
+    assert pruned.config.hidden_size == 288 == pooling["word_embedding_dimension"]
+    st = pytest.importorskip("sentence_transformers")
+    encoder = st.SentenceTransformer(str(out), device="cpu")
+    assert encoder.get_sentence_embedding_dimension() == 288
+    assert encoder.encode(sentences[:2]).shape == (2, 288)

@@ -453,10 +453,11 @@ def test_defect9_workers_die_with_their_killed_parent_and_remove_the_model_copy(
         time.sleep(2)  # let the worker get past its start
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240  # a worker may still be importing torch on a loaded machine
         while time.monotonic() < deadline and not (all(_gone(p) for p in started["workers"]) and not folder.exists()):
             time.sleep(0.5)
-        assert all(_gone(p) for p in started["workers"]), "a worker outlived its killed parent"
+        alive = [psutil.Process(p).as_dict(["pid", "status", "cmdline"]) for p in started["workers"] if not _gone(p)]
+        assert not alive, f"a worker outlived its killed parent: {alive}"
         assert not folder.exists(), "the pool's model copy was left behind"
     finally:
         if parent.poll() is None:

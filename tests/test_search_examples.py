@@ -144,3 +144,19 @@ def test_search_data_file_is_read_and_its_errors_name_the_fix(tmp_path):
         read_search_data(tmp_path / "missing.csv", "mrpc")
     with pytest.raises(ValueError, match="split"):
         SearchSettings(split="train")
+
+
+def test_bound_note_says_when_the_bound_eats_the_tolerance():
+    from obce_core.search.report import bound_note
+
+    def row(drop, upper, feasible, removed):
+        return {"phase": "refine", "drop": drop, "drop_upper": upper, "feasible": feasible, "cost_removed": removed}
+
+    # the best feasible plan: measured 0.3, bounded 1.0: the bound adds 0.7 of a 1-point tolerance
+    eaten = bound_note([{"phase": "original"}, row(0.3, 1.0, True, 0.4), row(0.1, 0.5, True, 0.2)], 1.0, 90.0, 2000)
+    assert "eats 70 % of the tolerance" in eaten and "adds about 0.70 points" in eaten
+    assert "may lose only about 0.30" in eaten and "2,000 examples" in eaten
+    assert bound_note([row(0.8, 1.0, True, 0.4)], 1.0, 90.0, 2000) == ""  # a margin of 0.2 eats a fifth: no note
+    # nothing feasible: the margin of the plan closest to the tolerance
+    assert "eats 100 % of the tolerance" in bound_note([row(0.4, 1.9, False, 0.3), row(2.0, 3.0, False, 0.5)],
+                                                       1.0, 90.0, 436)

@@ -119,7 +119,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     at.add_argument("--n", type=int_range(1), default=512, help="examples, at least 32, drawn with --seed (default 512)")
     at.add_argument("--seed", type=int_range(0), default=0, help="draws the examples, the checked units and scorer random")
     at.add_argument("--glue-dir", help="local GLUE folder (<TASK>/train.tsv, dev.tsv); default $OBCE_GLUE_DIR, else the hub")
-    at.add_argument("--steps", type=int_range(2), default=16, help="points on the mask path from 0 to 1 (default 16)")
+    at.add_argument("--steps", type=int_range(2), default=8, help="points on the mask path from 0 to 1 (default 8)")
     at.add_argument("--ablation-units", type=int_range(0), default=36,
                     help="units whose exact removal effect checks the attribution (default 36; 0: none)")
     at.add_argument("--percent", type=number_range(0, 100, low_open=True, high_open=True), default=50,

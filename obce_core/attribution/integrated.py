@@ -34,7 +34,7 @@ Masks = dict[tuple[int, str], torch.Tensor]
 def path_points(steps: int) -> np.ndarray:
     """The ``steps`` midpoints ``(k + 1/2) / steps`` of the path from all removed (0) to all kept (1)."""
     check_int(steps, "steps", "integrated_gradients", low=2,
-              fix="Use at least 2 points on the path from every unit removed to every unit kept (16 is the default).")
+              fix="Use at least 2 points on the path from every unit removed to every unit kept (8 is the default).")
     return (np.arange(steps, dtype=np.float64) + 0.5) / steps
 
 
@@ -71,7 +71,7 @@ def _run(model, objective, work):
             model.train(was_training)
 
 
-def integrated_gradients(model, objective, steps: int = 16, *, progress: Progress | None = None) -> IntegratedGradients:
+def integrated_gradients(model, objective, steps: int = 8, *, progress: Progress | None = None) -> IntegratedGradients:
     """Integrated gradients of ``objective``'s mean loss for every FFN unit, value dim and query/key
     pair of ``model`` (see the module docstring). ``progress(done, total)`` after every batch pass
     (``steps * batches`` in all). The model is left as it was (mode, no hooks)."""

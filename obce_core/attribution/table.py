@@ -49,7 +49,7 @@ class AttributionSettings(JsonDataclass):
 
     _json_name = "attribution settings"
 
-    steps: int = 16
+    steps: int = 8
     ablation_units: int = 36
     seed: int = 0
 

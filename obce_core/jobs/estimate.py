@@ -60,9 +60,10 @@ def needed_measurements(spec) -> list[tuple[Recipe, str]]:
 
 
 def estimate_job(spec, model_key: str, store: StepTimes | None = None, *, device: str | None = None,
-                 load: MachineLoad | None = None) -> Estimate | None:
+                 load: MachineLoad | None = None, scores_given: bool | None = None) -> Estimate | None:
     """The ESTIMATED duration of ``spec`` for the model whose fingerprint is ``model_key`` (see the
-    module docstring), or None when something it needs was never measured here."""
+    module docstring), or None when something it needs was never measured here. ``scores_given``
+    (default: ``spec.scores`` is set) says a comparison prunes by scores it does not compute."""
     store = store or StepTimes()
     load = load or store.load()
     where = device_key(device)
@@ -94,7 +95,8 @@ def estimate_job(spec, model_key: str, store: StepTimes | None = None, *, device
                 runs = 2 if spec.plan is not None else 1
                 add("loading the models", runs * t("model_load"))
                 add("evaluating", runs * evals)
-                if spec.plan is not None and spec.scores is None:  # forward passes at the scoring length
+                given = spec.scores is not None if scores_given is None else scores_given
+                if spec.plan is not None and not given:  # forward passes at the scoring length
                     add("scoring the training texts", spec.score_n * example * spec.score_max_length / recipe.max_length)
                 if spec.protocol == "paper":
                     steps = estimate_training(recipe, task)[0]

@@ -23,6 +23,8 @@ from obce_core.scoring.capture import TOKEN_MODES
 from obce_core.search.algorithm import SearchSettings
 from obce_core.training import PROTOCOLS, Recipe
 from obce_core.training.protocols import as_plan
+from obce_core.training.recovery import recovery_recipe
+from obce_core.training.task_models import task_model_info
 from obce_core.validation import check_choice, check_int, check_number, invalid
 
 __all__ = ["JOB_KINDS", "FinetuneJobSpec", "JobSpec", "SearchJobSpec", "SweepJobSpec", "read_spec"]
@@ -192,7 +194,7 @@ class JobSpec(JsonDataclass):
 class FinetuneJobSpec(JsonDataclass):
     """One task-model job: fine-tune ``model`` on ``task`` and save the classifier in ``out``.
 
-    ``recipe``: default the task's CPU preset. ``out`` must not exist, be empty, or (with
+    ``recipe``: default the task's CPU preset (with a ``teacher``: the ``recover`` preset). ``out`` must not exist, be empty, or (with
     ``overwrite``) hold an earlier task model (see ``finetune_task_model``). ``teacher``: a task
     model folder for the same task to distil from (``finetune_task_model``'s ``teacher``).
     """
@@ -215,10 +217,13 @@ class FinetuneJobSpec(JsonDataclass):
         self.task = glue.get_task(self.task).name
         _check_text(self.out, "out", o, "the directory to save the task model in",
                     "Name a new folder, e.g. obce_workspace/models/sst2.")
-        self.recipe = Recipe.for_task(self.task) if self.recipe is None else Recipe.from_dict(self.recipe)
         if self.teacher is not None:
             _check_text(self.teacher, "teacher", o, "None or the folder of a task model to distil from",
                         f"Fine-tune one with `python -m obce_core finetune --task {self.task} --out DIR`.")
+        if self.recipe is None:  # a teacher means recovering a pruned model: its own preset
+            self.recipe = Recipe.for_task(self.task) if self.teacher is None \
+                else recovery_recipe(self.task, task_model_info(self.teacher))
+        self.recipe = Recipe.from_dict(self.recipe)
         if not isinstance(self.overwrite, bool):
             raise invalid("overwrite", o, "True or False", self.overwrite)
 

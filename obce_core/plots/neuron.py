@@ -20,6 +20,8 @@ from obce_core.plots.style import (
     COMPONENT_COLORS,
     DIMENSION_COLORS,
     HIGHLIGHT_COLOR,
+    LEGEND_BELOW,
+    LEGEND_BELOW_MARGIN,
     _check_diagram,
     _finite_range,
     _fmt,
@@ -197,11 +199,9 @@ def barcode_figure(
     note = f"longest {n} of {n_all} bars" if n_all > n else f"{n} bars"
     if n_zero:
         note += f"; {n_zero} have zero length (tied values)"
-    # The legend (died / still alive, with a radius) sits along the bottom edge of the figure,
-    # under the axis title: above the plot it ran into the title in a narrow column.
-    fig.update_layout(
-        title=title or note, height=height, margin=dict(l=40, r=10, t=40, b=70 if radius is not None else 40),
-        legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0, x=0.0, xanchor="left"),
+    fig.update_layout(  # the legend (died / still alive, with a radius) below: above, it ran into the title
+        title=title or note, height=height, margin=dict(l=40, r=10, t=40, b=LEGEND_BELOW_MARGIN if radius is not None else 40),
+        legend=LEGEND_BELOW,
     )
     span = inf_x - low
     fig.update_xaxes(range=[low - 0.03 * span, inf_x + 0.05 * span], title="filtration value", zeroline=False)

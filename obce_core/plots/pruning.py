@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from obce_core.layout import GROUP_LABELS
-from obce_core.plots.style import GROUP_COLORS
+from obce_core.plots.style import GROUP_COLORS, LEGEND_BELOW, LEGEND_BELOW_MARGIN
 
 __all__ = ["KEPT_COLOR", "REMOVED_COLOR", "pruning_units_figure", "kept_per_layer_figure"]
 
@@ -116,13 +116,14 @@ def pruning_units_figure(
         fig.update_xaxes(title_text=f"{unit_word} index" + (f" ({heads} heads)" if sep_x else ""), range=[-0.5, width - 0.5],
                          zeroline=False, showgrid=False, row=k + 1, col=1, title_standoff=4)
     for name, color in (("kept", KEPT_COLOR), ("removed", REMOVED_COLOR)):  # the legend: heatmaps have none
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{name} (darker = higher score)",
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
                                  marker=dict(symbol="square", size=12, color=color), hoverinfo="skip", showlegend=True),
                       row=1, col=1)
     fig.update_layout(
         title=title, height=height or (110 + 60 * len(groups) + 26 * len(layers) * len(groups)),
         margin=dict(l=40, r=10, t=70 if title else 50, b=40), showlegend=True,
-        legend=dict(orientation="h", yanchor="top", y=1.0, x=1, xanchor="right", yref="container"),
+        # Top left: at the top right the legend lay under plotly's toolbar.
+        legend=dict(orientation="h", yanchor="top", y=1.0, x=0, xanchor="left", yref="container"),
     )
     return fig
 
@@ -142,12 +143,13 @@ def kept_per_layer_figure(kept: pd.DataFrame, *, title: str | None = None, heigh
                 x=[f"L{int(i)}" for i in sub["layer"]], y=pct, name=GROUP_LABELS.get(g, g),
                 marker_color=GROUP_COLORS.get(g, "#333333"),
                 text=[f"{int(k)}/{int(t)}" for k, t in zip(sub["kept"], sub["total"])], textposition="outside",
+                textangle=-90,  # upright labels of three neighbouring bars ran into each other ("384/384384/384")
                 hovertemplate="%{x} " + GROUP_LABELS.get(g, g) + ": %{text} kept (%{y:.1f} %)<extra></extra>",
             )
         )
-    fig.update_layout(title=title, height=height, barmode="group", margin=dict(l=50, r=10, t=50, b=30),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=1, xanchor="right"),
+    fig.update_layout(title=title, height=height, barmode="group", margin=dict(l=50, r=10, t=50, b=LEGEND_BELOW_MARGIN),
+                      legend=LEGEND_BELOW,
                       uniformtext=dict(minsize=8, mode="hide"))
-    fig.update_yaxes(title="% of units kept", range=[0, 115])
+    fig.update_yaxes(title="% of units kept", range=[0, 150])  # room above a full bar for its upright label
     return fig
 

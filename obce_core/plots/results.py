@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from obce_core.plots.style import CLUSTER_COLORS, ROLE_COLORS
+from obce_core.plots.style import CLUSTER_COLORS, LEGEND_BELOW, LEGEND_BELOW_MARGIN, ROLE_COLORS
 
 __all__ = ["comparison_bar_figure", "tradeoff_figure"]
 
@@ -36,8 +36,8 @@ def comparison_bar_figure(table: pd.DataFrame, *, metric: str = "main_score", ti
                 hovertemplate="%{x} " + role + ": %{y:.2f}<extra></extra>",
             )
         )
-    fig.update_layout(title=title, height=height, barmode="group", margin=dict(l=50, r=10, t=50, b=30),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=1, xanchor="right"))
+    fig.update_layout(title=title, height=height, barmode="group", margin=dict(l=50, r=10, t=50, b=LEGEND_BELOW_MARGIN),
+                      legend=LEGEND_BELOW)
     fig.update_yaxes(title=f"{metric.replace('_', ' ')} x100")
     return fig
 

@@ -142,8 +142,11 @@ def rf_rank_figure(
                     marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color="#000000", width=2)),
                 )
             )
+    # The legend inside the plot's top left (low ranks have low rf: nothing is drawn there); at the
+    # top right it lay under plotly's toolbar.
     fig.update_layout(title=title, height=height, margin=dict(l=50, r=10, t=40 if title else 10, b=40),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))
+                      legend=dict(orientation="h", yanchor="top", y=0.99, x=0.01, xanchor="left",
+                                  bgcolor="rgba(255,255,255,0.7)"))
     fig.update_xaxes(title="rank by rf (0 = lowest)")
     fig.update_yaxes(title="rf")
     return fig
@@ -178,6 +181,7 @@ def summary_heatmap(
     fig = go.Figure(
         go.Heatmap(
             z=colour, x=list(grid.columns), y=[f"L{i}" for i in grid.index], text=text, texttemplate="%{text}",
+            textfont=dict(size=11),  # plotly shrinks cell text to fit, down to about 5 px in a narrow column
             customdata=z, colorscale="Viridis",
             colorbar=dict(title="share of the<br>column's max" if per_component else value),
             hovertemplate="%{y} %{x}<br>" + value + " %{customdata:.4g}<extra></extra>",

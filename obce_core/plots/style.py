@@ -12,6 +12,8 @@ __all__ = [
     "DIMENSION_COLORS",
     "HIGHLIGHT_COLOR",
     "CLUSTER_COLORS",
+    "LEGEND_BELOW",
+    "LEGEND_BELOW_MARGIN",
     "GROUP_COLORS",
     "ROLE_COLORS",
     "REMOVED_COLOR",
@@ -28,6 +30,11 @@ COMPONENT_COLORS: dict[str, str] = {
 }
 DIMENSION_COLORS: dict[int, str] = {0: "#17becf", 1: "#bcbd22", 2: "#7f7f7f"}
 HIGHLIGHT_COLOR = "#d62728"
+# A horizontal legend along the bottom edge of the figure, under the x axis's title (give the figure
+# LEGEND_BELOW_MARGIN px at the bottom). Above the plot, a legend ran into the title in a narrow
+# column or lay under plotly's toolbar at the top right.
+LEGEND_BELOW = dict(orientation="h", yref="container", yanchor="bottom", y=0.0, x=0.0, xanchor="left")
+LEGEND_BELOW_MARGIN = 70
 # Connected components on the teaching page: distinct from the component colours on purpose.
 CLUSTER_COLORS = (
     "#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#000000",

@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from obce_core.plots.style import DIMENSION_COLORS, HIGHLIGHT_COLOR, _check_diagram, _finite_range, _GUIDE, _inf_level
+from obce_core.plots.style import LEGEND_BELOW, LEGEND_BELOW_MARGIN, DIMENSION_COLORS, HIGHLIGHT_COLOR, _check_diagram, _finite_range, _GUIDE, _inf_level
 
 __all__ = ["bottleneck_by_layer_figure", "cloud_merges_figure", "layer_strip_figure", "pca_2d"]
 
@@ -97,8 +97,8 @@ def cloud_merges_figure(
     text = list(labels) if labels is not None else [f"point {i}" for i in range(len(coords))]
     fig.add_trace(go.Scatter(x=coords[:, 0], y=coords[:, 1], mode="markers", name="texts", hovertext=text,
                              hoverinfo="text", marker=dict(color=DIMENSION_COLORS[0], size=7, line=dict(width=0.5, color="white"))))
-    fig.update_layout(title=title, height=height, margin=dict(l=40, r=10, t=40 if title else 10, b=40),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))
+    fig.update_layout(title=title, height=height, margin=dict(l=40, r=10, t=40 if title else 10, b=LEGEND_BELOW_MARGIN),
+                      legend=LEGEND_BELOW)
     fig.update_xaxes(title=f"PC1 ({100 * share[0]:.0f} % of variance)", zeroline=False)
     fig.update_yaxes(title=f"PC2 ({100 * share[1]:.0f} % of variance)", zeroline=False, scaleanchor="x")
     return fig
@@ -113,8 +113,8 @@ def bottleneck_by_layer_figure(table: pd.DataFrame, *, title: str | None = None,
         fig.add_trace(go.Scatter(x=table["name"], y=table[column], mode="lines+markers", name=f"H{k}",
                                  line=dict(color=DIMENSION_COLORS.get(k, "#333333")),
                                  hovertemplate=f"%{{x}}: H{k} bottleneck %{{y:.4g}}<extra></extra>"))
-    fig.update_layout(title=title, height=height, margin=dict(l=50, r=10, t=40 if title else 10, b=40),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))
+    fig.update_layout(title=title, height=height, margin=dict(l=50, r=10, t=40 if title else 10, b=LEGEND_BELOW_MARGIN),
+                      legend=LEGEND_BELOW)
     fig.update_yaxes(title="bottleneck distance", rangemode="tozero")
     fig.update_xaxes(title="layer")
     return fig

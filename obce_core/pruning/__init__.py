@@ -24,6 +24,9 @@ The steps are separate so a dashboard can move a slider without touching the mod
   hidden dims and fits the narrowed LayerNorms); ``hidden``: the hidden-dim surgery
   (``PruningPlan(hidden=P)``), which ``prune`` runs after the unit surgery; ``rebuild``: a model
   built around a sliced state dict (both surgeries).
+- ``domain``: ``domain_shift``, the same comparison across two text sources beside two halves of
+  one (domain shift told apart from sampling noise); ``text_source`` reads ``demo``,
+  ``glue:TASK`` or a file.
 - ``stability``: ``ranking_stability``, how much of a scorer's ranking survives a change of texts.
 - ``files``: ``save_pruned`` / ``load_plan``, a pruned model as one directory on disk.
 - ``cache``: caches kept on the model or scores object they describe.

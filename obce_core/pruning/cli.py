@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tqdm.auto import tqdm
+
 from obce_core.cli_args import CliError, int_range, percent
 from obce_core.pruning.domain import text_source
 from obce_core.pruning.hidden_stream import HIDDEN_NORMS, HiddenStream, capture_stream
@@ -49,4 +51,5 @@ def hidden_stream_for(plan: PruningPlan, model, tokenizer, args) -> HiddenStream
     plan.check_hidden(int(model.config.hidden_size))  # before the capture: it is the plan that is wrong
     texts, what = text_source(args.hidden_texts, n=args.hidden_n, seed=0)
     print(f"Measuring the residual stream on {len(texts)} texts from {what}", file=sys.stderr)
-    return capture_stream(model, tokenizer, texts)
+    with tqdm(total=len(texts), unit="text", desc="stream", file=sys.stderr) as bar:
+        return capture_stream(model, tokenizer, texts, progress=lambda done, _total: bar.update(done - bar.n))

@@ -25,8 +25,9 @@ point is ``auto``'s per-layer compensation (what a refit that is not better leav
 
 ``prune(..., compensation="sequential-lsq")`` runs this after slicing; it needs calibration data
 captured by ``capture_calibration`` on the original (which keeps its batches for this). Cost: one
-forward pass of the original and one partial pass of the pruned model per reader over the
-calibration texts, plus one ``k x k`` solve per damping.
+forward pass of the original and one partial pass of the pruned model per layer over the
+calibration texts (the FFN's inputs follow from the attention's token by token), plus one ``k x k``
+solve per damping.
 """
 
 from __future__ import annotations
@@ -158,11 +159,27 @@ def _changed(selection: PruningSelection, layer: int, group: str) -> bool:
     return any(len(selection.removed(layer, g)) for g in before)
 
 
-def _tune_one(original_targets, pruned, calibration, selection, i, group, initial: dict | None) -> dict:
+def _ffn_inputs(layer, attention_inputs: dict) -> dict:
+    """``{split: (h', x')}`` of the FFN's reader, computed token by token from the attention's reader
+    inputs (context and residual) through the (just refitted) attention output and the intermediate
+    layer: no forward pass of the model is needed for the second reader of a layer."""
+    device = next(layer.parameters()).device
+    out = {}
+    with torch.no_grad():
+        for split, (ctx, residual) in attention_inputs.items():
+            a = layer.attention.output(ctx.to(device), residual.to(device))
+            out[split] = (layer.intermediate(a).float().cpu(), a.float().cpu())
+    return out
+
+
+def _tune_one(original_targets, pruned, calibration, selection, i, group, initial: dict | None,
+              inputs: dict | None = None) -> tuple[dict, dict]:
+    """The report row of (layer ``i``, ``group``) and the reader inputs it was fitted on."""
     layer = encoder_layers(pruned)[i]
     linear, norm = reader(layer, group), _cpu_norm(following_norm(layer, group))
     w0, b0 = linear.weight.detach().float().cpu(), linear.bias.detach().float().cpu()
-    inputs = _pruned_inputs(pruned, calibration, i, group)
+    if inputs is None:
+        inputs = _pruned_inputs(pruned, calibration, i, group)
     (h, x), (hh, xh) = inputs["train"], inputs["heldout"]
     s, sh = original_targets[(i, group)]["train"], original_targets[(i, group)]["heldout"]
     before = (initial or {}).get("method", "none" if not len(selection.removed(i, group)) else "auto")
@@ -173,14 +190,14 @@ def _tune_one(original_targets, pruned, calibration, selection, i, group, initia
     if len(h) < need:
         row["note"] = (f"not refitted: {len(h):,} training tokens for {k} inputs + bias, needs {need:,}; kept "
                        f"{before}")
-        return row
+        return row, inputs
     dampings = calibration.lsq_dampings
     if not len(hh):  # nothing to choose with: the damping lsq documents as its default
         dampings = (min(dampings, key=lambda d: abs(np.log10(max(d, 1e-30)) + 3)),)
     fits = _refits(h, s - x, w0, dampings)
     if not fits:
         row["note"] = f"not refitted: every damping gave a singular or non-finite system; kept {before}"
-        return row
+        return row, inputs
     if len(hh):
         kept_error = _post_norm_mse(norm, hh, xh, sh, w0, b0)
         scored = [(_post_norm_mse(norm, hh, xh, sh, w, b), d, w, b) for d, w, b in fits]
@@ -188,7 +205,7 @@ def _tune_one(original_targets, pruned, calibration, selection, i, group, initia
         row["heldout_mse"] = {f"{before} (as before)": kept_error, "sequential-lsq": error}
         if not error < kept_error:
             row["note"] = "the refit was not better on held-out tokens; kept " + before
-            return row
+            return row, inputs
     else:
         damping, weight, bias = fits[0]
     with model_lock(pruned), torch.no_grad():
@@ -196,7 +213,7 @@ def _tune_one(original_targets, pruned, calibration, selection, i, group, initia
         linear.bias.copy_(bias.to(linear.bias))
     row.update(method="sequential-lsq", damping=float(damping),
                note=f"refitted on the pruned model's inputs (per-layer start: {before})")
-    return row
+    return row, inputs
 
 
 def sequential_tune(original, pruned, selection: PruningSelection, calibration: Calibration,
@@ -217,9 +234,12 @@ def sequential_tune(original, pruned, selection: PruningSelection, calibration: 
     if not todo:
         return list(rows or [])
     targets = _original_targets(original, calibration)
-    out = []
+    out, fitted = [], {}
     for done, (i, group) in enumerate(todo, 1):
-        out.append(_tune_one(targets, pruned, calibration, selection, i, group, initial.get((i, group))))
+        given = _ffn_inputs(encoder_layers(pruned)[i], fitted[(i, "v")]) if (i, "v") in fitted else None
+        row, fitted[(i, group)] = _tune_one(targets, pruned, calibration, selection, i, group,
+                                            initial.get((i, group)), given)
+        out.append(row)
         if progress is not None:
             progress(done, len(todo))
     return out

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import torch
 
 from obce_core.io import JsonDataclass, JsonInputError, atomic_path, load_json, publish_directory
-from obce_core.loading import model_fingerprint
+from obce_core.loading import check_max_length, model_fingerprint
 from obce_core.persistence import CONVENTIONS, persistence_diagram, rf_mean_std_batch
 from obce_core.scoring.capture import (
     COMPONENTS,
@@ -326,6 +326,8 @@ def score_model(
     """
     settings = ScoreSettings(token=token, max_length=max_length, batch_size=batch_size, convention=convention)
     check_memory_budget(memory_budget_gb, "score_model")
+    # Longer inputs than the model has positions end in a tensor-size error deep in the forward pass.
+    check_max_length(max_length, getattr(model.config, "max_position_embeddings", None), None)
     if len(texts) < 2:
         raise ValueError(f"Scoring needs at least 2 texts to measure a spread; got {len(texts)}.")
     fingerprint = model_fingerprint(model)

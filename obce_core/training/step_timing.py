@@ -110,9 +110,9 @@ class Estimate:
 class StepTimes:
     """The store of measured times (see the module docstring). ``clock`` and ``load`` are for tests."""
 
-    def __init__(self, path: str | os.PathLike | None = None, *, load: Callable[[], MachineLoad] = MachineLoad.now):
+    def __init__(self, path: str | os.PathLike | None = None, *, load: Callable[[], MachineLoad] | None = None):
         self.path = Path(path) if path is not None else default_cache_dir() / STORE_FILE
-        self.load = load
+        self.load = load or (lambda: MachineLoad.now())
 
     def _read(self) -> dict:
         try:
@@ -249,12 +249,13 @@ def time_job_start(*, store: StepTimes | None = None, clock: Callable[[], float]
 
 def compare_latency(original, pruned, tokenizer, texts, *, rounds: int = 7, batch_size: int = 32,
                     max_length: int = 128, measure: Callable[..., float] | None = None,
-                    load: Callable[[], MachineLoad] = MachineLoad.now) -> dict:
+                    load: Callable[[], MachineLoad] | None = None) -> dict:
     """Forward-pass latency of ``pruned`` against ``original`` measured here: ``rounds`` rounds,
     each timing one batch of ``texts`` through the original and then the pruned model
     (``trainer.measure_latency``, one warm-up pass each), so a change of the machine's load
     touches both alike; the medians, their ratio and the load before and after."""
     measure = measure or measure_latency
+    load = load or MachineLoad.now
     before = load()
     original_ms, pruned_ms = [], []
     for _ in range(rounds):
