@@ -50,6 +50,10 @@ class ObceArgumentParser(argparse.ArgumentParser):
         args = _join_dashed_values(list(sys.argv[1:] if args is None else args), _value_flags(self))
         return super().parse_known_args(args, namespace)
 
+    def error(self, message):
+        """One line, like every other refusal of the command line (argparse would print the usage first)."""
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
 
 def _value_flags(parser: argparse.ArgumentParser) -> set[str]:
     """Option strings (of ``parser`` and every subcommand's parser) that take exactly one value."""

@@ -69,19 +69,27 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def max_workers(per_worker_bytes: int = WORKER_BYTES) -> int:
-    """The most plan workers this machine carries: one per GPU (else per usable core), and no more
-    than the memory available now holds at ``per_worker_bytes`` each (at least 1)."""
-    slots = torch.cuda.device_count() if torch.cuda.is_available() else usable_cores()
+def _gpus() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def max_workers(per_worker_bytes: int = WORKER_BYTES, *, on_gpus: bool | None = None) -> int:
+    """The most plan workers this machine carries: one per GPU (``on_gpus``, default: when there are
+    GPUs), else one per usable core, and no more than the memory available now holds at
+    ``per_worker_bytes`` each (at least 1)."""
+    on_gpus = bool(_gpus()) if on_gpus is None else on_gpus
+    slots = _gpus() if on_gpus else usable_cores()
     by_memory = psutil.virtual_memory().available // max(int(per_worker_bytes), 1)
     return int(max(1, min(slots, by_memory)))
 
 
-def check_workers(workers: int, what: str = "workers", per_worker_bytes: int = WORKER_BYTES) -> int:
-    """``workers`` if this machine carries that many worker processes; else ``ValueError`` with the bound."""
-    limit = max_workers(per_worker_bytes)
+def check_workers(workers: int, what: str = "workers", per_worker_bytes: int = WORKER_BYTES, *,
+                  on_gpus: bool | None = None) -> int:
+    """``workers`` if this machine carries that many worker processes (see ``max_workers``); else
+    ``ValueError`` with the bound."""
+    limit = max_workers(per_worker_bytes, on_gpus=on_gpus)
     if workers > limit:
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        gpus = _gpus() if (on_gpus is None or on_gpus) else 0
         slots = f"{gpus} GPU(s)" if gpus else f"{usable_cores()} usable CPU core(s)"
         free = psutil.virtual_memory().available / 2**30
         raise ValueError(f"{what} {workers} is more than this machine carries: at most {limit} (one per "

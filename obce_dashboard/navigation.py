@@ -12,15 +12,10 @@ mode off for the process) and reruns; the rerun goes through ``app.py`` to the s
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 __all__ = ["app_navigation", "ensure_app_navigation", "run_app"]
-
-_run = threading.local()  # one script run per thread: is app.py's navigation running this one?
 
 # Labels wrap instead of ending in "…": in a column a quarter of the page wide, Streamlit cut metric
 # labels ("Parameters after (whole m…") and headings at 1280 px.
@@ -52,27 +47,20 @@ def app_navigation():
     )
 
 
-@contextmanager
-def _in_app() -> Iterator[None]:
-    _run.in_app = True
-    try:
-        yield
-    finally:
-        _run.in_app = False
-
-
 def run_app() -> None:
     """What ``app.py`` does: the wide layout, the navigation, and the chosen page."""
     st.set_page_config(page_title="obce", layout="wide")
     st.html(WRAP_LABELS_CSS)  # style only: Streamlit adds it to the page without taking room
-    with _in_app():
-        app_navigation().run()
+    app_navigation().run()
 
 
 def ensure_app_navigation() -> None:
     """Called by every page before anything else: a page file that Streamlit ran without
     ``app.py`` (see the module docstring) reruns through it."""
-    if getattr(_run, "in_app", False):
+    # Streamlit's own switch (a class attribute, not a documented API): True until some session
+    # has called st.navigation in this process. app.py calls it before any page of ours runs, so a
+    # page that finds it True was run without app.py. A Streamlit without it never does this.
+    if not getattr(PagesManager, "uses_pages_directory", False):
         return
     app_navigation()  # registers the app's pages and ends Streamlit's automatic pages/ mode
     st.rerun()

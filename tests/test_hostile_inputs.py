@@ -1,19 +1,42 @@
-"""Hostile and careless inputs (issue 10): one test per item, named ``test_item<N>_...``."""
+"""Hostile and careless inputs: issue 10, one test per item (``test_item<N>_...``), and issue 26, one per
+defect of its hostile trial (``test_defect<N>_...``, ``test_also_...``, and the real command line and the
+dashboard for a sample)."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
-from obce_core import NeuronScores, ScoresFileError, score_model
+from obce_core import NeuronScores, ScoresFileError, glue, score_model
+from obce_core.cli import main
+from obce_core.delimited import MAX_FIELD_CHARS
+from obce_core.evidence.pairs import PairsError, read_pairs
+from obce_core.evidence.parallel import PlanPool
+from obce_core.evidence.sweep import _append_row, read_sweep
+from obce_core.export import ONNX_MAX_OPSET, export_onnx
+from obce_core.io import MAX_JSON_DEPTH, append_json_line, publish_directory, read_json_lines, write_text_atomic
+from obce_core.loading import ModelLoadError, load_model
+from obce_core.pruning import PLAN_FILE, PruningPlan, prune, save_pruned
 from obce_core.scoring import TRUNCATE_CHARS_PER_TOKEN, ScoreSettings
+from obce_core.scoring.texts import TextsError, read_texts
+from tests.conftest import GLUE_DIR, make_tiny_bert, needs_glue, save_tiny_bert
 
 # -- item 1: two sessions scoring one shared model ----------------------------------------------
 
@@ -150,32 +173,6 @@ def test_item7_score_settings_use_the_one_message_template():
 # inputs and outputs on disk are intact. Oracles: the texts written by hand, file bytes and modes
 # before and after, the process table (psutil), the model's own config (512 positions).
 # ===============================================================================================
-
-import csv
-import os
-import signal
-import stat
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
-import psutil
-import torch
-
-from obce_core import glue
-from obce_core.cli import main
-from obce_core.delimited import MAX_FIELD_CHARS
-from obce_core.evidence.pairs import PairsError, read_pairs
-from obce_core.evidence.parallel import PlanPool
-from obce_core.evidence.sweep import _append_row, read_sweep
-from obce_core.export import ONNX_MAX_OPSET, export_onnx
-from obce_core.glue.tasks import GlueDataError
-from obce_core.io import MAX_JSON_DEPTH, append_json_line, publish_directory, read_json_lines, write_text_atomic
-from obce_core.loading import ModelLoadError, load_model
-from obce_core.pruning import PLAN_FILE, PruningPlan, prune, save_pruned
-from obce_core.scoring.texts import TextsError, read_texts
-from tests.conftest import GLUE_DIR, make_tiny_bert, needs_glue, save_tiny_bert
 
 ROOT = Path(__file__).resolve().parents[1]
 MEGABYTE_TEXT = "word " * (2**20 // 5)  # one ~1 MB field: above csv's own limit of 131,072 characters
@@ -406,17 +403,14 @@ def test_defect8_more_workers_than_the_machine_carries_are_refused_when_parsed(c
 
 
 def test_defect8_a_pool_of_too_many_workers_starts_no_process(tiny_dir):
-    pools_before = set(Path(tempfile_dir()).glob("obce-pool-*"))
-    with pytest.raises(ValueError, match="PlanPool: workers 1000 is more than this machine carries"):
-        PlanPool(str(tiny_dir), None, None, workers=1000)
-    assert psutil.Process().children() == []
-    assert set(Path(tempfile_dir()).glob("obce-pool-*")) == pools_before
-
-
-def tempfile_dir() -> str:
     import tempfile
 
-    return tempfile.gettempdir()
+    pools_before = set(Path(tempfile.gettempdir()).glob("obce-pool-*"))
+    children_before = {p.pid for p in psutil.Process().children()}  # e.g. multiprocessing's resource tracker
+    with pytest.raises(ValueError, match="PlanPool: workers 1000 is more than this machine carries"):
+        PlanPool(str(tiny_dir), None, None, workers=1000)
+    assert {p.pid for p in psutil.Process().children()} == children_before
+    assert set(Path(tempfile.gettempdir()).glob("obce-pool-*")) == pools_before
 
 
 # -- defect 9: kill -9 of a pool's parent ---------------------------------------------------------
@@ -559,7 +553,7 @@ def test_also_search_names_the_plan_file_it_writes(monkeypatch, capsys, tmp_path
                                             f"{tmp_path / 'out'}\n")
 
 
-def test_also_a_folder_given_as_texts_is_named_a_folder(tmp_path, capsys):
+def test_also_a_folder_given_as_texts_is_named_a_folder(tmp_path):
     with pytest.raises(TextsError, match=rf"Texts file {str(tmp_path)!r} is a folder; give a .txt file"):
         read_texts(tmp_path)
 

@@ -176,7 +176,8 @@ class PlanPool:
             raise invalid("devices", owner, "a non-empty list of devices such as ['cuda:0', 'cuda:1']", devices,
                           "Give one entry per worker, or leave it None to use every GPU (or `workers` CPU workers).")
         self.devices = list(devices) if devices is not None else default_devices(workers)
-        check_workers(len(self.devices), f"{owner}: workers", WORKER_BYTES + _model_bytes(model))
+        check_workers(len(self.devices), f"{owner}: workers", WORKER_BYTES + _model_bytes(model),
+                      on_gpus=all(str(d).startswith("cuda") for d in self.devices))
         cpu_workers = sum(1 for d in self.devices if str(d) == "cpu")
         default_threads = max(1, torch.get_num_threads() // max(cpu_workers, 1))
         self.threads = check_int(threads, "threads", owner, low=1, allow_none=True) or default_threads

@@ -159,13 +159,13 @@ def _changed(selection: PruningSelection, layer: int, group: str) -> bool:
     return any(len(selection.removed(layer, g)) for g in before)
 
 
-def _ffn_inputs(layer, attention_inputs: dict) -> dict:
+def _ffn_inputs(model, i: int, attention_inputs: dict) -> dict:
     """``{split: (h', x')}`` of the FFN's reader, computed token by token from the attention's reader
     inputs (context and residual) through the (just refitted) attention output and the intermediate
     layer: no forward pass of the model is needed for the second reader of a layer."""
-    device = next(layer.parameters()).device
+    layer = encoder_layers(model)[i]
     out = {}
-    with torch.no_grad():
+    with locked_eval(model) as device:  # eval mode: no dropout, as in the forward passes
         for split, (ctx, residual) in attention_inputs.items():
             a = layer.attention.output(ctx.to(device), residual.to(device))
             out[split] = (layer.intermediate(a).float().cpu(), a.float().cpu())
@@ -236,9 +236,10 @@ def sequential_tune(original, pruned, selection: PruningSelection, calibration: 
     targets = _original_targets(original, calibration)
     out, fitted = [], {}
     for done, (i, group) in enumerate(todo, 1):
-        given = _ffn_inputs(encoder_layers(pruned)[i], fitted[(i, "v")]) if (i, "v") in fitted else None
-        row, fitted[(i, group)] = _tune_one(targets, pruned, calibration, selection, i, group,
-                                            initial.get((i, group)), given)
+        given = _ffn_inputs(pruned, i, fitted.pop(i)) if group == "ffn" and i in fitted else None
+        row, used = _tune_one(targets, pruned, calibration, selection, i, group, initial.get((i, group)), given)
+        if group == "v":  # what the FFN's inputs of this layer follow from; nothing else is kept
+            fitted[i] = used
         out.append(row)
         if progress is not None:
             progress(done, len(todo))
