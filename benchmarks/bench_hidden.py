@@ -89,15 +89,17 @@ def measure(a) -> None:
 
     run(f"{spec.name}/original", "original", PruningPlan(), 0.0)
     for h in a.hidden:
-        hidden_plans = [PruningPlan(hidden=h, hidden_norm=norm, scorer="rf") for norm in HIDDEN_NORMS]
-        hidden_plans += [PruningPlan(hidden=h, hidden_norm=a.control_norm, scorer=s) for s in ("magnitude", "random")]
-        for plan in hidden_plans:
-            run(f"{spec.name}/hidden/{h:g}/{plan.scorer}/{plan.hidden_norm}", "hidden", plan, h)
+        # The equal-FLOPs comparison first, then the normalisations, then the hidden-dim controls.
+        run(f"{spec.name}/hidden/{h:g}/rf/kept", "hidden", PruningPlan(hidden=h, scorer="rf"), h)
         target = flops_ratio(model, scores, PruningPlan(hidden=h, scorer="random"))
         for family in ("ffn", "attention"):
             p = matched_percent(model, scores, target, family)
             plan = PruningPlan(ffn=p, compensation="auto") if family == "ffn" else PruningPlan(qk=p, v=p, compensation="auto")
             run(f"{spec.name}/{family}/{h:g}/rf/auto", family, plan, h)
+        hidden_plans = [PruningPlan(hidden=h, hidden_norm=norm, scorer="rf") for norm in HIDDEN_NORMS[1:]]
+        hidden_plans += [PruningPlan(hidden=h, hidden_norm=a.control_norm, scorer=s) for s in ("magnitude", "random")]
+        for plan in hidden_plans:
+            run(f"{spec.name}/hidden/{h:g}/{plan.scorer}/{plan.hidden_norm}", "hidden", plan, h)
 
 
 def table(a) -> None:

@@ -10,7 +10,7 @@ polls in a fragment until it is ready, so the sliders stay free the whole time.
 cache hit, up to ``max_entries`` keys; a failure is kept ``RETRY_AFTER_S``); a newer submission in the same ``slot`` (one session's
 plan evidence, say) drops the older one if it has not started yet, and the most recent waiting
 task runs first, so a run of slider moves costs only the plan the user stopped at.
-``report(done, total, text)`` updates the task's progress. ``wait_idle`` is for tests and
+``report(done, total, text)`` updates the task's progress (``total`` 0: a phase, said in ``text``). ``wait_idle`` is for tests and
 benchmarks. ``background_section`` is the page side: draw, mark stale, poll.
 """
 
@@ -182,18 +182,18 @@ def session_slot(name: str) -> str:
 def _stale_note(task: Task, shown_for: str, expected_s: float | None) -> None:
     running = task.state == "running"
     elapsed = task.seconds or 0.0
-    if task.total:
+    what = task.label + (f" ({task.text})" if task.text else "")
+    if task.total:  # units of one kind (points of a sweep): the live estimate from the ones done
         left = ""
-        if running and task.done and task.done < task.total:  # the live estimate replaces any made before
+        if running and task.done and task.done < task.total:
             left = f" · about {elapsed / task.done * (task.total - task.done):.0f} s left (estimate from the ones so far)"
-        st.progress(min(task.done / task.total, 1.0),
-                    text=f"{task.text or task.label}: {task.done:,} of {task.total:,}{left}")
+        st.progress(min(task.done / task.total, 1.0), text=f"{what}: {task.done:,} of {task.total:,}{left}")
     elif running and expected_s:
         st.progress(min(elapsed / expected_s, 0.99),
-                    text=f"{task.label}: {elapsed:.0f} s of about {expected_s:.0f} s (estimate: the last one took "
+                    text=f"{what}: {elapsed:.0f} s of about {expected_s:.0f} s (an estimate: the last one took "
                          f"{expected_s:.1f} s here)")
     else:
-        st.caption(f"{task.label}: " + (f"running for {elapsed:.0f} s…" if running else "waiting for the worker…"))
+        st.caption(f"{what}: " + (f"running for {elapsed:.0f} s…" if running else "waiting for the worker…"))
     if shown_for:
         st.caption(f":orange[**Stale:**] the numbers below are for the earlier plan `{shown_for}`; the current plan's "
                    "replace them when ready. The sliders stay free meanwhile.")

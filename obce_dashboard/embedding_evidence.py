@@ -211,9 +211,9 @@ def embedding_evidence_ui(loaded, run, plan: PruningPlan) -> None:
                       loaded.tokenizer, tuple(texts), where, tuple(pairs))
 
     def compute(report) -> tuple[dict, EmbeddingProbe]:
-        report(0, 2, "embedding the held-out texts with the original model")
+        report(0, 0, "embedding the held-out texts with the original model")
         probe = make_probe()
-        report(1, 2, "pruning with this plan and embedding the held-out texts")
+        report(0, 0, "pruning with this plan and embedding the held-out texts")
         row = _plan_row(loaded.source, loaded.anatomy.fingerprint, run.key, plan.to_json(), _key(probe.key()),
                         loaded, run, probe)
         remember_point_seconds(loaded, "labelfree_point", row["eval_s"])

@@ -69,11 +69,11 @@ def _scores_of(loaded, run, plan: PruningPlan, task: str, eval_size: int | None)
     """The background work of one plan's score: (the plan's, the original's) on the same examples."""
 
     def compute(report) -> tuple[dict, dict]:
-        report(0, 2, "pruning and evaluating the plan")
+        report(0, 0, "pruning and evaluating the plan")
         estimate = _score(loaded, run, plan, task, eval_size)
         if eval_size == TASK_POINT_EXAMPLES:
             remember_point_seconds(loaded, TASK_POINT, estimate["eval_s"])  # what a sweep's point costs here
-        report(1, 2, "evaluating the original on the same examples")
+        report(0, 0, "evaluating the original on the same examples")
         original = _score(loaded, run, _NO_PLAN, task, eval_size)
         return estimate, original
 

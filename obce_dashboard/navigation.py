@@ -5,9 +5,11 @@ Why the bootstrap: Streamlit still supports its first multipage layout, where ev
 ``st.navigation`` in this server process, it treats ``app.py`` + ``pages/`` that way: a visitor
 whose first request after a (re)start is a deep link (``/Prune?...``) gets that page file run alone,
 with Streamlit's automatic navigation (an "app" entry, no sections) and without ``app.py``'s wide
-layout, for the whole session. ``ui.run_page`` calls :func:`ensure_app_navigation` first: when
-``app.py`` did not start this run, it installs the app's navigation (which switches that automatic
-mode off for the process) and reruns; the rerun goes through ``app.py`` to the same page and query.
+layout, for the whole session. ``ui.run_page`` (and Model & data, before its title) calls
+:func:`ensure_app_navigation` first: when Streamlit ran the page without ``app.py``, it runs
+``app.py``'s layout and navigation there and then (which switches that automatic mode off for the
+process), and they run the same page. (Streamlit's AppTest resets that mode before every run, so
+under AppTest this happens on every rerun.)
 """
 
 from __future__ import annotations
@@ -62,5 +64,8 @@ def ensure_app_navigation() -> None:
     # page that finds it True was run without app.py. A Streamlit without it never does this.
     if not getattr(PagesManager, "uses_pages_directory", False):
         return
-    app_navigation()  # registers the app's pages and ends Streamlit's automatic pages/ mode
-    st.rerun()
+    # In place, not by a rerun (which would drop a button's click): app.py's layout and navigation
+    # (which ends Streamlit's automatic pages/ mode) run this same page inside them; this outer run
+    # of the page then has nothing left to do.
+    run_app()
+    st.stop()

@@ -2,6 +2,9 @@
 
 import streamlit as st
 
+from obce_dashboard.navigation import ensure_app_navigation
+
+ensure_app_navigation()  # before the title: a deep link first after a restart (see that module)
 # The landing page draws its title before the imports below: on a fresh server they load PyTorch
 # and transformers, which takes seconds, and the visitor should see the page arrive meanwhile.
 st.title("Model & data")

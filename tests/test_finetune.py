@@ -77,7 +77,7 @@ def test_recipe_json_round_trip_and_presets(tmp_path):
     assert Recipe.preset("obce-40") == Recipe(epochs=40)  # the OBCE paper's 40 epochs, else BERT's
     assert set(RECIPE_PRESETS) == {"bert-glue", "obce-40", "smoke", "cpu-sst2", "cpu-cola", "cpu-mrpc", "cpu-rte",
                                    "cpu-wnli", "cpu-generic"}
-    assert PRESET_CHOICES[0] == "cpu" and set(PRESET_CHOICES[1:]) == set(RECIPE_PRESETS)
+    assert PRESET_CHOICES[0] == "cpu" and set(PRESET_CHOICES[1:]) == set(RECIPE_PRESETS) | {"recover"}
 
 
 def test_cpu_presets_per_task():
