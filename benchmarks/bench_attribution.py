@@ -45,18 +45,25 @@ def timing(args) -> None:
     print(f"all-MiniLM-L6-v2 + random head, {objective.n} SST-2 dev examples ({tokens} tokens), "
           f"{len(objective.batches)} batches of <= {args.batch_size}, torch threads {torch.get_num_threads()}, "
           f"load {load_avg()}")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     ig = integrated_gradients(model, objective, args.steps)
-    ig_s = time.perf_counter() - start
+    ig_s, ig_cpu = time.perf_counter() - start, time.process_time() - cpu
     units = sum(len(v) for row in ig.attribution for v in row.values())
-    print(f"integrated gradients, {args.steps} points, {units} units: {ig_s:.1f} s (target <= 180 s); load {load_avg()}")
+    print(f"integrated gradients, {args.steps} points, {units} units: {ig_s:.1f} s wall, {ig_cpu:.1f} CPU-s "
+          f"(target <= 180 s wall for 512 examples); load {load_avg()}")
+    # CPU time hardly depends on what else runs; an idle 2-core machine gives about CPU-s / threads of wall.
+    per = ig_cpu / (objective.n * args.steps)
+    print(f"  {per * 1000:.1f} CPU-ms per example and point -> ESTIMATE for 512 examples x {args.steps} points on an idle "
+          f"machine with {torch.get_num_threads()} threads: {per * 512 * args.steps / torch.get_num_threads():.0f} s wall")
     start = time.perf_counter()
     kept, removed = masked_mean_loss(model, objective, [1.0, 0.0])
     total = sum(float(v.sum()) for row in ig.attribution for v in row.values())
     print(f"completeness: sum {total:.6g} vs L(removed) - L(kept) = {removed - kept:.6g} "
           f"(gap {total - (removed - kept):+.3g}); {time.perf_counter() - start:.1f} s")
+    if not args.ablation_units:
+        return
     start = time.perf_counter()
-    sample = sample_units(model, 36, 0)
+    sample = sample_units(model, args.ablation_units, 0)
     effects = ablation_effects(model, objective, sample, baseline=kept)
     attribution = np.array([ig.attribution[r.layer][r.group][r.unit] for r in sample.itertuples()])
     rho, low, high = spearman_interval(attribution, effects)
@@ -140,6 +147,7 @@ def main() -> None:
     t.add_argument("--n", type=int, default=512)
     t.add_argument("--steps", type=int, default=8)
     t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--ablation-units", type=int, default=36)
     t.add_argument("--glue-dir", default=os.environ.get("OBCE_GLUE_DIR", "/work/shared/data/glue"))
     t.set_defaults(func=timing)
     b = sub.add_parser("tables")

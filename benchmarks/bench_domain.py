@@ -107,6 +107,8 @@ def table(a) -> None:
     lines += [f"Commands: `python benchmarks/bench_domain.py --model /work/bench/task_models/<task> --task <task> "
               f"--other <other task> --jsonl FILE` then `--table FILE`; commit {rows['commit'].iloc[-1]}; machine "
               f"load (1-min average, 2 cores shared) {loads.min():.1f}-{loads.max():.1f}.", ""]
+    if a.note:  # the verdict, written by whoever read the numbers above
+        lines += [Path(a.note).read_text(encoding="utf-8").strip(), ""]
     write_section(HEADING, "\n".join(lines))
 
 
@@ -123,6 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--no-task", action="store_true", help="rankings only (a model without a task head)")
     p.add_argument("--jsonl")
+    p.add_argument("--note", help="with --table: a text file appended to the section (the verdict)")
     p.add_argument("--table")
     a = p.parse_args(argv)
     if a.table:

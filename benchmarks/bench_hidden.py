@@ -131,6 +131,8 @@ def table(a) -> None:
     lines += [f"Commands: `python benchmarks/bench_hidden.py --model /work/bench/task_models/<task> --task <task> "
               f"--jsonl FILE` then `--table FILE`; {len(rows)} rows, commit {rows['commit'].iloc[-1]}; machine load "
               f"(1-min average, 2 cores shared) {loads.min():.1f}-{loads.max():.1f} during the runs.", ""]
+    if a.note:  # the verdict, written by whoever read the numbers above
+        lines += [Path(a.note).read_text(encoding="utf-8").strip(), ""]
     write_section(HEADING, "\n".join(lines))
 
 
@@ -145,6 +147,7 @@ def main(argv=None) -> int:
     p.add_argument("--control-norm", default="fitted", choices=HIDDEN_NORMS,
                    help="normalisation of the magnitude and random controls")
     p.add_argument("--jsonl", help="append measured rows here")
+    p.add_argument("--note", help="with --table: a text file appended to the section (the verdict)")
     p.add_argument("--table", help="write the RESULTS.md section from this JSONL file")
     a = p.parse_args(argv)
     if a.table:

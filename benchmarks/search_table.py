@@ -114,6 +114,10 @@ def scorer_summary(run: str) -> str:
             if (task, control) not in stats:
                 continue
             flops, dev = stats[(task, control)]
+            seeds = (len(groups[(task, "rf")]), len(groups[(task, control)]))
+            if min(seeds) < 2:
+                words.append(f"- {task}, rf vs {control}: {seeds[0]} and {seeds[1]} seed(s): too few to judge a spread.")
+                continue
             verdicts = []
             for name, a, b in (("FLOPs removed", rf_flops, flops), ("dev drop", rf_dev, dev)):
                 beyond = abs(a[0] - b[0]) > a[1] + b[1]

@@ -8,6 +8,9 @@ streamlit; it holds no domain logic (that lives in ``obce_core``).
   calibration the fitted compensations use.
 - ``paths``: which model folders a visitor may load and where a pruned model may be saved.
 - ``ui``: page scaffolding (page paths, error display, the "nothing scored yet" notice).
+- ``navigation``: the app's sections and pages, and the bootstrap that keeps them when Streamlit
+  runs a page file alone (a deep link opened first after a restart).
+- ``uploads``: Model & data's texts upload: read a file or refuse it with one message.
 - ``job_panel``: one background job's progress, cancel button and outcome, polled while it runs.
 - ``task_models``: Model & data's Task models section (list, load, train as a job).
 - ``evidence``: the Prune page's task score of the plan in force and the threshold sweep's curves.

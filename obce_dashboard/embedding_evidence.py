@@ -5,9 +5,12 @@ demo corpus), the pruned model's sentence embeddings (the pooling it was trained
 ``obce_core.evidence.embedding.sentence_pooling``) against the original's: mean and lowest cosine,
 the Spearman correlation of all pairwise similarities and the share of nearest neighbours kept.
 Sentence pairs with a similarity score (an uploaded .tsv/.csv, or a local GLUE pairs task) add the
-zero-shot Spearman x100 of embedding cosine against the score, original vs plan. The curves over
-percentiles are computed on a click, with a progress bar; their rows are cached on disk per point
-(``embedding_sweep``), so a second look, or a rerun after an interruption, costs nothing.
+zero-shot Spearman x100 of embedding cosine against the score, original vs plan. Both the plan's
+row and the curves over percentiles (on a click) are computed in the background
+(``obce_dashboard.background``: a slider move never waits for them; the last plan's row shows,
+marked stale, with the new one's progress); the curves' rows are also cached on disk per point
+(``embedding_sweep``), so a second look, or a rerun after an interruption, costs nothing. The
+curves' duration is estimated from the plan row's measured time (``estimates``).
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 
 For a task model (a directory with ``obce_task.json``), ``evidence_ui`` shows the task score of the
 plan in force, first on a seeded 256-example subset of the dev split with its 95 % bootstrap
-interval, then, on request, on the whole split; both cached per (model, scores, plan). Beside it,
+interval, then, on request, on the whole split; both computed in the background (a slider move
+never waits: the last plan's score shows, marked stale, until the new one is ready) and cached per
+(model, scores, plan, split). Beside it,
 the curves of a finished (or running) threshold sweep of the same model, read from the sweep's
 row cache, with the largest percentile within a tolerance per group and scorer. A sweep is started
-here as a background job (``SweepJobSpec``). Any other model gets the label-free evidence of
+here as a background job (``SweepJobSpec``), its duration estimated from step times measured here. Any other model gets the label-free evidence of
 ``embedding_evidence`` (also on request for a task model) and a note on how to make a task model.
 """
 

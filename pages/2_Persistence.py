@@ -259,7 +259,8 @@ def stability_ui(run: session.ScoredRun, selection) -> None:
         return
     table = stability_summary(stability, percents, scorers)
     st.markdown(stability_reading(median_spearman(table, scorers)))
-    st.dataframe(*stability_table_shown(table, selection), hide_index=True, key="stability_table")
+    shown, column_config = stability_table_shown(table, selection)
+    st.dataframe(shown, hide_index=True, column_config=column_config, key="stability_table")
 
 
 def stability_table_shown(table: pd.DataFrame, selection) -> tuple[pd.DataFrame, dict]:

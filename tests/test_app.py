@@ -208,8 +208,8 @@ def test_learn_slider_moves_and_the_page_follows(app):
         assert app.session_state["learn_radius"] == pytest.approx(r)
     assert _metric(app, "Components at r") == "1"
     # rf as on every other page: the gap (a length); the radius of the last merge, half of it, beside it
-    assert _metric(app, "rf (last merge)") == f"{gaps.max():.3g}"
-    assert any(f"merge, **{gaps.max() / 2:.3g}**" in c.value for c in app.caption)
+    assert _metric(app, "rf (last merge)") == f"{gaps.max():.3f}"  # as the merge table and slider show it
+    assert any(f"merge, **{gaps.max() / 2:.3f}**" in c.value for c in app.caption)
 
 
 def _cloud_labels(app) -> list[str]:

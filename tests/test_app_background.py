@@ -21,7 +21,7 @@ from obce_core.loading import load_model, model_fingerprint
 from obce_core.pruning import PruningPlan, capture_calibration
 from obce_core.training import Recipe
 from obce_core.training.step_timing import MachineLoad, StepTimes, device_key, eval_example_name, train_step_name
-from obce_dashboard import embedding_evidence, speed
+from obce_dashboard import embedding_evidence, estimates, speed
 from obce_dashboard.background import Background, background
 from test_app_prune_compare import DEFAULT_PLAN, PRUNE_PAGE, _clean, scored_app
 
@@ -174,18 +174,30 @@ def test_the_task_models_panel_estimates_from_step_times_measured_here(workspace
     recipe = Recipe.preset("smoke", "sst2")
     fingerprint = model_fingerprint(minilm[0])
     store, quiet = StepTimes(), MachineLoad(0.0, 2)
-    store.remember("*", device_key(), "job_start", 8.0, load=quiet, threads=1)
-    for name, seconds in {"model_load": 2.0, train_step_name(recipe, "sst2"): 0.9,
-                          eval_example_name(recipe, "sst2"): 0.02}.items():
-        store.remember(fingerprint, device_key(), name, seconds, load=quiet)
+    calls = []
+
+    def stand_in_start(store=None, **kwargs):  # what time_job_start would remember
+        calls.append(threading.current_thread().name)
+        StepTimes().remember("*", device_key(), "job_start", 8.0, load=quiet, threads=1)
+
+    def stand_in_calibration(source, task, recipe_, **kwargs):  # what calibrate_finetune would remember
+        calls.append(threading.current_thread().name)
+        for name, seconds in {"model_load": 2.0, train_step_name(recipe_, task): 0.9,
+                              eval_example_name(recipe_, task): 0.02}.items():
+            StepTimes().remember(fingerprint, device_key(), name, seconds, load=quiet)
+
+    monkeypatch.setattr(estimates, "time_job_start", stand_in_start)
+    monkeypatch.setattr(estimates, "calibrate_finetune", stand_in_calibration)
     monkeypatch.setattr(MachineLoad, "now", classmethod(lambda cls: MachineLoad(0.0, 2)))
-    at.run()
-    _clean(at)
+    next(b for b in at.button if b.key == "calibrate_finetune").click().run()
+    settle(at)
+    assert calls == ["obce-background"] * 2  # measured off the script's thread, once
     expected = 8.0 + 2.0 + 20 * 0.9 + 128 * 0.02  # 20 steps; 128 dev examples
     estimate = estimate_job(FinetuneJobSpec(task="sst2", out="x", recipe=recipe), fingerprint)
     assert estimate.seconds == pytest.approx(expected)
     caption = next(c.value for c in at.caption if "ESTIMATE" in c.value)
     assert f"about {expected:.0f} s" in caption and "20 training steps 18 s" in caption
+    assert store.has(fingerprint, device_key(), train_step_name(recipe, "sst2"))  # remembered for the next visit
 
 
 @needs_glue

@@ -66,10 +66,13 @@ def test_the_task_models_name_follows_task_and_recipe_until_typed(monkeypatch, t
     monkeypatch.setenv("OBCE_WORKSPACE", str(tmp_path / "ws"))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     _clean(at)
-    name = at.text_input(key="tm_name")
-    task, preset = at.selectbox(key="tm_task").value, at.selectbox(key="tm_preset").value
-    assert name.value == f"{task}-{preset}"
-    other = next(t for t in at.selectbox(key="tm_task").options if t != task)
+    from obce_core import glue
+    from obce_core.training import CPU_PRESET
+
+    local = glue.available_local_tasks()  # the Task box's options, in order
+    task, preset = local[at.selectbox(key="tm_task").index], CPU_PRESET
+    assert at.text_input(key="tm_name").value == f"{task}-{preset}"
+    other = next(t for t in local if t != task)
     at.selectbox(key="tm_task").set_value(other).run()
     assert at.text_input(key="tm_name").value == f"{other}-{preset}"
     at.selectbox(key="tm_preset").set_value("smoke").run()
