@@ -68,8 +68,17 @@ def _inside(drop: float, interval: dict | None) -> bool:
     return interval is not None and interval["low"] <= drop <= interval["high"]
 
 
+def _run_rows(run: str) -> list[dict]:
+    """The searches of ``run``, the newest per task, scorer and seed (a search rerun replaces its first try)."""
+    newest = {}
+    for r in _lines("search.jsonl"):
+        if r.get("run") == run:
+            newest[(r["task"], r["scorer"], r["seed"])] = r
+    return list(newest.values())
+
+
 def seed_rows(run: str) -> str:
-    rows = [r for r in _lines("search.jsonl") if r.get("run") == run]
+    rows = _run_rows(run)
     out = ["| task | scorer | seed | searched on (n) | FLOPs removed | search drop (bound) | dev drop [95 % interval] | "
            "inside the search's 95 % interval | other dev half: drop | first plan | whole run | plans |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -85,7 +94,7 @@ def seed_rows(run: str) -> str:
 
 
 def scorer_summary(run: str) -> str:
-    rows = [r for r in _lines("search.jsonl") if r.get("run") == run]
+    rows = _run_rows(run)
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["scorer"]), []).append(r)

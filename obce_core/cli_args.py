@@ -2,7 +2,10 @@
 
 Every number a flag takes is checked when the command line is parsed, before any model is loaded:
 the ``type=`` functions here raise ``argparse.ArgumentTypeError`` with the valid range, so argparse
-prints ``argument --n: expected an integer >= 2; got '0'`` and exits with status 2. The options
+prints ``argument --n: expected an integer >= 2; got '0'`` on one line and exits with status 2. What
+the machine and the model allow is checked as early: ``--device`` and ``--workers`` against this
+machine (``obce_core.machine``) when parsed, ``--max-length`` against the model's config.json right
+after (``check_model_limits``). The options
 that several subcommands share (``--model``, the texts, ``--overwrite``) and ``CliError`` live
 here, so that each subpackage's ``add_parser(subparsers)`` imports them from this module and never
 from ``obce_core.cli`` (which imports the subpackages). Output paths are checked by each command's

@@ -54,7 +54,9 @@ def test_task_model_info_round_trips_and_lists(tiny_model_dir, tmp_path):
                                glue_dir=GLUE_DIR, device="cpu")
     on_disk = json.loads((root / "rte" / TASK_MODEL_FILE).read_text())
     assert set(on_disk) == {"task", "recipe", "metrics", "main_score", "train_s", "train_steps", "device",
-                            "source_model", "created_at", "obce_version", "distilled_from", "data_note"}
+                            "source_model", "created_at", "obce_version", "distilled_from", "data_note", "held_out"}
+    # RTE's 2,490 training rows keep a seeded 10 % (249) out of training (tests/test_held_out.py)
+    assert on_disk["held_out"]["size"] == 249 and on_disk["held_out"]["fraction"] == 0.1
     assert on_disk["distilled_from"] is None  # a plain fine-tune (tests/test_distill.py: a distilled one)
     assert on_disk["recipe"] == FAST.replace(max_steps=3).to_dict() and on_disk["main_score"] == info.main_score
     assert read_task_model_info(root / "rte") == info == TaskModelInfo.from_json(info.to_json())

@@ -182,7 +182,8 @@ def _tune_one(original_targets, pruned, calibration, selection, i, group, initia
         inputs = _pruned_inputs(pruned, calibration, i, group)
     (h, x), (hh, xh) = inputs["train"], inputs["heldout"]
     s, sh = original_targets[(i, group)]["train"], original_targets[(i, group)]["heldout"]
-    before = (initial or {}).get("method", "none" if not len(selection.removed(i, group)) else "auto")
+    # A reader that lost no units of its own starts as the original's (nothing was compensated there).
+    before = (initial or {}).get("method", "original" if not len(selection.removed(i, group)) else "auto")
     row = {"layer": i, "group": group, "requested": "sequential-lsq", "method": before, "damping": None,
            "heldout_mse": {}, "note": ""}
     k = h.shape[1]
