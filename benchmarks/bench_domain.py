@@ -100,7 +100,7 @@ def table(a) -> None:
                   "texts (bootstrap 95 % interval over dev examples, an estimate):", "",
                   "| task | ranked on | texts | score x100 [95 % interval] |", "|---|---|---|---|"]
         for r in task_rows.itertuples():
-            lines.append(f"| {r.task} | {r.source} | {r.n_texts} | {100 * r.main_score:.2f} "
+            lines.append(f"| {r.task} | {r.source} | {int(r.n_texts)} | {100 * r.main_score:.2f} "
                          f"[{100 * r.low:.2f}, {100 * r.high:.2f}] |")
         lines.append("")
     loads = rows["load"].astype(float)

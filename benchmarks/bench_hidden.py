@@ -118,12 +118,12 @@ def table(a) -> None:
         original = of[of["family"] == "original"].iloc[0]
         lines += [f"**{task}** (original {100 * original['score']:.2f} [{100 * original['low']:.2f}, "
                   f"{100 * original['high']:.2f}], {int(original['n_dev'])} dev examples; model `{original['model']}`)", "",
-                  "| removed | what | ranked by | normalisation / compensation | FLOPs after/before | params | score x100 [95 % interval] | agree |",
+                  "| budget | what is removed | ranked by | normalisation / compensation | FLOPs after/before | params | score x100 [95 % interval] | agree |",
                   "|---|---|---|---|---|---|---|---|"]
         for _, r in of[of["family"] != "original"].iterrows():
             what = {"hidden": f"{r['level']:g} % of the stream", "ffn": "FFN units", "attention": "Q/K + V dims"}[r["family"]]
             plan = r["plan"].split(" compensation")[0] if r["family"] != "hidden" else ""
-            lines.append(f"| {r['level']:g} % hidden-equivalent | {what} {plan} | {r['scorer']} | {r['norm']} | "
+            lines.append(f"| FLOPs of {r['level']:g} % of the stream | {what} {plan} | {r['scorer']} | {r['norm']} | "
                          f"{r['flops_ratio']:.3f} | {r['params_after'] / 1e6:.2f} M | {100 * r['score']:.2f} "
                          f"[{100 * r['low']:.2f}, {100 * r['high']:.2f}] | {r['agree']:.3f} |")
         lines.append("")

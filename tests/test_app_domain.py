@@ -20,7 +20,8 @@ from tests.test_app import APP, PERSISTENCE_PAGE, TIMEOUT, _clean
 def test_domain_panel_shows_domain_shifts_numbers(tiny_model_dir, monkeypatch, one_torch_thread):
     monkeypatch.setenv("OBCE_MODEL_DIRS", str(tiny_model_dir.parent))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params = {"model": str(tiny_model_dir), "data": "demo", "n": "16", "ffn": "30", "v": "40", "skip_layers": "1"}
+    at.query_params = {"model": str(tiny_model_dir), "data": "demo", "n": "16", "qk": "25", "ffn": "30", "v": "40",
+                       "skip_layers": "1"}
     at.run()
     next(b for b in at.button if b.label == "Score neurons").click().run()
     _clean(at)
@@ -37,9 +38,9 @@ def test_domain_panel_shows_domain_shifts_numbers(tiny_model_dir, monkeypatch, o
     model, tokenizer = load_model(str(tiny_model_dir), device="cpu")
     other, _ = text_source("glue:sst2", n=8, seed=0, glue_dir=GLUE_DIR)
     s = run.scores.settings
-    ref = domain_shift(model, tokenizer, list(run.texts), other, scorers=["rf", "std"], percents=[30.0, 40.0, 50.0],
+    ref = domain_shift(model, tokenizer, list(run.texts), other, scorers=["rf", "std"], percents=[25.0, 30.0, 40.0, 50.0],
                        token=s.token, max_length=s.max_length, batch_size=s.batch_size)
-    plan = PruningPlan(ffn=30, v=40, skip_layers=1)  # layer 0 skipped: compared at 50 %
+    plan = PruningPlan(qk=25, ffn=30, v=40, skip_layers=1)  # layer 0 skipped: compared at 50 %
     labels = {"query/key": "qk", "value": "v", "FFN": "ffn"}
     assert len(shown) == 2 * 3
     for row in shown.to_dict("records"):

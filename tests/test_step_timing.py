@@ -41,6 +41,10 @@ def test_a_measurement_is_stored_as_its_quiet_equivalent_and_scaled_to_the_load_
     saved = json.loads((tmp_path / "t.json").read_text())["m|cpu"]["x"]
     assert saved["measured_s"] == 3.0 and saved["load"] == 2.0
     assert StepTimes(tmp_path / "t.json").has("m", "cpu", "x") and not StepTimes(tmp_path / "t.json").has("m", "gpu", "x")
+    # later measurements: the median of the last ones (quiet equivalents 1.5, 3, 2 -> 2)
+    store.remember("m", "cpu", "x", 3.0, load=quiet, threads=2)
+    assert store.remember("m", "cpu", "x", 2.0, load=quiet, threads=2) == pytest.approx(2.0)
+    assert store.seconds("m", "cpu", "x", threads=2) == pytest.approx(2.0)
 
 
 def _seeded(tmp_path, model: str, figures: dict, *, threads: int | None = None) -> StepTimes:

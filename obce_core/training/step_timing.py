@@ -11,7 +11,8 @@ load now / the load then``:
 * ``StepTimes``: the store, one JSON file in the cache folder (``$OBCE_CACHE_DIR/step_times.json``),
   keyed by model fingerprint, device (``device_key``: CPU model, cores, torch threads) and what was
   measured (``train_step:sst2:b32:l64:grouped``, ``eval_example:sst2:l64``, ``model_load``,
-  ``job_start``, ``labelfree_point``...). Written atomically under a lock.
+  ``job_start``, ``labelfree_point``...), the median of the last few measurements of each. Written
+  atomically under a lock.
 * ``calibrate_finetune``: a short calibration on the real thing: load the model as a fine-tune does
   (timed), run a few optimizer steps of real training batches of the task (padded per batch, as
   the trainer's collator does; length-grouped when the recipe groups) after one warm-up step, and
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import threading
@@ -48,6 +50,7 @@ __all__ = ["Estimate", "MachineLoad", "StepTimes", "calibrate_finetune", "compar
            "time_job_start", "train_step_name"]
 
 STORE_FILE = "step_times.json"
+HISTORY = 5  # measurements of one thing kept; their median is what estimates use
 _LOCK = threading.Lock()
 
 
@@ -128,16 +131,19 @@ class StepTimes:
     def remember(self, model: str, device: str, name: str, seconds: float, *, load: MachineLoad | None = None,
                  threads: int | None = None) -> float:
         """Store ``seconds`` measured under ``load`` (default: now) as its quiet-machine equivalent;
-        returns that equivalent."""
+        returns the figure estimates now use: the median of the last ``HISTORY`` such equivalents."""
         load = load or self.load()
         quiet = float(seconds) / load.slowdown(threads)
         with _LOCK:
             data = self._read()
-            data.setdefault(self._key(model, device), {})[name] = {
-                "quiet_s": quiet, "measured_s": float(seconds), "load": load.load, "cores": load.cores,
-                "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            entries = data.setdefault(self._key(model, device), {})
+            # the median of the last few: one measurement on a busy machine is noisy
+            history = [*entries.get(name, {}).get("history", []), quiet][-HISTORY:]
+            entries[name] = {"quiet_s": statistics.median(history), "history": history, "measured_s": float(seconds),
+                             "load": load.load, "cores": load.cores,
+                             "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             write_text_atomic(self.path, json.dumps(data, indent=1, sort_keys=True))
-        return quiet
+        return entries[name]["quiet_s"]
 
     def entry(self, model: str, device: str, name: str) -> dict | None:
         return self._read().get(self._key(model, device), {}).get(name)
