@@ -59,6 +59,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--glue", type=Path, default=GLUE, help=f"GLUE copy (default {GLUE})")
     parser.add_argument("--n", type=int, default=64, help="demo texts scored for the plans (default 64)")
+    parser.add_argument("--sweep-only", type=Path, default=None, metavar="TASK_MODEL",
+                        help="only row 4, on this SST-2 task model folder")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="obce-estimates-"))
     os.environ.update({"OBCE_CACHE_DIR": str(tmp / "cache"), "OBCE_WORKSPACE": str(tmp / "ws"),
@@ -89,55 +91,56 @@ def main(argv=None) -> int:
               f"(load {load_run[0]:.1f} -> {load_run[1]:.1f}), factor {ratio:.2f} {note}", flush=True)
 
     print(f"load average at the start: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
-    smoke = Recipe.preset("smoke", "sst2")
-    start = time.perf_counter()
-    time_job_start(store=store)
-    calibrate_finetune("default", "sst2", smoke, store=store)
-    print(f"calibration (job start + embedded model, smoke recipe): {time.perf_counter() - start:.1f} s", flush=True)
-    model, tokenizer = load_model("default")
-    fingerprint = model_fingerprint(model)
-
-    # 1. smoke fine-tune
-    task_model = tmp / "task_models" / "sst2-smoke"
-    spec = jobs.FinetuneJobSpec(task="sst2", out=str(task_model), recipe=smoke)
-    load_est = _load()
-    estimate = estimate_job(spec, fingerprint, store)
-    before = _load()
-    wall, state = _job_wall(spec, workspace)
-    row("smoke fine-tune (Task models)", estimate.seconds, wall, load_est, (before, _load()), state)
-
-    # 2. Compare smoke job, pruned by the current scores
     texts = demo_sentences()[: args.n]
-    scores = score_model(model, tokenizer, texts)
-    spec = jobs.JobSpec(tasks=["sst2"], plan=PruningPlan(), recipe=smoke, scores=str(scores_file(scores, workspace)))
-    load_est = _load()
-    estimate = estimate_job(spec, fingerprint, store)
-    before = _load()
-    wall, state = _job_wall(spec, workspace)
-    row("Compare smoke job (paper protocol)", estimate.seconds, wall, load_est, (before, _load()), state)
+    task_model = args.sweep_only.resolve() if args.sweep_only else tmp / "task_models" / "sst2-smoke"
+    time_job_start(store=store)
+    if args.sweep_only is None:
+        smoke = Recipe.preset("smoke", "sst2")
+        start = time.perf_counter()
+        calibrate_finetune("default", "sst2", smoke, store=store)
+        print(f"calibration (job start + embedded model, smoke recipe): {time.perf_counter() - start:.1f} s", flush=True)
+        model, tokenizer = load_model("default")
+        fingerprint = model_fingerprint(model)
 
-    # 3. label-free curves, estimated from one plan's measured evidence (what the page measures first)
-    held = heldout_texts(demo_sentences(), texts, n=128, seed=0)
-    probe = EmbeddingProbe.build(model, tokenizer, held, sentence_pooling(model), texts_source="demo")
-    calibration = capture_calibration(model, tokenizer, texts)
-    one = embedding_plan_evidence(model, scores, PruningPlan(), probe, calibration=calibration)
-    store.remember(fingerprint, device_key(), "labelfree_point", one["eval_s"])
-    groups, percentiles, scorers = ["ffn"], range(0, 100, 20), ["rf", "std"]
-    points = evaluated_points(sweep_points(groups, percentiles, scorers, [0], "bench"))
-    load_est = _load()
-    estimate_s = points * store.seconds(fingerprint, device_key(), "labelfree_point")
-    before = _load()
-    start = time.perf_counter()
-    embedding_sweep(model, scores, probe, groups=groups, percentiles=percentiles, scorers=scorers, seeds=[0],
-                    skip_layers=1, compensation="auto", calibration=calibration, cache_dir=tmp / "sweeps")
-    row(f"label-free curves ({points} points)", estimate_s, time.perf_counter() - start, load_est, (before, _load()))
+        # 1. smoke fine-tune
+        spec = jobs.FinetuneJobSpec(task="sst2", out=str(task_model), recipe=smoke)
+        load_est = _load()
+        estimate = estimate_job(spec, fingerprint, store)
+        before = _load()
+        wall, state = _job_wall(spec, workspace)
+        row("smoke fine-tune (Task models)", estimate.seconds, wall, load_est, (before, _load()), state)
+
+        # 2. Compare smoke job, pruned by the current scores
+        scores = score_model(model, tokenizer, texts)
+        spec = jobs.JobSpec(tasks=["sst2"], plan=PruningPlan(), recipe=smoke, scores=str(scores_file(scores, workspace)))
+        load_est = _load()
+        estimate = estimate_job(spec, fingerprint, store)
+        before = _load()
+        wall, state = _job_wall(spec, workspace)
+        row("Compare smoke job (paper protocol)", estimate.seconds, wall, load_est, (before, _load()), state)
+
+        # 3. label-free curves, estimated from one plan's measured evidence (what the page measures first)
+        held = heldout_texts(demo_sentences(), texts, n=128, seed=0)
+        probe = EmbeddingProbe.build(model, tokenizer, held, sentence_pooling(model), texts_source="demo")
+        calibration = capture_calibration(model, tokenizer, texts)
+        one = embedding_plan_evidence(model, scores, PruningPlan(), probe, calibration=calibration)
+        store.remember(fingerprint, device_key(), "labelfree_point", one["eval_s"])
+        groups, percentiles, scorers = ["ffn"], range(0, 100, 20), ["rf", "std"]
+        points = evaluated_points(sweep_points(groups, percentiles, scorers, [0], "bench"))
+        load_est = _load()
+        estimate_s = points * store.seconds(fingerprint, device_key(), "labelfree_point")
+        before = _load()
+        start = time.perf_counter()
+        embedding_sweep(model, scores, probe, groups=groups, percentiles=percentiles, scorers=scorers, seeds=[0],
+                        skip_layers=1, compensation="auto", calibration=calibration, cache_dir=tmp / "sweeps")
+        row(f"label-free curves ({points} points)", estimate_s, time.perf_counter() - start, load_est, (before, _load()))
 
     # 4. a sweep job of the task model from row 1, estimated from one measured plan score
     if task_model.is_dir():
         tm, tm_tokenizer = load_model(str(task_model))
         tm_key = model_fingerprint(tm)
         sweep_recipe = Recipe.for_task("sst2").replace(max_length=128)
-        calibrate_finetune(str(task_model), "sst2", sweep_recipe, store=store)
+        calibrate_finetune(str(task_model), "sst2", sweep_recipe, store=store, model_key=tm_key)
         tm_scores = score_model(tm, tm_tokenizer, texts)
         encoded = encode_split(tm_tokenizer, "sst2", eval_size=TASK_POINT_EXAMPLES, seed=0)
         tm_calibration = capture_calibration(tm, tm_tokenizer, texts)

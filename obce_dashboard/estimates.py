@@ -55,7 +55,7 @@ def _calibrate(source: str, spec):
             time_job_start(store=store)
         for recipe, task in needed_measurements(spec):
             if not store.has(key, where, "model_load", train_step_name(recipe, task), eval_example_name(recipe, task)):
-                calibrate_finetune(source, task, recipe, store=store, progress=report,
+                calibrate_finetune(source, task, recipe, store=store, progress=report, model_key=key,
                                    glue_dir=getattr(spec, "glue_dir", None))
         return key
 

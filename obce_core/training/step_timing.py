@@ -44,6 +44,7 @@ from obce_core.io import write_text_atomic
 from obce_core.loading import load_model, model_fingerprint
 from obce_core.scoring.scores import default_cache_dir
 from obce_core.training.recipe import Recipe
+from obce_core.training.task_models import task_model_info
 from obce_core.training.trainer import measure_latency
 
 __all__ = ["Estimate", "MachineLoad", "StepTimes", "calibrate_finetune", "compare_latency", "device_key", "eval_example_name",
@@ -186,21 +187,26 @@ def _training_batches(tokenizer, task: str, recipe: Recipe, batches: int, glue_d
 
 def calibrate_finetune(source: str, task: str, recipe: Recipe, *, store: StepTimes | None = None, steps: int = 3,
                        glue_dir=None, device: str | None = None, clock: Callable[[], float] = time.perf_counter,
-                       progress: Callable[[int, int, str], None] | None = None) -> dict[str, float]:
+                       progress: Callable[[int, int, str], None] | None = None,
+                       model_key: str | None = None) -> dict[str, float]:
     """Measure on this machine what a fine-tune of ``source`` on ``task`` under ``recipe`` costs
     per unit: loading the model (``model_load``), one optimizer step (``train_step_name``, the
     median of ``steps`` after one warm-up step) and one evaluated dev example
     (``eval_example_name``); remember them in ``store`` under the model's fingerprint; return
-    the measured seconds by name. A few seconds of work for all-MiniLM on a CPU."""
+    the measured seconds by name (``model_key``: the fingerprint of the model as the caller loaded
+    it, default this load's). A few seconds of work for all-MiniLM on a quiet CPU. A task model keeps
+    its head, as a fine-tune of it does."""
     store = store or StepTimes()
     say = progress or (lambda done, total, text: None)
     spec = glue.get_task(task)
     say(0, steps + 3, "loading the model")
     start = clock()
-    model, tokenizer = load_model(source, num_labels=spec.num_labels, classifier_pooling=recipe.pooling, device=device)
+    keep_head = source != "default" and task_model_info(source) is not None
+    model, tokenizer = load_model(source, num_labels=spec.num_labels,
+                                  classifier_pooling=None if keep_head else recipe.pooling, device=device)
     load_s = clock() - start
     load = store.load()  # before our own work raises it
-    model_key = model_fingerprint(model)  # before the steps below change its weights
+    model_key = model_key or model_fingerprint(model)  # before the steps below change its weights
     net = model  # loaded here, for this calibration alone: training it changes nothing shared
     net.train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=recipe.learning_rate)
