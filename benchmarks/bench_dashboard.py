@@ -265,7 +265,7 @@ def bench_browser_slider(n_texts: int, moves: int) -> dict:
             page.locator('[data-testid="stSidebarNavLink"]', has_text="Prune").first.click()
             page.get_by_text("Mean cosine to the original").first.wait_for()  # the first evidence is in
             page.wait_for_function(_IDLE_JS)
-            thumb = page.locator('.st-key-_w_ffn [role="slider"]')
+            thumb = page.locator('[data-testid="stSlider"]', has_text="FFN units removed").get_by_role("slider")
             numbers, settled = [], []
             for k in range(moves + 1):
                 before = page.evaluate(_METRIC_JS)

@@ -361,11 +361,13 @@ def test_training_estimate_hand_computed():
     assert steps == 63  # ceil(2000 / 32)
     assert seconds == pytest.approx(2 * 63 * CPU_SECONDS_PER_STEP)
     # the whole RTE split (2,490 rows), batch 16 at 128 tokens: 156 steps at CPU_SECONDS_PER_STEP x (16/32) x (128/64) s
-    whole = Recipe(train_size=None, batch_size=16, max_length=128, epochs=1.0)
+    whole = Recipe(train_size=None, batch_size=16, max_length=128, epochs=1.0, held_out=0.0)
     assert estimate_training(whole, "rte") == (156, pytest.approx(156 * CPU_SECONDS_PER_STEP))
+    # with the default reserve, 249 of them (10 %) are never trained on: ceil(2,241 / 16) = 141 steps
+    assert estimate_training(whole.replace(held_out=0.1), "rte")[0] == 141
     # Trainer's count: ceil(8551 / 32) = 268 batches per epoch, x 6 epochs = 1,608 (the CoLA preset's run
     # took 1,608 steps), not ceil(8551 / 32 x 6) = 1,604
-    assert estimate_training(Recipe(batch_size=32, epochs=6.0), "cola")[0] == 1608
+    assert estimate_training(Recipe(batch_size=32, epochs=6.0, held_out=0.0), "cola")[0] == 1608
     # length-grouped batches: the measured share of the random-batch time for that task, none for others
     grouped = whole.replace(group_by_length=True)
     assert estimate_training(grouped, "rte")[1] < estimate_training(whole, "rte")[1]

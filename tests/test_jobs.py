@@ -87,7 +87,7 @@ def test_store_add_lookup_unique_key(tmp_path):
     rows = conn.execute("SELECT plan, recipe, metrics FROM results ORDER BY id").fetchall()
     conn.close()
     assert len(rows) == 2 and rows[0][0] is None
-    assert json.loads(rows[1][0]) == plan.to_dict() and json.loads(rows[0][1]) == {k: v for k, v in QUICK.to_dict().items() if k not in ("pooling", "group_by_length", "kd_temperature", "kd_alpha", "kd_teacher")}  # cls, random batches, no teacher: the old key
+    assert json.loads(rows[1][0]) == plan.to_dict() and json.loads(rows[0][1]) == {k: v for k, v in QUICK.to_dict().items() if k not in ("pooling", "group_by_length", "kd_temperature", "kd_alpha", "kd_teacher", "held_out_max", "kd_hidden", "eval_steps", "early_stopping_patience")}  # cls, random batches, no teacher, no early stopping, the usual reserve cap: the old key plus the reserve
     frame = store.all_results()
     assert list(frame["role"]) == ["original", "pruned"] and frame["plan"].iloc[0] is None
     assert store.integrity_check() == "ok"
