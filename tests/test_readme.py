@@ -22,7 +22,8 @@ def _section(title: str) -> str:
 def test_the_quick_start_points_obce_at_the_local_glue_copy():
     first_block = re.search(r"```bash\n(.*?)```", _section("Quick start"), re.S).group(1)
     assert "streamlit run app.py" in first_block
-    assert re.search(r"export OBCE_GLUE_DIR=.*\.\./shared/data/glue", first_block), first_block
+    assert first_block.count("\n") == 1, "one command"
+    assert re.search(r"OBCE_GLUE_DIR=.*\.\./shared/data/glue.* \.venv/bin/streamlit run app\.py", first_block), first_block
 
 
 def test_it_says_how_many_browser_tests_a_missing_chromium_skips():
