@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from obce_core.pruning.importance import IMPORTANCES
-from obce_core.pruning.stability import compare_rankings, split_halves
+from obce_core.pruning.stability import compare_rankings, rows_at_plan, split_halves
 from obce_core.scoring.scores import score_model
 from obce_core.scoring.texts import resolve_texts
 from obce_core.validation import check_choice, check_int, check_number
@@ -154,12 +154,7 @@ def domain_at_plan(shift: pd.DataFrame, percents: dict[tuple[int, str], float], 
     ``n``, the ``chance overlap`` and, per scorer, the split-half and cross Spearman and overlap read
     at ``p``. A missing row raises ``ValueError`` naming the layer, group and percentile."""
     rows = []
-    for (layer, group), p in percents.items():
-        at = shift[(shift["layer"] == layer) & (shift["group"] == group) & (shift["percent"] == p)].set_index("scorer")
-        missing = [s for s in scorers if s not in at.index]
-        if missing:
-            raise ValueError(f"No domain_shift rows for layer {layer}, group {group!r} at percent {p:g} and scorer(s) "
-                             f"{missing}; run domain_shift with those percents and scorers first.")
+    for (layer, group, p), at in rows_at_plan(shift, percents, scorers, "domain_shift"):
         row = {"layer": layer, "group": group, "p": p, "chance overlap": float(at["chance_overlap"].iloc[0])}
         for scorer in scorers:
             for side, label in (("half", "split-half"), ("cross", "cross")):

@@ -151,19 +151,27 @@ def stability_summary(stability: pd.DataFrame, percents: dict[tuple[int, str], f
     ``percent`` column. A missing row raises ``ValueError`` naming the layer, group and percentile.
     """
     rows = []
-    for (layer, group), p in percents.items():
-        at = stability[(stability["layer"] == layer) & (stability["group"] == group) & (stability["percent"] == p)]
-        at = at.set_index("scorer")
-        missing = [s for s in scorers if s not in at.index]
-        if missing:
-            raise ValueError(f"No ranking_stability rows for layer {layer}, group {group!r} at percent {p:g} and "
-                             f"scorer(s) {missing}; run ranking_stability at that percent with those scorers first.")
+    for (layer, group, p), at in rows_at_plan(stability, percents, scorers, "ranking_stability"):
         row = {"layer": layer, "group": group, "p": p, "chance overlap": float(at["chance_overlap"].iloc[0])}
         for scorer in scorers:
             row[f"{scorer} Spearman"] = float(at.loc[scorer, "spearman"])
             row[f"{scorer} overlap"] = float(at.loc[scorer, "overlap"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def rows_at_plan(table: pd.DataFrame, percents: dict[tuple[int, str], float], scorers: Sequence[str], made_by: str):
+    """``((layer, group, p), rows indexed by scorer)`` for each layer x group of ``percents``, read off a
+    per-percentile ``table`` (``made_by``'s output); a missing scorer raises ``ValueError`` naming the
+    layer, group and percentile."""
+    for (layer, group), p in percents.items():
+        at = table[(table["layer"] == layer) & (table["group"] == group) & (table["percent"] == p)]
+        at = at.set_index("scorer")
+        missing = [s for s in scorers if s not in at.index]
+        if missing:
+            raise ValueError(f"No {made_by} rows for layer {layer}, group {group!r} at percent {p:g} and "
+                             f"scorer(s) {missing}; run {made_by} at that percent with those scorers first.")
+        yield (layer, group, p), at
 
 
 def median_spearman(summary: pd.DataFrame, scorers: Sequence[str]) -> pd.DataFrame:
