@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_file import append_jsonl, git_commit, write_section  # noqa: E402
+from results_file import append_jsonl, commands_and_verdict, git_commit, write_section  # noqa: E402
 
 from obce_core import load_model  # noqa: E402
 from obce_core.evidence import encode_split  # noqa: E402
@@ -103,12 +103,8 @@ def table(a) -> None:
             lines.append(f"| {r.task} | {r.source} | {int(r.n_texts)} | {100 * r.main_score:.2f} "
                          f"[{100 * r.low:.2f}, {100 * r.high:.2f}] |")
         lines.append("")
-    loads = rows["load"].astype(float)
-    lines += [f"Commands: `python benchmarks/bench_domain.py --model /work/bench/task_models/<task> --task <task> "
-              f"--other <other task> --jsonl FILE` then `--table FILE`; commit {rows['commit'].iloc[-1]}; machine "
-              f"load (1-min average, 2 cores shared) {loads.min():.1f}-{loads.max():.1f}.", ""]
-    if a.note:  # the verdict, written by whoever read the numbers above
-        lines += [Path(a.note).read_text(encoding="utf-8").strip(), ""]
+    lines += commands_and_verdict(rows, "`python benchmarks/bench_domain.py --model /work/bench/task_models/<task> "
+                                  "--task <task> --other <other task> --jsonl FILE` then `--table FILE`", a.note)
     write_section(HEADING, "\n".join(lines))
 
 

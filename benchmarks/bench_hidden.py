@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_file import append_jsonl, git_commit, write_section  # noqa: E402
+from results_file import append_jsonl, commands_and_verdict, git_commit, write_section  # noqa: E402
 
 from obce_core import capture_calibration, glue, load_model, score_model  # noqa: E402
 from obce_core.evidence import encode_split, predict_logits, score_interval  # noqa: E402
@@ -127,12 +127,8 @@ def table(a) -> None:
                          f"{r['flops_ratio']:.3f} | {r['params_after'] / 1e6:.2f} M | {100 * r['score']:.2f} "
                          f"[{100 * r['low']:.2f}, {100 * r['high']:.2f}] | {r['agree']:.3f} |")
         lines.append("")
-    loads = rows["load"].astype(float)
-    lines += [f"Commands: `python benchmarks/bench_hidden.py --model /work/bench/task_models/<task> --task <task> "
-              f"--jsonl FILE` then `--table FILE`; {len(rows)} rows, commit {rows['commit'].iloc[-1]}; machine load "
-              f"(1-min average, 2 cores shared) {loads.min():.1f}-{loads.max():.1f} during the runs.", ""]
-    if a.note:  # the verdict, written by whoever read the numbers above
-        lines += [Path(a.note).read_text(encoding="utf-8").strip(), ""]
+    lines += commands_and_verdict(rows, "`python benchmarks/bench_hidden.py --model /work/bench/task_models/<task> "
+                                  "--task <task> --jsonl FILE` then `--table FILE`", a.note)
     write_section(HEADING, "\n".join(lines))
 
 

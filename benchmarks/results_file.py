@@ -41,3 +41,14 @@ def append_jsonl(path: Path, record: dict) -> None:
     never leaves half a line behind."""
     before = path.read_text(encoding="utf-8") if path.is_file() else ""
     write_text_atomic(path, before + json.dumps(record, sort_keys=True) + "\n")
+
+
+def commands_and_verdict(rows, command: str, note: str | None) -> list[str]:
+    """A table section's closing lines: the command, the commit of the last row, the machine's load
+    during the runs (rows' ``load``), then the verdict file ``note`` (whoever read the numbers wrote it)."""
+    loads = rows["load"].astype(float)
+    lines = [f"Commands: {command}; {len(rows)} rows, commit {rows['commit'].iloc[-1]}; machine load (1-min average, "
+             f"2 cores shared) {loads.min():.1f}-{loads.max():.1f} during the runs.", ""]
+    if note:
+        lines += [Path(note).read_text(encoding="utf-8").strip(), ""]
+    return lines
