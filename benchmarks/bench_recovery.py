@@ -8,7 +8,8 @@
     python benchmarks/bench_recovery.py recover --model TASK_MODEL --task sst2 --plans 80/60/60 --out DIR
 
 A plan ``F/V/Q`` removes F % of FFN units, V % of value dims and Q % of query/key pairs in every
-layer (``--skip-layers`` leaves the first ones whole; ``--plan-from DIR`` reads a saved plan, e.g. a
+layer (``--hidden P`` also P % of the residual stream's dims, normalised by ``--hidden-norm``;
+``--skip-layers`` leaves the first ones whole; ``--plan-from DIR`` reads a saved plan, e.g. a
 search's ``obce_plan.json``), units ranked by ``--scorer`` on ``--score-texts`` training
 sentences, which the calibration is captured from too (as the plan search does). FLOPs removed are
 the pruning report's ESTIMATE (encoder dense matmuls). One JSON line per call goes to
@@ -30,7 +31,8 @@ from pathlib import Path
 from obce_core import glue, load_model
 from obce_core.evidence.embedding import compare_embeddings, sentence_embeddings, sentence_pooling
 from obce_core.evidence.task_sweep import task_scores, training_texts
-from obce_core.pruning import PruningPlan, capture_calibration, load_plan, prune, save_pruned
+from obce_core.pruning import (HIDDEN_NORMS, PruningPlan, capture_calibration, capture_stream, load_plan, prune,
+                               save_pruned)
 from obce_core.scoring import score_model
 from obce_core.training import evaluate, finetune_task_model, read_task_model_info
 from obce_core.training.recovery import recovery_recipe
@@ -46,7 +48,8 @@ def _plans(a) -> list[PruningPlan]:
     out = []
     for item in a.plans.split(","):
         ffn, v, qk = (float(x) for x in item.split("/"))
-        out.append(PruningPlan(ffn=ffn, v=v, qk=qk, skip_layers=a.skip_layers, scorer=a.scorer))
+        out.append(PruningPlan(ffn=ffn, v=v, qk=qk, skip_layers=a.skip_layers, scorer=a.scorer, hidden=a.hidden,
+                               hidden_norm=a.hidden_norm))
     return out
 
 
@@ -54,9 +57,9 @@ def _with(plan: PruningPlan, compensation: str) -> PruningPlan:
     return PruningPlan.from_dict({**plan.to_dict(), "compensation": compensation})
 
 
-def _timed_prune(model, scores, plan, calibration):
+def _timed_prune(model, scores, plan, calibration, stream=None):
     start = time.perf_counter()
-    pruned, report = prune(model, scores, plan, calibration=calibration)
+    pruned, report = prune(model, scores, plan, calibration=calibration, hidden_stream=stream)
     return pruned, report, time.perf_counter() - start
 
 
@@ -90,18 +93,20 @@ def _task_setup(a):
                          score_seed=a.score_seed)
     texts = training_texts(task, glue_dir=a.glue_dir, n=a.score_texts, seed=a.score_seed)
     calibration = capture_calibration(model, tokenizer, texts)
-    return task, info, model, tokenizer, scores, calibration
+    # the residual stream ranks and normalises a hidden cut (--hidden), on the same training texts
+    stream = capture_stream(model, tokenizer, texts) if a.hidden else None
+    return task, info, model, tokenizer, scores, calibration, stream
 
 
 def cmd_free(a) -> dict:
-    task, info, model, tokenizer, scores, calibration = _task_setup(a)
+    task, info, model, tokenizer, scores, calibration, stream = _task_setup(a)
     recipe = info.recipe.without_teacher().replace(eval_size=None)
     original = evaluate(model, tokenizer, task, recipe, glue_dir=a.glue_dir, device="cpu")["main_score"]
     print(f"{task} original dev main score {100 * original:.2f}", flush=True)
     rows = []
     for plan in _plans(a):
         for name in COMPENSATIONS:
-            pruned, report, seconds = _timed_prune(model, scores, _with(plan, name), calibration)
+            pruned, report, seconds = _timed_prune(model, scores, _with(plan, name), calibration, stream)
             score = evaluate(pruned, tokenizer, task, recipe, glue_dir=a.glue_dir, device="cpu")["main_score"]
             rows.append({"plan": plan.describe(), "compensation": name, "flops_removed": 1 - report.flops_ratio_estimate,
                          "dev_main_score": score, "drop_points": 100 * (original - score), "prune_s": seconds})
@@ -111,14 +116,14 @@ def cmd_free(a) -> dict:
 
 
 def cmd_recover(a) -> dict:
-    task, info, model, tokenizer, scores, calibration = _task_setup(a)
+    task, info, model, tokenizer, scores, calibration, stream = _task_setup(a)
     (plan,) = _plans(a)[:1]
     plan = _with(plan, a.compensation)
     out = Path(a.out)
     recipe = info.recipe.without_teacher().replace(eval_size=None)
     original = evaluate(model, tokenizer, task, recipe, glue_dir=a.glue_dir, device="cpu")["main_score"]
     pruned_dir = out / "pruned"
-    pruned, report, seconds = _timed_prune(model, scores, plan, calibration)
+    pruned, report, seconds = _timed_prune(model, scores, plan, calibration, stream)
     save_pruned(pruned, tokenizer, pruned_dir, plan=plan, report=report, overwrite=True)
     free = evaluate(pruned, tokenizer, task, recipe, glue_dir=a.glue_dir, device="cpu")["main_score"]
     flops = 1 - report.flops_ratio_estimate
@@ -148,6 +153,8 @@ def main(argv=None) -> int:
     p.add_argument("--plans", default="30/30/30,50/40/40,70/60/60", help="F/V/Q percentages, comma-separated")
     p.add_argument("--plan-from", help="a folder with a saved plan (a pruned model or a search's folder) instead of --plans")
     p.add_argument("--skip-layers", type=int, default=0)
+    p.add_argument("--hidden", type=float, default=0.0, help="percent of the residual stream's dims removed too")
+    p.add_argument("--hidden-norm", default="kept", choices=HIDDEN_NORMS)
     p.add_argument("--scorer", default="rf")
     p.add_argument("--compensation", default="sequential-lsq", help="recover: the plan's compensation")
     p.add_argument("--score-texts", type=int, default=512)

@@ -71,7 +71,7 @@ def main() -> None:
             "search_drop": report.search_drop, "dev_drop": report.dev_drop, "check_drop": report.check_drop,
             "check_original": None if report.check_original is None else report.check_original["main_score"],
             "check_found": None if report.check_found is None else report.check_found["main_score"],
-            "bound_note": report.bound_note, "n_search": report.rows[0]["n_eval"],
+            "bound_note": report.bound_note, "promise": report.promise, "n_search": report.rows[0]["n_eval"],
             "flops_removed": report.cost_removed, "params_before": report.params_before,
             "params_after": report.params_after,
             "search_original": report.search_original["main_score"], "search_found": report.search_found["main_score"],

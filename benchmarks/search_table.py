@@ -21,6 +21,7 @@ import numpy as np
 from obce_core import load_model
 from obce_core.pruning import load_plan
 from obce_core.search import PlanCost
+from obce_core.search.bound import promised_interval
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -68,6 +69,12 @@ def _inside(drop: float, interval: dict | None) -> bool:
     return interval is not None and interval["low"] <= drop <= interval["high"]
 
 
+def _promise(r: dict) -> dict:
+    """What the search could promise for the whole dev split (``bound.promised_interval``): its rows
+    hold the original and every plan it judged on the search examples."""
+    return promised_interval(r["search_drop"], max(1, r["plans"] - 1), r["dev_drop"]["n"])
+
+
 def _run_rows(run: str) -> list[dict]:
     """The searches of ``run``, the newest per task, scorer and seed (a search rerun replaces its first try)."""
     newest = {}
@@ -80,15 +87,18 @@ def _run_rows(run: str) -> list[dict]:
 def seed_rows(run: str) -> str:
     rows = _run_rows(run)
     out = ["| task | scorer | seed | searched on (n) | FLOPs removed | search drop (bound) | dev drop [95 % interval] | "
-           "inside the search's 95 % interval | other dev half: drop | first plan | whole run | plans |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "inside the search's 95 % interval | promised for the whole dev (95 %, after the choice) | inside the "
+           "promise | other dev half: drop | first plan | whole run | plans |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["task"], r["scorer"], r["seed"])):
         sd, dd, cd = r["search_drop"], r["dev_drop"], r.get("check_drop")
         other = f"{cd['drop']:+.2f}" if cd else "-"
         first = f"{r['first_plan_s']:.0f} s" if r["first_plan_s"] is not None else "none"
         out.append(f"| {r['task']} | {r['scorer']} | {r['seed']} | {r['search_kind']} ({r['n_search']}) | "
                    f"{100 * r['flops_removed']:.1f} % | {sd['drop']:+.2f} (<= {sd['upper']:+.2f}) | {dd['drop']:+.2f} "
-                   f"[{dd['low']:+.2f}, {dd['high']:+.2f}] | {'yes' if _inside(dd['drop'], sd) else 'NO'} | {other} | "
+                   f"[{dd['low']:+.2f}, {dd['high']:+.2f}] | {'yes' if _inside(dd['drop'], sd) else 'NO'} | "
+                   f"[{_promise(r)['low']:+.2f}, {_promise(r)['high']:+.2f}] | "
+                   f"{'yes' if _inside(dd['drop'], _promise(r)) else 'NO'} | {other} | "
                    f"{first} | {r['total_s']:.0f} s | {r['plans']} |")
     return "\n".join(out)
 
@@ -99,20 +109,21 @@ def scorer_summary(run: str) -> str:
     for r in rows:
         groups.setdefault((r["task"], r["scorer"]), []).append(r)
     out = ["| task | scorer | seeds | FLOPs removed (mean +- sd) | dev drop, whole dev (mean +- sd) | "
-           "drop on the other dev half | dev drop inside the search's 95 % interval | dev drop <= tolerance | "
-           "first plan (mean) | whole run (mean) |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "drop on the other dev half | dev drop inside the search's 95 % interval | inside the promise | "
+           "dev drop <= tolerance | first plan (mean) | whole run (mean) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     stats = {}
     for (task, scorer), rs in sorted(groups.items()):
         flops = _mean_sd([100 * r["flops_removed"] for r in rs])
         dev = _mean_sd([r["dev_drop"]["drop"] for r in rs])
         other = _mean_sd([r["check_drop"]["drop"] if r.get("check_drop") else None for r in rs])
         inside = sum(_inside(r["dev_drop"]["drop"], r["search_drop"]) for r in rs)
+        promised = sum(_inside(r["dev_drop"]["drop"], _promise(r)) for r in rs)
         within = sum(r["dev_drop"]["drop"] <= r["tolerance"] for r in rs)
         first = _mean_sd([r["first_plan_s"] for r in rs])[0]
         stats[(task, scorer)] = (flops, dev)
         other_text = "-" if math.isnan(other[0]) else f"{other[0]:+.2f} +- {other[1]:.2f}"
         out.append(f"| {task} | {scorer} | {len(rs)} | {flops[0]:.1f} +- {flops[1]:.1f} % | {dev[0]:+.2f} +- {dev[1]:.2f} | "
-                   f"{other_text} | {inside}/{len(rs)} | {within}/{len(rs)} | "
+                   f"{other_text} | {inside}/{len(rs)} | {promised}/{len(rs)} | {within}/{len(rs)} | "
                    f"{'none' if math.isnan(first) else f'{first:.0f} s'} | {_mean_sd([r['total_s'] for r in rs])[0]:.0f} s |")
     words = []
     for task in sorted({t for t, _ in stats}):

@@ -11,11 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
-import pandas as pd
-from tqdm.auto import tqdm
-from transformers.utils import logging as hf_logging
-
-from obce_core import glue
+from obce_core.choices import (CLASSIFIER_POOLINGS, COMPENSATIONS, ONNX_MAX_OPSET, ONNX_MIN_OPSET, ONNX_OPSET, PRECISIONS,
+                               PRESET_CHOICES, PROTOCOLS, RECOVERY_PRESET, SCORERS, TOKEN_MODES)
 from obce_core.cli_args import (
     CliError,
     ObceArgumentParser,
@@ -31,30 +28,14 @@ from obce_core.cli_args import (
 )
 from obce_core.attribution.cli import add_parser as add_attribution_parser
 from obce_core.evidence.cli import add_parser as add_sweep_parser
-from obce_core.export import ONNX_MAX_OPSET, ONNX_MIN_OPSET, ONNX_OPSET, export_onnx
 from obce_core.io import check_output_path
-from obce_core.jobs import JobSpec, create_job, run_job, start_job
-from obce_core.loading import load_model
-from obce_core.obce_bert.configuration_obce_bert import CLASSIFIER_POOLINGS
-from obce_core.pruning import COMPENSATIONS, SCORERS, PruningPlan, is_obce_saved, prune, save_pruned
-from obce_core.results import STORE_FILE, comparison_table
-from obce_core.scoring import TOKEN_MODES, NeuronScores, score_model
-from obce_core.scoring.texts import resolve_texts
 from obce_core.topology.cli import add_parser as add_layers_parser
 from obce_core.search.cli import add_parser as add_search_parser
 from obce_core.evidence.domain_cli import add_parser as add_domain_parser
 from obce_core.pruning.cli import add_hidden_arguments, hidden_plan, hidden_stream_for
-from obce_core.training import (
-    PRECISIONS,
-    PRESET_CHOICES,
-    PROTOCOLS,
-    Recipe,
-    TrainingCancelled,
-    finetune_task_model,
-    is_main_process,
-)
-from obce_core.training.recipe import RECOVERY_PRESET
-from obce_core.training.task_models import TASK_MODEL_FILE, task_model_info
+
+# Each command imports what its work needs (torch, transformers, pandas: seconds) in its own body:
+# building the parser, and so `python -m obce_core --help`, loads none of them (tests/test_cli_light.py).
 
 __all__ = ["main", "build_parser"]
 
@@ -62,6 +43,13 @@ _positive_gb = number_range(0, low_open=True)
 
 
 def _cmd_score(args) -> int:
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from obce_core.loading import load_model
+    from obce_core.scoring.scores import score_model
+    from obce_core.scoring.texts import resolve_texts
+
     out = check_output_path(args.out, overwrite=args.overwrite) if args.out is not None else None
     texts, source = resolve_texts(args.texts, args.task, args.split, args.glue_dir, args.n, args.seed)
     model, tokenizer = load_model(args.model, device=args.device)
@@ -108,15 +96,23 @@ def _plan_from_args(args, seed_flag: str):
     flags = {"ffn": args.ffn, "qk": args.qk, "v": args.v, "skip_layers": args.skip_layers,
              "compensation": args.compensation, "scorer": args.scorer, "seed": args.plan_seed}
     given = {k: v for k, v in flags.items() if v is not None}
+    if args.plan and given:
+        names = ", ".join(seed_flag if k == "seed" else "--" + k.replace("_", "-") for k in given)
+        raise CliError(f"--plan cannot be combined with {names}; put those settings in the plan file.")
+    from obce_core.pruning.plan import PruningPlan
+
     if args.plan:
-        if given:
-            names = ", ".join(seed_flag if k == "seed" else "--" + k.replace("_", "-") for k in given)
-            raise CliError(f"--plan cannot be combined with {names}; put those settings in the plan file.")
         return PruningPlan.from_json(args.plan)
     return PruningPlan(**given) if given else None
 
 
 def _cmd_prune(args) -> int:
+    from obce_core.loading import load_model
+    from obce_core.pruning.files import is_obce_saved, save_pruned
+    from obce_core.pruning.plan import PruningPlan
+    from obce_core.pruning.surgery import prune
+    from obce_core.scoring.scores import NeuronScores
+
     out = check_output_path(args.out, overwrite=args.overwrite, kind="dir", may_replace=is_obce_saved)
     plan = hidden_plan(_plan_from_args(args, "--seed") or PruningPlan(), args, from_file=bool(args.plan))
     scores = NeuronScores.from_parquet(args.scores)
@@ -134,11 +130,20 @@ _RECIPE_FIELDS = ("max_length", "epochs", "max_steps", "learning_rate", "batch_s
 
 def _recipe_for(args, task: str):
     """The --recipe preset for ``task`` (``cpu`` = the task's CPU preset) with the flags' overrides."""
+    from obce_core.training.recipe import Recipe
+
     overrides = {name: getattr(args, name) for name in _RECIPE_FIELDS if getattr(args, name) is not None}
     return Recipe.preset(args.recipe, task, **overrides)
 
 
 def _cmd_glue(args) -> int:
+    import pandas as pd
+
+    from obce_core import glue
+    from obce_core.jobs import JobSpec, create_job, run_job, start_job
+    from obce_core.results import STORE_FILE, comparison_table
+    from obce_core.training.progress import TrainingCancelled, is_main_process
+
     tasks = [glue.get_task(t).name for t in args.tasks.split(",") if t.strip()]
     recipes = {task: _recipe_for(args, task) for task in tasks}
     spec = JobSpec(
@@ -177,10 +182,16 @@ def _cmd_glue(args) -> int:
 
 
 def _is_task_model(folder: Path) -> bool:
+    from obce_core.training.task_models import TASK_MODEL_FILE
+
     return (folder / TASK_MODEL_FILE).is_file()
 
 
 def _cmd_finetune(args) -> int:
+    from obce_core import glue
+    from obce_core.training.progress import TrainingCancelled, is_main_process
+    from obce_core.training.task_models import finetune_task_model, task_model_info
+
     check_output_path(args.out, overwrite=args.overwrite, kind="dir", may_replace=_is_task_model)
     task = glue.get_task(args.task).name
     kd = {name: getattr(args, name) for name in ("kd_temperature", "kd_alpha", "kd_hidden", "eval_steps",
@@ -218,6 +229,9 @@ def _cmd_finetune(args) -> int:
 
 
 def _cmd_export_onnx(args) -> int:
+    from obce_core.export import export_onnx
+    from obce_core.loading import load_model
+
     out = check_output_path(args.out, overwrite=args.overwrite)
     model, tokenizer = load_model(args.model_dir, device="cpu")
     report = export_onnx(model, tokenizer, out, opset=args.opset, max_length=args.max_length)
@@ -347,6 +361,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
+        from transformers.utils import logging as hf_logging  # after parsing: `--help` never loads transformers
+
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         logging.getLogger("huggingface_hub").setLevel(logging.ERROR)

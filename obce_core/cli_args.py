@@ -21,11 +21,8 @@ import re
 import sys
 from typing import Callable
 
-from tqdm.auto import tqdm
-
-from obce_core.loading import check_max_length, local_model_dir, model_positions
-from obce_core.machine import check_device, check_workers
-from obce_core.training.progress import PhaseEvent, ResultEvent, StepEvent
+# Imports that reach torch, transformers or tqdm (loading, machine, training.progress) are made inside
+# the functions that use them: building the parser, and so `--help`, must not load them (seconds).
 
 __all__ = [
     "CliError", "ObceArgumentParser", "add_device_argument", "add_model_argument", "add_overwrite_argument",
@@ -183,6 +180,8 @@ def name_list(text: str) -> list[str]:
 
 def model_directory(text: str) -> str:
     """An argparse type: an existing model folder (with config.json), checked before any model runs."""
+    from obce_core.loading import local_model_dir
+
     try:
         return str(local_model_dir(text))
     except ValueError as exc:
@@ -191,6 +190,8 @@ def model_directory(text: str) -> str:
 
 def device_name(text: str) -> str:
     """An argparse type: a device this machine has (cpu, cuda, cuda:1, mps), checked before any model loads."""
+    from obce_core.machine import check_device
+
     try:
         return str(check_device(text))
     except ValueError as exc:
@@ -207,6 +208,8 @@ def add_device_argument(parser, help: str = "cpu, cuda, cuda:1 ... (default: cud
 def worker_count(text: str) -> int:
     """An argparse type: a number of worker processes, at least 1 and at most what the cores and the
     free memory of this machine carry (``machine.max_workers``)."""
+    from obce_core.machine import check_workers
+
     value = int_range(1)(text)
     try:
         return check_workers(value, "")
@@ -224,6 +227,8 @@ def check_model_limits(args: argparse.Namespace) -> None:
     source = getattr(args, "model", None) if getattr(args, "model", None) is not None else getattr(args, "model_dir", None)
     if max_length is None or source is None:
         return
+    from obce_core.loading import check_max_length, model_positions
+
     try:
         check_max_length(max_length, model_positions(source), source, "--max-length")
     except ValueError as exc:
@@ -257,6 +262,10 @@ def progress_bar(desc: str | None = None, unit: str = "step", *, show: bool = Tr
     ``per_phase``: each phase (and each result) also names the bar and starts it again, for work
     whose phases count their own steps (training). ``show=False``: a silent bar (non-main processes).
     """
+    from tqdm.auto import tqdm
+
+    from obce_core.training.progress import PhaseEvent, ResultEvent, StepEvent
+
     bar = tqdm(total=None, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True, disable=not show)
     phases = (PhaseEvent, ResultEvent) if per_phase else (PhaseEvent,)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from obce_core.choices import ONNX_MAX_OPSET, ONNX_MIN_OPSET, ONNX_OPSET  # without torch, for the CLI's parser
 from obce_core.forward import locked_eval, model_lock
 from obce_core.io import JsonDataclass, atomic_path
 from obce_core.pruning.files import save_pruned
@@ -91,12 +92,6 @@ def scores_file(scores: NeuronScores, workspace: str | os.PathLike) -> Path:
 
 
 # -- ONNX ----------------------------------------------------------------------------------
-ONNX_OPSET = 18
-ONNX_MIN_OPSET = 17  # torch's dynamo exporter writes opset 17 or later
-# The newest opset whose BERT graph ONNX Runtime loads: from 26 on, torch 2.13 writes attention as an
-# ONNX `Attention` node that onnxruntime 1.32 refuses (InvalidGraph), after a whole export (45 s for
-# MiniLM). Measured on tiny BERTs, opsets 17-28 (issue 26).
-ONNX_MAX_OPSET = 25
 ONNX_TOLERANCE = 1e-4  # largest |ONNX - PyTorch| accepted on float32 outputs
 ONNX_CHECK_TEXTS = 8
 # One .onnx file holds at most 2 GB (protobuf); larger weights would need a side file, refused here.

@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from obce_core.choices import POOLINGS  # defined without torch for the CLI's parser
 from obce_core.layout import base_model
 from obce_core.validation import check_choice
 
@@ -35,7 +36,6 @@ __all__ = [
     "truncate_text",
 ]
 
-POOLINGS = ("cls", "mean")
 # A text is cut to this many characters per token of max_length BEFORE tokenizing, so a huge
 # single-line text costs what a short one does. Every token covers at least one non-space
 # character, so the cut changes nothing unless the first max_length tokens are spread over more

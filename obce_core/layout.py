@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from obce_core.choices import GROUPS  # defined without torch for the CLI's parser; GROUP_LAYOUT's keys
 from obce_core.validation import check_choice
 
 __all__ = [
@@ -78,7 +79,6 @@ GROUP_LAYOUT: dict[str, GroupLayout] = {
     "v": GroupLayout(("value",), "value", "value dims", "value dims per head", ("attention.self.value",),
                      "attention.output.dense", "attention.output.LayerNorm"),
 }
-GROUPS = tuple(GROUP_LAYOUT)
 GROUP_COMPONENTS = {g: info.components for g, info in GROUP_LAYOUT.items()}
 GROUP_TAGS = {g: info.tag for g, info in GROUP_LAYOUT.items()}
 GROUP_LABELS = {g: info.label for g, info in GROUP_LAYOUT.items()}

@@ -101,13 +101,16 @@ def report_ui(spec: jobs.SearchJobSpec) -> None:
                                 "dev": st.column_config.NumberColumn(format="%.2f"),
                                 "dev half never searched": st.column_config.NumberColumn(format="%.2f"),
                                 "cost": st.column_config.NumberColumn(report.cost_label, format="%.4g")})
-    drops = [(label, d) for label, d in (("search examples", report.search_drop), ("dev, whole", report.dev_drop),
+    drops = [(label, d) for label, d in (("search examples", report.search_drop),
+                                         ("promised, fresh examples", report.promise), ("dev, whole", report.dev_drop),
                                          ("dev half never searched", report.check_drop)) if d is not None]
     if drops:
         st.plotly_chart(plots.search_drop_figure(drops, report.settings.tolerance), key="search_drops")
         st.caption("Points lost by the found plan against the original, scored on the same examples (paired); bars: "
                    "95 % bootstrap intervals, estimates. The tick on the search row is the one-sided bound that "
-                   "accepted the plan.")
+                   "accepted the plan. The promised row is what the search could promise before any dev example was "
+                   "read: wider, because it kept the best of the plans it compared and fresh examples have noise of "
+                   "their own.")
     if report.bound_note:
         st.info(report.bound_note, icon=":material/info:")
     note = f"; stopped at the {report.stopped}" if report.stopped else ""

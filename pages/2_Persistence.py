@@ -148,14 +148,14 @@ def separates_ui(run: session.ScoredRun, layer: int, component: str, neuron: int
                "the gap on its side, then the most extreme outputs." + (
                    " In token mode `all` a sample is one token in its text (bold = position)." if all_tokens else ""))
     shown = ["rank", "value", "token", "text"] if all_tokens else ["rank", "value", "text_index", "text"]
-    fmt = {"value": st.column_config.NumberColumn(format="%.4g"),
-           "text": st.column_config.TextColumn(width="large"), "rank": st.column_config.NumberColumn(width="small")}
+    # A static table, not st.dataframe: the grid cuts each text to its column width, and the whole
+    # text is the point of these lists.
     for left_view, right_view in (("below gap", "above gap"), ("bottom", "top")):
         left, right = st.columns(2)
         for col, view in ((left, left_view), (right, right_view)):
             with col:
                 st.markdown(f"**{view.capitalize()}**: {EXAMPLE_VIEWS[view]}")
-                st.dataframe(table[table["view"] == view][shown], hide_index=True, column_config=fmt)
+                st.table(table[table["view"] == view][shown].style.format({"value": "{:.4g}"}), hide_index=True)
     if all_tokens:
         _tokens_in_context(run, layer, component, neuron, table, tokenizer, values,
                            float(above["value"].min()) if len(above) else None)

@@ -177,7 +177,7 @@ def wait_plots(page, n: int, timeout_ms: int = TIMEOUT_MS) -> None:
 # plotly's toolbar. One string per problem.
 _CUT_OFF_JS = """() => {
   const out = [];
-  const texts = 'h1, h2, h3, [data-testid="stMetricLabel"], [data-testid="stMetricLabel"] *';
+  const texts = 'h1, h2, h3, [data-testid="stMetricLabel"], [data-testid="stMetricLabel"] *, [data-testid="stTable"] td';
   for (const e of document.querySelectorAll(texts)) {
     if (e.getClientRects().length && e.scrollWidth > e.clientWidth + 1) out.push('cut off: ' + e.innerText.slice(0, 80));
   }

@@ -463,7 +463,7 @@ def test_the_neuron_view_lists_the_samples_on_both_sides_of_the_gap(app):
     cut = int(np.argmax(np.diff(values[order])[::-1]))  # from the top: the highest of equal largest gaps
     cut = len(values) - 2 - cut
     below, above = values[order[: cut + 1]][::-1][:5], values[order[cut + 1:]][:5]
-    lists = [d.value for d in app.dataframe if "token" in d.value.columns]
+    lists = [d.value for d in app.table if "token" in d.value.columns]
     assert len(lists) == 4  # below gap, above gap, bottom, top
     np.testing.assert_allclose(lists[0]["value"], below, rtol=1e-6)
     np.testing.assert_allclose(lists[1]["value"], above, rtol=1e-6)

@@ -65,10 +65,11 @@ def test_prune_page_starts_a_search_draws_its_trail_and_loads_the_plan(workspace
     assert "the other half of dev (436 examples the search never read)" in said
     drops = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "95 % interval" in c.proto.spec)
     intervals = drops["data"][0]
-    assert intervals["y"] == ["search examples", "dev, whole", "dev half never searched"]
-    assert intervals["x"] == pytest.approx([report.search_drop["drop"], report.dev_drop["drop"], report.check_drop["drop"]])
+    assert intervals["y"] == ["search examples", "promised, fresh examples", "dev, whole", "dev half never searched"]
+    shown = (report.search_drop, report.promise, report.dev_drop, report.check_drop)
+    assert intervals["x"] == pytest.approx([d["drop"] for d in shown])
     assert [x - m for x, m in zip(intervals["x"], intervals["error_x"]["arrayminus"])] == pytest.approx(
-        [report.search_drop["low"], report.dev_drop["low"], report.check_drop["low"]])
+        [d["low"] for d in shown])
 
     next(b for b in at.button if b.key == "use_search_plan").click().run()
     _clean(at)

@@ -234,12 +234,12 @@ def test_bad_input_is_refused_before_any_work(tokenizer, tmp_path, capsys, monke
     with pytest.raises(ValueError, match="num_labels"):
         TaskObjective.build(make_tiny_bert(), tokenizer, "sst2", *examples(32))  # no head: no task loss
 
-    import obce_core.attribution.cli as cli_module
+    import obce_core.loading
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded before the input was checked")
 
-    monkeypatch.setattr(cli_module, "load_model", no_load)
+    monkeypatch.setattr(obce_core.loading, "load_model", no_load)  # the command imports it when it runs
     encoder = save_tiny_bert(tmp_path / "enc", tokenizer)
     task_model = save_task_model(tmp_path / "task", tokenizer)
     out = tmp_path / "a.parquet"

@@ -36,6 +36,7 @@ from browser_helpers import (
 from conftest import GLUE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_CORPUS = ROOT / "obce_core" / "data" / "demo_sentences.txt"  # the oracle for texts a list shows whole
 FIRST_PAGE_TARGET_S = 8.0  # issue 12, on a quiet machine; printed, not asserted (the machine is shared)
 VIEWPORT = {"width": 1280, "height": 1000}
 TASK_MODEL = "tiny-sst2"
@@ -191,13 +192,12 @@ def _neuron_line(page) -> re.Match:
     return match
 
 
-def _grid_column(frame, name: str) -> list[str]:
-    """The cells of column ``name`` of an st.dataframe, read from the grid's accessibility table
-    (the grid itself is a canvas)."""
-    frame.locator("table[role='grid']").wait_for(state="attached")
-    return frame.evaluate(
+def _table_column(table, name: str) -> list[str]:
+    """The cells of column ``name`` of an st.table, as a visitor reads them (innerText)."""
+    table.locator("table").wait_for(state="attached")
+    return table.evaluate(
         """(el, name) => {
-            const table = el.querySelector("table[role='grid']");
+            const table = el.querySelector("table");
             const heads = [...table.querySelectorAll('thead th')].map(th => th.innerText.trim());
             const col = heads.indexOf(name);
             if (col < 0) return null;
@@ -245,16 +245,19 @@ def _persistence(page) -> None:
     layer, component, shown, rf = _neuron_line(page).groups()
     assert shown == highest
     page.get_by_text("What does this neuron separate?").wait_for()
-    frame = page.locator('[data-testid="stDataFrame"]')
+    frame = page.locator('[data-testid="stTable"]')
     below, above = (page.locator('[data-testid="stColumn"]', has_text=side, has=frame).last.locator(frame)
                     for side in ("Below gap:", "Above gap:"))
-    low_values = [float(v) for v in _grid_column(below, "value")]
-    high_values = [float(v) for v in _grid_column(above, "value")]
-    low_texts, high_texts = _grid_column(below, "text"), _grid_column(above, "text")
+    low_values = [float(v) for v in _table_column(below, "value")]
+    high_values = [float(v) for v in _table_column(above, "value")]
+    low_texts, high_texts = _table_column(below, "text"), _table_column(above, "text")
     assert low_values and high_values and all(low_texts) and all(high_texts)
+    # Every text is shown whole (a grid cut them to ~30 characters): each is a line of the corpus.
+    corpus = {line.strip() for line in DEMO_CORPUS.read_text(encoding="utf-8").splitlines()}
+    assert set(low_texts + high_texts) <= corpus, set(low_texts + high_texts) - corpus
     assert max(low_values) < min(high_values)
-    assert not set(_grid_column(below, "text_index")) & set(_grid_column(above, "text_index"))
-    # The grid shows 4 significant digits: the gap is rf to within their rounding.
+    assert not set(_table_column(below, "text_index")) & set(_table_column(above, "text_index"))
+    # The table shows 4 significant digits: the gap is rf to within their rounding.
     assert min(high_values) - max(low_values) == pytest.approx(float(rf), rel=2e-3, abs=2e-4 * max(map(abs, high_values)))
     body = page.inner_text("body")
     assert "Download these lists (CSV)" in body and "Download every neuron (CSV)" in body

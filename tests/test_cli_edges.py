@@ -13,12 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from obce_core import cli
+from obce_core import loading
 from obce_core.cli import main
-from obce_core.evidence import cli as sweep_cli
+from obce_core.evidence import task_sweep
 from obce_core.io import OutputWriteError, write_text_atomic
 from obce_core.scoring import NeuronScores
-from obce_core.topology import cli as layers_cli
 from obce_core.topology import diagrams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,10 +29,10 @@ def _no_work(*args, **kwargs):
 
 @pytest.fixture
 def no_work(monkeypatch):
-    """Every entry to real work fails the test."""
-    monkeypatch.setattr(cli, "load_model", _no_work)
-    monkeypatch.setattr(layers_cli, "load_model", _no_work)
-    monkeypatch.setattr(sweep_cli, "sweep_task_model", _no_work)
+    """Every entry to real work fails the test (replaced where it is defined: each command imports it
+    when it runs, so that building the parser loads no torch)."""
+    monkeypatch.setattr(loading, "load_model", _no_work)
+    monkeypatch.setattr(task_sweep, "sweep_task_model", _no_work)
 
 
 def _commands(out: str, *, overwrite: bool = False) -> dict[str, list[str]]:

@@ -20,7 +20,7 @@ from obce_core import load_model
 from obce_core.cli import main
 from obce_core.describe import UNREADABLE_SPEC, describe_job, describe_recipe
 from obce_core.jobs import FinetuneJobSpec, JobSpec
-from obce_core.pruning import PruningPlan
+from obce_core.pruning import PruningPlan, prune
 from obce_core.results import ResultsStore, comparisons, latency_table
 from obce_core.training import (
     Recipe,
@@ -391,6 +391,39 @@ def test_hidden_state_loss_equals_a_hand_computation():
     assert got.item() == pytest.approx(np.mean(per_layer), rel=1e-6)
     with pytest.raises(ValueError, match="same layers of the same shape"):
         hidden_state_loss([torch.tensor(x) for x in student], [torch.tensor(x) for x in teacher[:2]], torch.tensor(mask))
+
+
+def test_hidden_state_loss_reads_a_narrowed_students_dims_of_the_teacher():
+    rng = np.random.default_rng(5)
+    teacher = [rng.normal(size=(2, 3, 6)) for _ in range(3)]
+    dims = [4, 0, 2]
+    student = [rng.normal(size=(2, 3, 3)) for _ in range(3)]
+    mask = np.array([[1, 0, 1], [1, 1, 1]])
+    real = [(b, t) for b in range(2) for t in range(3) if mask[b, t]]
+    per_layer = [sum(((student[layer][b, t] - teacher[layer][b, t, dims]) ** 2).sum() for b, t in real) / (len(real) * 3)
+                 for layer in (1, 2)]
+    got = hidden_state_loss([torch.tensor(x) for x in student], [torch.tensor(x) for x in teacher], torch.tensor(mask),
+                            teacher_dims=dims)
+    assert got.item() == pytest.approx(np.mean(per_layer), rel=1e-6)
+
+
+@needs_glue
+def test_a_student_with_a_narrowed_stream_distils_layer_by_layer_and_one_without_its_dims_is_refused(
+        tokenizer, sentences):
+    from obce_core.pruning import capture_stream
+    from obce_core.scoring import score_model
+
+    teacher = make_tiny_bert(seed=6, classifier=True)
+    scores = score_model(teacher, tokenizer, sentences)
+    stream = capture_stream(teacher, tokenizer, sentences)
+    student, _ = prune(teacher, scores, PruningPlan(hidden=25, hidden_norm="kept"), hidden_stream=stream)
+    assert student.config.hidden_size < teacher.config.hidden_size
+    recipe = FAST.replace(kd_alpha=1.0, kd_hidden=1.0, max_steps=1, kd_teacher=teacher_fingerprint(teacher))
+    fine_tune(student, tokenizer, "rte", recipe, glue_dir=GLUE_DIR, teacher=teacher)
+    assert student.obce_train_losses[0][1] > 0
+    student.config.hidden_dims = None  # a narrower model that does not say which dims it kept
+    with pytest.raises(ValueError, match="does not record which of the teacher's dims it kept"):
+        fine_tune(student, tokenizer, "rte", recipe, glue_dir=GLUE_DIR, teacher=teacher)
 
 
 def test_hidden_state_loss_is_zero_for_the_teacher_as_student_and_not_for_another(tokenizer, sentences):

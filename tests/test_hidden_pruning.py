@@ -158,6 +158,7 @@ def test_corrected_norms_enter_the_forward(tokenizer, texts, batch):
     sd = pruned.state_dict()
     norms = {name: (sd[name + ".weight"], sd[name + ".bias"]) for name in stream.norm_names}
     kept = np.sort(np.argsort(stream.dim_scores("rf"), kind="stable")[H - pruned.config.hidden_size:])
+    assert pruned.config.hidden_dims == kept.tolist()  # what layer-wise distillation matches to the teacher
     with torch.no_grad():
         got = pruned(**batch).last_hidden_state.double()
     m = batch["attention_mask"].bool()
@@ -187,6 +188,7 @@ def test_classifier_reloads_and_report_counts_parameters(tmp_path, tokenizer, te
     assert torch.equal(hidden(again, batch), want)
     assert torch.equal(hidden(auto, batch), want)
     assert again.config.hidden_size == pruned.config.hidden_size < H
+    assert again.config.hidden_dims == auto.config.hidden_dims == pruned.config.hidden_dims
     assert load_plan(out) == plan
 
 

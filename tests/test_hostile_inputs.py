@@ -538,7 +538,7 @@ def test_also_a_300_character_model_source_is_refused_by_name():
 def test_also_search_names_the_plan_file_it_writes(monkeypatch, capsys, tmp_path):
     import types
 
-    import obce_core.search.cli as search_cli
+    import obce_core.search.task_search as task_search  # the command imports it from there when it runs
 
     class Report(types.SimpleNamespace):
         def __getattr__(self, name):  # the numbers of the summary lines: not what this test reads
@@ -546,7 +546,7 @@ def test_also_search_names_the_plan_file_it_writes(monkeypatch, capsys, tmp_path
 
     report = Report(summary=lambda: "summary", what_was_searched=lambda: "searched", bound_note="",
                     plan=PruningPlan(ffn=10).to_dict(), num_layers=2)
-    monkeypatch.setattr(search_cli, "search_task_model", lambda *a, **k: report)
+    monkeypatch.setattr(task_search, "search_task_model", lambda *a, **k: report)
     assert main(["search", "--model", str(tmp_path), "--task", "sst2", "--out", str(tmp_path / "out")]) == 0
     assert PLAN_FILE == "obce_plan.json"  # what save_pruned writes
     assert capsys.readouterr().out.endswith(f"Saved the pruned model, obce_plan.json and search_report.json to "

@@ -250,6 +250,10 @@ def test_dev_halves_search_on_one_half_and_report_on_the_other(tmp_path, tokeniz
     assert report.search_kind == "dev-halves" and "records no held-out part" in report.search_split
     assert "other half of dev (436 examples" in report.check_split and "half of which" in report.what_was_searched()
     assert report.rows[0]["n_eval"] == 436
+    # the promise is made for the half the search never read, and is wider than the search's own interval
+    assert report.promise["n_target"] == 436 and report.promise["compared"] == len(report.rows) - 1
+    assert report.promise["low"] <= report.search_drop["low"] and report.promise["high"] >= report.search_drop["high"]
+    assert f"should lie between {report.promise['low']:+.2f}" in report.what_was_searched()
     search_half, report_half = dev_halves(glue.load_task("sst2", "validation", GLUE_DIR), 4)
     saved, tok = load_model(str(tmp_path / "out"), device="cpu")
     original, _ = load_model(str(source), device="cpu")

@@ -14,14 +14,22 @@
 - ``cli``: ``python -m obce_core attribution``.
 """
 
-from obce_core.attribution.ablation import ablation_effects, sample_units
-from obce_core.attribution.agreement import (AGREEMENT_COLUMNS, agreement_table, scorer_problems, spearman_interval,
-                                             with_scorers)
-from obce_core.attribution.integrated import IntegratedGradients, integrated_gradients, masked_mean_loss, path_points
-from obce_core.attribution.objective import (MIN_EXAMPLES, SentenceObjective, TaskObjective, check_example_count,
-                                             task_objective)
-from obce_core.attribution.table import (AttributionSettings, default_attribution_dir, read_attribution,
-                                         unit_attribution, write_attribution)
+from obce_core.lazy import lazy_exports
+
+# Each name -> its module, imported on first use (obce_core.lazy): the command line's parser imports
+# obce_core.attribution.cli without loading torch.
+_EXPORTS = {
+    "obce_core.attribution.ablation": ("ablation_effects", "sample_units"),
+    "obce_core.attribution.agreement": ("AGREEMENT_COLUMNS", "agreement_table", "scorer_problems",
+                                        "spearman_interval", "with_scorers"),
+    "obce_core.attribution.integrated": ("IntegratedGradients", "integrated_gradients", "masked_mean_loss",
+                                         "path_points"),
+    "obce_core.attribution.objective": ("MIN_EXAMPLES", "SentenceObjective", "TaskObjective",
+                                        "check_example_count", "task_objective"),
+    "obce_core.attribution.table": ("AttributionSettings", "default_attribution_dir", "read_attribution",
+                                    "unit_attribution", "write_attribution"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "AGREEMENT_COLUMNS",

@@ -12,30 +12,27 @@ one row per unit. It prints completeness, the exact-ablation check and the agree
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from obce_core import glue
-from obce_core.attribution.agreement import agreement_table, scorer_problems, spearman_interval, with_scorers
-from obce_core.attribution.objective import SentenceObjective, check_example_count, task_objective
-from obce_core.attribution.table import AttributionSettings, unit_attribution, write_attribution
+from obce_core.choices import SCORERS
 from obce_core.cli_args import (CliError, add_device_argument, add_model_argument, add_overwrite_argument, int_range,
                                 number_range, progress_bar)
-from obce_core.evidence.embedding import sentence_pooling
-from obce_core.evidence.embedding_cli import has_task_head
-from obce_core.evidence.task_sweep import task_scores
 from obce_core.io import check_output_path, write_text_atomic
-from obce_core.loading import load_model
-from obce_core.pruning.plan import SCORERS
-from obce_core.scoring import score_model
-from obce_core.scoring.texts import resolve_texts
-from obce_core.training.task_models import task_model_info
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The work's imports (torch, pandas) are made in the functions below: `python -m obce_core --help`
+# builds this parser and must not load them.
 
 __all__ = ["add_parser", "run"]
 
 
 def _task_of(args, with_head: bool) -> str | None:
     """The task: --task, else the task model's own (obce_task.json); None for an encoder without --task."""
+    from obce_core import glue
+    from obce_core.training.task_models import task_model_info
+
     if args.task:
         return glue.get_task(args.task).name
     info = task_model_info(args.model) if with_head else None
@@ -46,6 +43,16 @@ def _task_of(args, with_head: bool) -> str | None:
 
 
 def run(args) -> int:
+    from obce_core.attribution.agreement import agreement_table, with_scorers
+    from obce_core.attribution.objective import SentenceObjective, check_example_count, task_objective
+    from obce_core.attribution.table import AttributionSettings, unit_attribution, write_attribution
+    from obce_core.evidence.embedding import sentence_pooling
+    from obce_core.evidence.embedding_cli import has_task_head
+    from obce_core.evidence.task_sweep import task_scores
+    from obce_core.loading import load_model
+    from obce_core.scoring.scores import score_model
+    from obce_core.scoring.texts import resolve_texts
+
     out = check_output_path(args.out, overwrite=args.overwrite)
     csv = check_output_path(args.agreement_csv, overwrite=args.overwrite, flag="--agreement-csv") if args.agreement_csv else None
     check_example_count(args.n, "--n", "attribution")
@@ -86,6 +93,10 @@ def run(args) -> int:
 
 
 def _report(table: pd.DataFrame, agreement: pd.DataFrame, scores) -> None:
+    import pandas as pd
+
+    from obce_core.attribution.agreement import scorer_problems, spearman_interval
+
     a = table.attrs
     print(f"\n{a['objective']}; {a['steps']} points on the mask path (midpoint rule).")
     print(f"Mean loss: every unit kept {a['loss_kept']:.6g}, every unit removed {a['loss_removed']:.6g}; attributions "

@@ -20,12 +20,20 @@
   percentiles (``sweep_encoder``: what ``sweep`` runs for a model without a task head).
 """
 
-from obce_core.evidence.evaluation import EncodedSplit, ScoreInterval, encode_split, evaluate_encoded, predict_logits, score_interval
-from obce_core.evidence.parallel import PlanPool, WorkerError, default_devices
-from obce_core.evidence.sweep import (SWEEP_GROUPS, SWEEP_SCORERS, evaluate_plan, largest_safe_percentile, read_sweep,
-                                     sweep_cache_path, sweep_plan, threshold_sweep)
-from obce_core.evidence.task_sweep import (CALIBRATED_COMPENSATIONS, TaskSweep, score_plan, sweep_summary,
-                                           sweep_task_model, task_model_problem, task_scores, training_texts)
+from obce_core.lazy import lazy_exports
+
+# Each name -> its module, imported on first use (obce_core.lazy): the command line's parser imports
+# obce_core.evidence.cli without loading torch.
+_EXPORTS = {
+    "obce_core.evidence.evaluation": ("EncodedSplit", "ScoreInterval", "encode_split", "evaluate_encoded",
+                                      "predict_logits", "score_interval"),
+    "obce_core.evidence.parallel": ("PlanPool", "WorkerError", "default_devices"),
+    "obce_core.evidence.sweep": ("SWEEP_GROUPS", "SWEEP_SCORERS", "evaluate_plan", "largest_safe_percentile",
+                                 "read_sweep", "sweep_cache_path", "sweep_plan", "threshold_sweep"),
+    "obce_core.evidence.task_sweep": ("CALIBRATED_COMPENSATIONS", "TaskSweep", "score_plan", "sweep_summary",
+                                      "sweep_task_model", "task_model_problem", "task_scores", "training_texts"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "CALIBRATED_COMPENSATIONS",

@@ -11,21 +11,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd
-
+from obce_core.choices import COMPENSATIONS, EMBEDDING_SCORERS, SCORERS, SWEEP_GROUPS, SWEEP_SCORERS
 from obce_core.cli_args import (CliError, add_device_argument, add_overwrite_argument, int_list, int_range, name_list,
                                 number_list, number_range, progress_bar, worker_count)
-from obce_core.evidence.embedding_cli import has_task_head, run_label_free
-from obce_core.evidence.embedding_sweep import EMBEDDING_SCORERS
-from obce_core.evidence.sweep import SWEEP_GROUPS, SWEEP_SCORERS, largest_safe_percentile
-from obce_core.evidence.task_sweep import sweep_summary, sweep_task_model
 from obce_core.io import check_output_path, write_text_atomic
-from obce_core.pruning import COMPENSATIONS, SCORERS
 
 __all__ = ["add_parser", "run"]
 
 
 def run(args) -> int:
+    # The work's imports (torch, pandas) are made here: `python -m obce_core --help` builds the parser
+    # below and must not load them.
+    import pandas as pd
+
+    from obce_core.evidence.embedding_cli import has_task_head, run_label_free
+    from obce_core.evidence.sweep import largest_safe_percentile
+    from obce_core.evidence.task_sweep import sweep_summary, sweep_task_model
+
     csv = check_output_path(args.csv, overwrite=args.overwrite, flag="--csv") if args.csv is not None else None
     bar, progress = progress_bar("sweep", "point")
     if not has_task_head(args.model):  # an encoder: label-free evidence (evidence.embedding_cli)

@@ -13,16 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd
-
+from obce_core.choices import TOKEN_MODES
 from obce_core.cli_args import (CliError, add_device_argument, add_model_argument, add_overwrite_argument, int_range,
                                 name_list, number_list, progress_bar)
-from obce_core.evidence.domain_task import plan_score_by_source
-from obce_core.evidence.evaluation import encode_split
 from obce_core.io import check_output_path, write_text_atomic
-from obce_core.loading import load_model
-from obce_core.pruning import PruningPlan
-from obce_core.pruning.domain import check_distinct_sources, domain_shift, domain_summary, text_source
 
 __all__ = ["add_parser", "run"]
 
@@ -32,6 +26,16 @@ def run(args) -> int:
     if args.source_a.strip() == args.source_b.strip():
         raise CliError(f"--source-a and --source-b are both {args.source_a!r}; the comparison needs texts of another "
                        "kind. Pick another --source-b (demo, glue:TASK or a file).")
+    # The work's imports (torch, pandas) are made here: `python -m obce_core --help` builds the parser
+    # below and must not load them.
+    import pandas as pd
+
+    from obce_core.evidence.domain_task import plan_score_by_source
+    from obce_core.evidence.evaluation import encode_split
+    from obce_core.loading import load_model
+    from obce_core.pruning.domain import check_distinct_sources, domain_shift, domain_summary, text_source
+    from obce_core.pruning.plan import PruningPlan
+
     plan = PruningPlan.from_json(args.plan) if args.plan else PruningPlan(ffn=50)
     texts_a, what_a = text_source(args.source_a, n=args.n, seed=args.seed, glue_dir=args.glue_dir)
     texts_b, what_b = text_source(args.source_b, n=args.n, seed=args.seed, glue_dir=args.glue_dir)
@@ -80,7 +84,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--scorers", type=name_list, default=["rf", "std", "flap"], help="comma-separated (default rf,std,flap)")
     p.add_argument("--percents", type=number_list(0, 100, high_open=True, what="percentiles"), default=[50.0],
                    help="percentiles whose removed sets are compared (default 50)")
-    p.add_argument("--token", default="cls", choices=["cls", "all", "mean"])
+    p.add_argument("--token", default="cls", choices=TOKEN_MODES)
     p.add_argument("--max-length", type=int_range(2), default=128)
     p.add_argument("--glue-dir", help="local GLUE folder; default $OBCE_GLUE_DIR, else the hub")
     p.add_argument("--task", help="the model is a task model for this GLUE task: also print its score under --plan "

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from obce_core.choices import EMBEDDING_SCORERS  # defined without torch for the CLI's parser
 from obce_core.evidence.embedding import (DEFAULT_K, DEFAULT_MAX_LENGTH, SentencePooling, compare_embeddings,
                                           heldout_texts, resolve_max_length, sentence_embeddings, sentence_pooling)
 from obce_core.evidence.pairs import PairsReference, SentencePairs, pairs_name
@@ -40,7 +41,6 @@ __all__ = ["EMBEDDING_SCORERS", "EmbeddingProbe", "EncoderSweep", "LABEL_FREE_CO
            "label_free_texts", "sentences_of", "sweep_encoder"]
 
 # Without labels there is no fisher; magnitude is left out of the default only to keep sweeps short.
-EMBEDDING_SCORERS = ("rf", "std", "random")
 LABEL_FREE_COLUMNS = ("mean_cosine", "min_cosine", "similarity_spearman", "knn_overlap")
 CACHE_FORMAT = 1
 

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
+from obce_core.choices import SWEEP_GROUPS, SWEEP_SCORERS  # defined without torch for the CLI's parser
 from obce_core.evidence.evaluation import EncodedSplit, encode_split, evaluate_encoded
 from obce_core.evidence.parallel import PlanPool
 from obce_core.io import append_json_line, read_json_lines
@@ -36,10 +37,6 @@ from obce_core.validation import check_choice, check_int
 __all__ = ["SWEEP_GROUPS", "SWEEP_SCORERS", "evaluate_plan", "largest_safe_percentile", "read_sweep", "run_sweep_points",
            "sweep_cache_path", "sweep_plan", "sweep_points", "threshold_sweep"]
 
-# "all" prunes every group at the same percentile.
-SWEEP_GROUPS = ("ffn", "v", "qk", "all")
-# The default scorers: rf and the three controls of issue 8; any registered scorer (e.g. flap) may be asked for.
-SWEEP_SCORERS = ("rf", "std", "magnitude", "random")
 DEFAULT_PERCENTILES = tuple(range(0, 100, 10))
 CACHE_FORMAT = 1
 

@@ -23,7 +23,9 @@ stream onto heads of their own size), so a narrowed config must give ``qk_head_s
 ``v_head_sizes`` and ``attention_scale_head_size`` explicitly, and then ``hidden_size`` need not
 be a multiple of the head count. ``pooler_size`` is the width of BERT's pooler output (what a
 "cls" classifier reads); ``None`` means ``hidden_size``. Hidden-dim pruning keeps the original
-pooler width: the pooler's outputs are not the stream.
+pooler width: the pooler's outputs are not the stream. ``hidden_dims`` lists, in order, which dims
+of the unnarrowed stream the narrowed one kept (``None``: not narrowed), so layer-wise distillation
+compares each kept dim with the same dim of the teacher.
 
 ``classifier_pooling`` says what the sequence classifier reads: ``"cls"`` (BERT's pooler, a dense
 layer + tanh on the [CLS] state) or ``"mean"`` (the mean of the last hidden states over the real
@@ -36,11 +38,11 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import BertConfig
 
+from obce_core.choices import CLASSIFIER_POOLINGS  # defined without transformers for the CLI's parser
 from obce_core.validation import check_choice, check_int, invalid
 
 __all__ = ["CLASSIFIER_POOLINGS", "ObceBertConfig", "layer_sizes"]
 
-CLASSIFIER_POOLINGS = ("cls", "mean")
 _SIZE_LISTS = ("qk_head_sizes", "v_head_sizes", "intermediate_sizes")
 
 
@@ -56,6 +58,7 @@ class ObceBertConfig(BertConfig):
     attention_scale_head_size: int | None = None
     pooler_size: int | None = None
     classifier_pooling: str = "cls"
+    hidden_dims: list[int] | None = None
 
     def __post_init__(self, **kwargs):
         # A BertConfig's to_dict() carries model_type="bert"; it must not shadow ours.
@@ -78,6 +81,12 @@ class ObceBertConfig(BertConfig):
                   fix="It is the pooler's output width; None means hidden_size.")
         if self.attention_scale_head_size is None:
             self.attention_scale_head_size = self.hidden_size // self.num_attention_heads
+        dims = self.hidden_dims
+        if dims is not None and (len(dims) != self.hidden_size or len(set(dims)) != len(dims) or any(
+                isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in dims)):
+            raise invalid("hidden_dims", owner, f"{self.hidden_size} distinct dims >= 0 (one per kept stream dim)",
+                          dims, "It lists which dims of the teacher's stream a narrowed stream kept; None if none "
+                                "were removed.")
         check_int(self.attention_scale_head_size, "attention_scale_head_size", owner, low=1,
                   fix="It is the original head size, e.g. 32 for all-MiniLM-L6-v2, 64 for BERT-base.")
         check_choice(self.classifier_pooling, "classifier_pooling", owner, CLASSIFIER_POOLINGS,

@@ -32,30 +32,27 @@ The steps are separate so a dashboard can move a slider without touching the mod
 - ``cache``: caches kept on the model or scores object they describe.
 """
 
-from obce_core.pruning.calibration import DEFAULT_LSQ_DAMPINGS, Calibration, capture_calibration
-from obce_core.pruning.compensation import (
-    AUTO_CANDIDATES,
-    COMPENSATION_ALIASES,
-    COMPENSATIONS,
-    CompensationWarning,
-    LayerCompensation,
-)
-from obce_core.pruning.fisher import FISHER_COLUMN, add_fisher, fisher_fingerprint, fisher_information
-from obce_core.pruning.files import PLAN_FILE, REPORT_FILE, is_obce_saved, load_plan, save_pruned
-from obce_core.layout import GROUPS, layer_shapes
-from obce_core.pruning.importance import (
-    IMPORTANCES,
-    Importance,
-    UnitScores,
-    make_importance,
-    register_importance,
-)
-from obce_core.pruning.plan import SCORERS, PruningPlan, n_removed
-from obce_core.pruning.report import DEFAULT_FLOPS_SEQ_LEN, PruningReport, build_report
-from obce_core.pruning.selection import PruningSelection, select_units
-from obce_core.pruning.hidden_stream import HIDDEN_NORMS, HIDDEN_SCORERS, HiddenStream, capture_stream
-from obce_core.pruning.stability import ranking_stability
-from obce_core.pruning.surgery import prune
+from obce_core.lazy import lazy_exports
+
+# Each name -> its module, imported on first use (obce_core.lazy): the command line's parser imports
+# obce_core.pruning.cli without loading torch.
+_EXPORTS = {
+    "obce_core.pruning.calibration": ("DEFAULT_LSQ_DAMPINGS", "Calibration", "capture_calibration"),
+    "obce_core.pruning.compensation": ("AUTO_CANDIDATES", "COMPENSATION_ALIASES", "COMPENSATIONS",
+                                       "CompensationWarning", "LayerCompensation"),
+    "obce_core.pruning.fisher": ("FISHER_COLUMN", "add_fisher", "fisher_fingerprint", "fisher_information"),
+    "obce_core.pruning.files": ("PLAN_FILE", "REPORT_FILE", "is_obce_saved", "load_plan", "save_pruned"),
+    "obce_core.layout": ("GROUPS", "layer_shapes"),
+    "obce_core.pruning.importance": ("IMPORTANCES", "Importance", "UnitScores", "make_importance",
+                                     "register_importance"),
+    "obce_core.pruning.plan": ("SCORERS", "PruningPlan", "n_removed"),
+    "obce_core.pruning.report": ("DEFAULT_FLOPS_SEQ_LEN", "PruningReport", "build_report"),
+    "obce_core.pruning.selection": ("PruningSelection", "select_units"),
+    "obce_core.pruning.hidden_stream": ("HIDDEN_NORMS", "HIDDEN_SCORERS", "HiddenStream", "capture_stream"),
+    "obce_core.pruning.stability": ("ranking_stability",),
+    "obce_core.pruning.surgery": ("prune",),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "AUTO_CANDIDATES",

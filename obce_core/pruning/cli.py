@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from tqdm.auto import tqdm
-
+from obce_core.choices import HIDDEN_NORMS
 from obce_core.cli_args import CliError, int_range, percent
-from obce_core.pruning.domain import text_source
-from obce_core.pruning.hidden_stream import HIDDEN_NORMS, HiddenStream, capture_stream
-from obce_core.pruning.plan import PruningPlan
+
+if TYPE_CHECKING:
+    from obce_core.pruning.hidden_stream import HiddenStream
+    from obce_core.pruning.plan import PruningPlan
 
 __all__ = ["add_hidden_arguments", "hidden_plan", "hidden_stream_for"]
 
@@ -38,6 +39,8 @@ def hidden_plan(plan: PruningPlan, args, *, from_file: bool) -> PruningPlan:
     given = {k: v for k, v in (("hidden", args.hidden), ("hidden_norm", args.hidden_norm)) if v is not None}
     if not given:
         return plan
+    from obce_core.pruning.plan import PruningPlan  # torch: not on the parser's path (obce_core.cli)
+
     if from_file:
         names = ", ".join("--" + k.replace("_", "-") for k in given)
         raise CliError(f"--plan cannot be combined with {names}; put those settings in the plan file.")
@@ -49,6 +52,11 @@ def hidden_stream_for(plan: PruningPlan, model, tokenizer, args) -> HiddenStream
     if not plan.hidden or (plan.scorer == "random" and plan.hidden_norm == "kept"):
         return None
     plan.check_hidden(int(model.config.hidden_size))  # before the capture: it is the plan that is wrong
+    from tqdm.auto import tqdm
+
+    from obce_core.pruning.domain import text_source
+    from obce_core.pruning.hidden_stream import capture_stream
+
     texts, what = text_source(args.hidden_texts, n=args.hidden_n, seed=0)
     print(f"Measuring the residual stream on {len(texts)} texts from {what}", file=sys.stderr)
     with tqdm(total=len(texts), unit="text", desc="stream", file=sys.stderr) as bar:

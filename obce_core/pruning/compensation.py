@@ -56,6 +56,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from obce_core.choices import COMPENSATIONS, SEQUENTIAL_LSQ  # defined without torch for the CLI's parser
 from obce_core.layout import GROUP_COMPONENTS, GROUP_NAMES, READ_GROUPS, encoder_layers, following_norm, reader
 from obce_core.pruning.importance import group_statistic
 
@@ -74,8 +75,6 @@ __all__ = [
     "compensate",
 ]
 
-SEQUENTIAL_LSQ = "sequential-lsq"
-COMPENSATIONS = ("auto", "none", "token-mean", "cls-mean", "cls-mean-std", "lsq", SEQUENTIAL_LSQ)
 # Names of plans written before the compensations said what they compute.
 COMPENSATION_ALIASES = {"mean": "cls-mean", "mean+std": "cls-mean-std"}
 AUTO_CANDIDATES = ("none", "token-mean", "cls-mean", "lsq")

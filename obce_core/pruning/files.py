@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from obce_core.choices import PLAN_FILE  # defined without torch for the CLI's parser
 from obce_core.io import publish_directory
 from obce_core.pruning.plan import PruningPlan
 from obce_core.pruning.report import PruningReport
@@ -23,7 +24,6 @@ from obce_core.sentence_transformers_files import write_sentence_transformers_fi
 
 __all__ = ["PLAN_FILE", "REPORT_FILE", "is_obce_saved", "load_plan", "save_pruned"]
 
-PLAN_FILE = "obce_plan.json"
 REPORT_FILE = "obce_report.json"
 
 

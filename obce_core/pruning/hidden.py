@@ -164,13 +164,16 @@ def narrow_stream(model, cut: HiddenCut):
         state["classifier.weight"] = source["classifier.weight"].index_select(1, idx.to(source["classifier.weight"].device))
 
     cfg = model.config.to_dict()
+    earlier = getattr(model.config, "hidden_dims", None)  # narrowed before: indices into the first stream
+    kept_dims = [int(d) for d in cut.kept] if earlier is None else [int(earlier[d]) for d in cut.kept]
     for key in ("model_type", "architectures", "transformers_version", "qk_head_sizes", "v_head_sizes",
-                "intermediate_sizes", "attention_scale_head_size", "pooler_size", "hidden_size"):
+                "intermediate_sizes", "attention_scale_head_size", "pooler_size", "hidden_size", "hidden_dims"):
         cfg.pop(key, None)
     shapes = layer_shapes(model)
     config = ObceBertConfig(
         **cfg,
         hidden_size=len(cut.kept),
+        hidden_dims=kept_dims,
         qk_head_sizes=[s["qk"] for s in shapes],
         v_head_sizes=[s["v"] for s in shapes],
         intermediate_sizes=[s["ffn"] for s in shapes],

@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from obce_core.choices import HIDDEN_NORMS  # defined without torch for the CLI's parser
 from obce_core.forward import Text, length_sorted_batches, locked_eval, pool, tokenize_texts
 from obce_core.layout import base_model, encoder_layers
 from obce_core.loading import model_fingerprint
@@ -45,7 +46,6 @@ __all__ = ["DEFAULT_STREAM_TOKENS", "HIDDEN_NORMS", "HIDDEN_SCORERS", "STREAM_TO
            "capture_stream", "stream_norms"]
 
 HIDDEN_SCORERS = ("rf", "std", "magnitude", "random")
-HIDDEN_NORMS = ("kept", "std-ratio", "fitted")
 STREAM_TOKENS = ("cls", "mean")
 DEFAULT_STREAM_TOKENS = 4096
 _OWNER = "capture_stream"

@@ -34,6 +34,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from obce_core.choices import SCORERS  # IMPORTANCES' names, defined without torch for the CLI's parser
 from obce_core.io import JsonDataclass
 from obce_core.layout import GROUP_NAMES, GROUPS
 from obce_core.pruning.compensation import COMPENSATION_ALIASES, COMPENSATIONS
@@ -43,7 +44,6 @@ from obce_core.validation import check_choice, check_int, check_number, invalid
 
 __all__ = ["COMPENSATIONS", "GROUPS", "MIN_HIDDEN_KEPT", "SCORERS", "PruningPlan", "hidden_kept_count", "n_removed"]
 
-SCORERS = tuple(IMPORTANCES)
 _OWNER = "PruningPlan"
 MIN_HIDDEN_KEPT = 2
 

@@ -34,6 +34,7 @@ from obce_core.forward import (
     tokenize_texts,
     truncate_text,
 )
+from obce_core.choices import TOKEN_MODES  # defined without torch for the CLI's parser
 from obce_core.layout import COMPONENTS, PRUNABLE_COMPONENTS, base_model, component_modules, encoder_layers
 from obce_core.validation import check_choice, check_int, check_number
 
@@ -56,7 +57,6 @@ __all__ = [
     "truncate_text",
 ]
 
-TOKEN_MODES = ("cls", "all", "mean")
 DEFAULT_MEMORY_BUDGET_GB = 4.0
 
 

@@ -14,13 +14,20 @@
   ``search`` command and the dashboard's search job run.
 """
 
-from obce_core.search.algorithm import DEFAULT_LEVELS, SearchResult, SearchSettings, best_row, search_plan
-from obce_core.search.measure import measure_plan, task_loss, task_metrics
-from obce_core.search.cost import COST_LABELS, COSTS, PlanCost, measure_latency_table
-from obce_core.search.bound import DEFAULT_CONFIDENCE, PairedBootstrap, PairedDrop
-from obce_core.search.report import SEARCH_REPORT_FILE, SearchReport, read_search_report
-from obce_core.search.splits import SEARCH_SPLIT_LABELS, SEARCH_SPLITS, choose_search_data, read_search_data
-from obce_core.search.task_search import search_task_model
+from obce_core.lazy import lazy_exports
+
+# Each name -> its module, imported on first use (obce_core.lazy): the command line's parser imports
+# obce_core.search.cli without loading torch.
+_EXPORTS = {
+    "obce_core.search.algorithm": ("DEFAULT_LEVELS", "SearchResult", "SearchSettings", "best_row", "search_plan"),
+    "obce_core.search.measure": ("measure_plan", "task_loss", "task_metrics"),
+    "obce_core.search.cost": ("COST_LABELS", "COSTS", "PlanCost", "measure_latency_table"),
+    "obce_core.search.bound": ("DEFAULT_CONFIDENCE", "PairedBootstrap", "PairedDrop"),
+    "obce_core.search.report": ("SEARCH_REPORT_FILE", "SearchReport", "read_search_report"),
+    "obce_core.search.splits": ("SEARCH_SPLIT_LABELS", "SEARCH_SPLITS", "choose_search_data", "read_search_data"),
+    "obce_core.search.task_search": ("search_task_model",),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "COSTS",

@@ -40,6 +40,7 @@ from typing import Callable
 
 import numpy as np
 
+from obce_core.choices import DEFAULT_LEVELS  # defined without torch for the CLI's parser
 from obce_core.evidence.evaluation import EncodedSplit
 from obce_core.io import JsonDataclass, append_json_line, read_json_lines
 from obce_core.layout import GROUPS
@@ -54,7 +55,6 @@ from obce_core.validation import check_choice, check_int, check_number, invalid
 
 __all__ = ["DEFAULT_LEVELS", "SearchResult", "SearchSettings", "best_row", "search_plan"]
 
-DEFAULT_LEVELS = tuple(float(p) for p in range(0, 100, 10))
 Coord = tuple[int, str]
 _CHUNK = 8  # independent plans handed to the evaluator at once (one per worker, when there are workers)
 

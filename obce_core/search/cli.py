@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
+from obce_core.choices import (COMPENSATIONS, COSTS, DEFAULT_CONFIDENCE, DEFAULT_LEVELS, GROUPS, MIN_SEARCH_ROWS,
+                               PLAN_FILE, SCORERS, SEARCH_REPORT_FILE, SEARCH_SPLITS)
 from obce_core.cli_args import (add_device_argument, add_overwrite_argument, int_range, name_list, number_list,
                                 number_range, progress_bar, worker_count)
-from obce_core.layout import GROUPS
-from obce_core.pruning import COMPENSATIONS, PLAN_FILE, SCORERS, PruningPlan
-from obce_core.search.algorithm import DEFAULT_LEVELS, SearchSettings
-from obce_core.search.cost import COSTS
-from obce_core.search.bound import DEFAULT_CONFIDENCE
-from obce_core.search.report import SEARCH_REPORT_FILE
-from obce_core.search.splits import MIN_SEARCH_ROWS, SEARCH_SPLITS
-from obce_core.search.task_search import search_task_model
 
 __all__ = ["add_parser", "run"]
 
 
 def run(args) -> int:
+    # The work's imports (torch, pandas) are made here: `python -m obce_core --help` builds the parser
+    # below and must not load them.
+    import pandas as pd
+
+    from obce_core.pruning.plan import PruningPlan
+    from obce_core.search.algorithm import SearchSettings
+    from obce_core.search.task_search import search_task_model
+
     settings = SearchSettings(tolerance=args.tolerance, cost=args.cost, scorer=args.scorer, seed=args.seed,
                               compensation=args.compensation, groups=args.groups, levels=args.levels,
                               skip_layers=args.skip_layers, time_budget_s=args.time_budget,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from obce_core.choices import COSTS  # defined without torch for the CLI's parser
 from obce_core.layout import GROUPS, layer_shapes
 from obce_core.pruning.plan import PruningPlan, n_removed
 from obce_core.pruning.report import DEFAULT_FLOPS_SEQ_LEN, layer_macs, layer_params
@@ -26,7 +27,6 @@ from obce_core.validation import check_choice
 
 __all__ = ["COSTS", "COST_LABELS", "PlanCost", "measure_latency_table"]
 
-COSTS = ("flops", "params", "latency")
 COST_LABELS = {"flops": "encoder FLOPs per token (estimate)", "params": "encoder parameters",
                "latency": "latency per batch (estimate from measurements)"}
 

@@ -14,12 +14,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from obce_core.choices import SEARCH_REPORT_FILE  # defined without torch for the CLI's parser
 from obce_core.io import JsonDataclass
 from obce_core.search.algorithm import SearchSettings
+from obce_core.search.bound import promised_interval
 
-__all__ = ["SEARCH_REPORT_FILE", "SearchReport", "bound_note", "read_search_report"]
+__all__ = ["SEARCH_REPORT_FILE", "SearchReport", "bound_note", "compared_plans", "promise_of", "read_search_report"]
 
-SEARCH_REPORT_FILE = "search_report.json"
 
 
 @dataclass
@@ -30,8 +31,9 @@ class SearchReport(JsonDataclass):
     split, read after the search (with dev halves, half of it was the search's); ``check_*``: the
     dev half the search never read (dev halves only). ``*_drop``: ``PairedDrop`` dicts (points;
     ``search_drop`` at the search's confidence, ``dev_drop``/``check_drop`` with their 95 %
-    intervals); ``bound_note``: ``bound_note``'s sentence, or ''. ``rows``: every plan the search
-    evaluated (phase, plan, metrics, paired drop, cost), in order."""
+    intervals); ``bound_note``: ``bound_note``'s sentence, or ''. ``promise``: where the plan's drop
+    on fresh examples should fall (``promise_of``; ``bound.promised_interval``'s dict). ``rows``:
+    every plan the search evaluated (phase, plan, metrics, paired drop, cost), in order."""
 
     _json_name = "search report"
 
@@ -67,6 +69,7 @@ class SearchReport(JsonDataclass):
     check_found: dict | None = None
     check_drop: dict | None = None
     bound_note: str = ""
+    promise: dict | None = None
 
     def __post_init__(self):
         if isinstance(self.settings, dict):
@@ -90,10 +93,15 @@ class SearchReport(JsonDataclass):
         if self.check_found is not None and self.check_drop is not None:
             check = (f"; the dev half the search never read {100 * self.check_found['main_score']:.2f} vs "
                      f"{100 * self.check_original['main_score']:.2f} (drop {self.check_drop['drop']:+.2f})")
+        promise = ""
+        if self.promise is not None:
+            promise = (f"; promised beforehand: {self.promise['low']:+.2f} to {self.promise['high']:+.2f} on "
+                       f"{self.promise['n_target']:,} fresh examples")
         return (f"{self.task}: {100 * self.cost_removed:.1f} % of {self.cost_label} removed; search split "
                 f"{100 * self.search_found['main_score']:.2f} vs {100 * self.search_original['main_score']:.2f}{bound}, "
                 f"dev {100 * self.dev_found['main_score']:.2f} vs {100 * self.dev_original['main_score']:.2f} (drop "
-                f"{points:+.2f} points{interval}){check}; {len(self.rows)} plans evaluated in {self.seconds_search:.0f} s")
+                f"{points:+.2f} points{interval}){promise}{check}; {len(self.rows)} plans evaluated in "
+                f"{self.seconds_search:.0f} s")
 
     def what_was_searched(self) -> str:
         """In words: the examples the tolerance was judged on, and those that report the plan."""
@@ -104,11 +112,25 @@ class SearchReport(JsonDataclass):
         if self.check_split:
             reported = f"{self.check_split} and on the whole dev split (half of which the search read)"
         checked = self.check_split or "the dev split"
-        compared = sum(1 for r in self.rows if r.get("phase") not in ("original", "sensitivity"))
-        return (f"The tolerance was judged on {self.search_split}, at {self.settings.confidence:g} % confidence; "
-                f"the plan is reported on {reported}. The bound holds for one plan fixed in advance: the search "
-                f"compared {compared} plans on the same examples and kept the best, so the drop it measured there is "
-                f"optimistic; {checked} is the honest check.")
+        words = (f"The tolerance was judged on {self.search_split}, at {self.settings.confidence:g} % confidence; "
+                 f"the plan is reported on {reported}. The bound holds for one plan fixed in advance: the search "
+                 f"compared {compared_plans(self.rows)} plans on the same examples and kept the best, so the drop it "
+                 f"measured there is optimistic; {checked} is the honest check.")
+        if self.promise is not None:
+            p = self.promise
+            words += (f" Allowing for that choice and for the noise of {p['n_target']:,} fresh examples, their drop "
+                      f"should lie between {p['low']:+.2f} and {p['high']:+.2f} points ({p['level']:g} %, an estimate).")
+        return words
+
+
+def compared_plans(rows: list[dict]) -> int:
+    """How many plans a search judged on its examples (its sensitivity probes and the original aside)."""
+    return max(1, sum(1 for r in rows if r.get("phase") not in ("original", "sensitivity")))
+
+
+def promise_of(search_drop: dict, rows: list[dict], n_target: int) -> dict:
+    """The search's promise for the kept plan on ``n_target`` fresh examples (``bound.promised_interval``)."""
+    return promised_interval(search_drop, compared_plans(rows), n_target)
 
 
 def bound_note(rows: list[dict], tolerance: float, confidence: float, n: int) -> str:

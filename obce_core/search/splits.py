@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from obce_core import glue
+from obce_core.choices import MIN_SEARCH_ROWS, SEARCH_SPLITS  # defined without numpy for the CLI's parser
 from obce_core.delimited import DELIMITED_SUFFIXES, delimited_rows
 from obce_core.glue.data import _features, _parse_label
 from obce_core.training.held_out import rows_sha256
@@ -35,13 +36,11 @@ from obce_core.validation import check_choice, check_int
 __all__ = ["HELD_OUT_PREDICTS_DEV", "MIN_SEARCH_ROWS", "SEARCH_SPLITS", "SEARCH_SPLIT_LABELS", "SearchData",
            "choose_search_data", "dev_halves", "read_search_data", "resolve_split"]
 
-SEARCH_SPLITS = ("auto", "held-out", "dev-halves")
 SEARCH_SPLIT_LABELS = {
     "auto": "automatic (the held-out part where it predicts dev, else dev halves)",
     "held-out": "the held-out part of the training split",
     "dev-halves": "one half of dev (the other half reports)",
 }
-MIN_SEARCH_ROWS = 200  # fewer examples measure a drop to no better than about +-2 points
 
 # Whether a drop on the held-out part of the training split predicts the drop on dev, per task,
 # as measured on the CPU task models (benchmarks/held_out_vs_dev.py; benchmarks/RESULTS.md, "Plan

@@ -37,7 +37,7 @@ from obce_core.pruning.surgery import prune
 from obce_core.scoring import default_cache_dir
 from obce_core.search.algorithm import SearchSettings, search_plan
 from obce_core.search.bound import PairedBootstrap, predictions_of
-from obce_core.search.report import SEARCH_REPORT_FILE, SearchReport, bound_note, read_search_report
+from obce_core.search.report import SEARCH_REPORT_FILE, SearchReport, bound_note, promise_of, read_search_report
 from obce_core.search.splits import choose_search_data
 from obce_core.search.measure import task_metrics
 from obce_core.search.cost import COST_LABELS, PlanCost, measure_latency_table
@@ -165,6 +165,8 @@ def search_task_model(model_source: str, task: str, out: str | os.PathLike, sett
     if settings.cost == "latency":
         latency = (measure_latency(model, tokenizer, latency_texts, max_length=max_length),
                    measure_latency(pruned, tokenizer, latency_texts, max_length=max_length))
+    search_drop = _drop_of(result.best, settings.confidence, search.n)
+    fresh = check[2] if check[2] is not None else dev_drop  # the split that reports the plan unseen
     report = SearchReport(
         task=spec.name, model=str(model_source), num_layers=len(cost.shapes), settings=settings, search_split=data.words,
         sensitivity_split=f"{sensitivity.n:,} of the search examples (seed {search_seed + 1})",
@@ -175,7 +177,7 @@ def search_task_model(model_source: str, task: str, out: str | os.PathLike, sett
         dev_found=dev_found, seconds_search=result.seconds, seconds_total=0.0, stopped=result.stopped,
         plan=result.plan.to_dict(), rows=result.rows, latency_ms_before=latency[0], latency_ms_after=latency[1],
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), search_kind=data.kind,
-        search_drop=_drop_of(result.best, settings.confidence, search.n), dev_drop=dev_drop.to_dict(),
+        search_drop=search_drop, dev_drop=dev_drop.to_dict(), promise=promise_of(search_drop, result.rows, fresh.n),
         check_split=data.check_words, check_original=check[0], check_found=check[1],
         check_drop=None if check[2] is None else check[2].to_dict(),
         bound_note=bound_note(result.rows, settings.tolerance, settings.confidence, search.n))

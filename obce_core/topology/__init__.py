@@ -9,10 +9,18 @@
 - ``cli``: the ``python -m obce_core layers`` subcommand.
 """
 
-from obce_core.topology.clouds import POOLINGS, layer_clouds, layer_name, seeded_subsample
-from obce_core.topology.diagrams import DEFAULT_MAX_POINTS, LayerDiagrams, layer_diagrams
-from obce_core.topology.distances import bottleneck, comparison_table, consecutive_table
-from obce_core.topology.rips import METRICS, distance_matrix, enclosing_radius, rips_diagram, rips_diagram_from_distances
+from obce_core.lazy import lazy_exports
+
+# Each name -> its module, imported on first use (obce_core.lazy): the command line's parser imports
+# obce_core.topology.cli without loading torch.
+_EXPORTS = {
+    "obce_core.topology.clouds": ("POOLINGS", "layer_clouds", "layer_name", "seeded_subsample"),
+    "obce_core.topology.diagrams": ("DEFAULT_MAX_POINTS", "LayerDiagrams", "layer_diagrams"),
+    "obce_core.topology.distances": ("bottleneck", "comparison_table", "consecutive_table"),
+    "obce_core.topology.rips": ("METRICS", "distance_matrix", "enclosing_radius", "rips_diagram",
+                                "rips_diagram_from_distances"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "DEFAULT_MAX_POINTS",

@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd
-from tqdm.auto import tqdm
-
+from obce_core.choices import DEFAULT_MAX_POINTS, POOLINGS, RIPS_MAX_DIMENSIONS, RIPS_MEMORY_BUDGET_GB, RIPS_METRICS
 from obce_core.cli_args import (
     add_device_argument,
     add_model_argument,
@@ -24,12 +22,9 @@ from obce_core.cli_args import (
     number_range,
 )
 from obce_core.io import check_output_path
-from obce_core.loading import load_model
-from obce_core.scoring.texts import resolve_texts
-from obce_core.topology.clouds import POOLINGS
-from obce_core.topology.diagrams import DEFAULT_MAX_POINTS, layer_diagrams
-from obce_core.topology.distances import comparison_table
-from obce_core.topology.rips import DEFAULT_MEMORY_BUDGET_GB, MAX_DIMENSIONS, METRICS
+
+# The work's imports (torch, gudhi, pandas) are made in the functions below: `python -m obce_core --help`
+# builds this parser and must not load them.
 
 __all__ = ["add_parser", "run"]
 
@@ -44,14 +39,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_model_argument(p)
     add_texts_arguments(p)
     p.add_argument("--pooling", default="cls", choices=POOLINGS, help="[CLS] token or mean over tokens (default cls)")
-    p.add_argument("--metric", default="euclidean", choices=METRICS)
-    p.add_argument("--max-dimension", type=int, default=1, choices=MAX_DIMENSIONS, help="0: H0 only; 1: H0 and H1 (default)")
+    p.add_argument("--metric", default="euclidean", choices=RIPS_METRICS)
+    p.add_argument("--max-dimension", type=int, default=1, choices=RIPS_MAX_DIMENSIONS, help="0: H0 only; 1: H0 and H1 (default)")
     p.add_argument("--max-points", type=int_range(2), default=DEFAULT_MAX_POINTS,
                    help=f"at most this many texts per diagram, a subsample drawn with --seed (default {DEFAULT_MAX_POINTS})")
     p.add_argument("--layers", type=int_list(0, what="hidden-state indices"),
                    help="hidden-state indices, e.g. 0,3,6 (default: all); checked against the model before any run")
     p.add_argument("--max-length", type=int_range(2), default=128)
-    p.add_argument("--memory-budget-gb", type=number_range(0, low_open=True), default=DEFAULT_MEMORY_BUDGET_GB)
+    p.add_argument("--memory-budget-gb", type=number_range(0, low_open=True), default=RIPS_MEMORY_BUDGET_GB)
     p.add_argument("--pruned", type=model_directory,
                    help="a pruned model directory (from `prune --out`): compare its diagrams per layer")
     add_device_argument(p)
@@ -62,6 +57,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _diagrams(model, tokenizer, texts, args, what: str):
+    from tqdm.auto import tqdm
+
+    from obce_core.topology.diagrams import layer_diagrams
+
     bar = tqdm(total=1, desc=what, file=sys.stderr, leave=False)
 
     def progress(done, total, message):
@@ -79,6 +78,12 @@ def _diagrams(model, tokenizer, texts, args, what: str):
 
 
 def run(args) -> int:
+    import pandas as pd
+
+    from obce_core.loading import load_model
+    from obce_core.scoring.texts import resolve_texts
+    from obce_core.topology.distances import comparison_table
+
     out = check_output_path(args.out, overwrite=args.overwrite) if args.out is not None else None
     texts, source = resolve_texts(args.texts, args.task, args.split, args.glue_dir, args.n, args.seed)
     model, tokenizer = load_model(args.model, device=args.device)

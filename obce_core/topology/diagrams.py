@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from obce_core.choices import DEFAULT_MAX_POINTS  # defined without torch for the CLI's parser
 from obce_core.io import atomic_path, load_json
 from obce_core.persistence import merge_events
 from obce_core.scoring import MemoryBudgetError
@@ -41,7 +42,6 @@ from obce_core.validation import check_choice, check_int, check_number
 
 __all__ = ["DEFAULT_MAX_POINTS", "LayerDiagrams", "layer_diagrams"]
 
-DEFAULT_MAX_POINTS = 256
 
 
 @dataclass

@@ -28,6 +28,10 @@ import numpy as np
 from gudhi.sklearn.rips_persistence import RipsPersistence
 from scipy.spatial.distance import pdist, squareform
 
+# defined without gudhi or torch for the CLI's parser
+from obce_core.choices import RIPS_MAX_DIMENSIONS as MAX_DIMENSIONS
+from obce_core.choices import RIPS_MEMORY_BUDGET_GB as DEFAULT_MEMORY_BUDGET_GB
+from obce_core.choices import RIPS_METRICS as METRICS
 from obce_core.scoring import MemoryBudgetError
 from obce_core.validation import check_choice, check_number
 
@@ -42,9 +46,6 @@ __all__ = [
     "rips_diagram_from_distances",
 ]
 
-METRICS = ("euclidean", "cosine")
-MAX_DIMENSIONS = (0, 1)
-DEFAULT_MEMORY_BUDGET_GB = 2.0
 # What one simplex costs in a gudhi simplex tree with its persistence computed, with margin:
 # measured about 60 bytes (1.3 M simplices), 90 per edge of a bare 1-skeleton (the H0 step).
 BYTES_PER_SIMPLEX = 128

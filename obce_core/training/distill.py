@@ -42,6 +42,7 @@ __all__ = [
     "load_teacher",
     "make_distill_trainer",
     "run_teacher_id",
+    "stream_dims",
     "teacher_fingerprint",
 ]
 
@@ -85,21 +86,28 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     return alpha * soft + (1.0 - alpha) * hard
 
 
-def hidden_state_loss(student_hidden, teacher_hidden, attention_mask: torch.Tensor) -> torch.Tensor:
+def hidden_state_loss(student_hidden, teacher_hidden, attention_mask: torch.Tensor,
+                      teacher_dims=None) -> torch.Tensor:
     """Mean over encoder layers of the mean squared difference of their hidden states at real tokens.
 
     ``student_hidden``/``teacher_hidden``: what a BERT forward pass with ``output_hidden_states=True``
     returns (the embeddings, then one ``(batch, tokens, hidden)`` tensor per layer); the embeddings
     are left out. For layer ``l``: ``sum over real tokens of ||s_l - t_l||^2 / (real tokens x hidden)``
     (``attention_mask`` 1 at real tokens). Computed in float32; the teacher's side carries no gradient.
+    ``teacher_dims``: for a student whose stream was narrowed (``ObceBertConfig.hidden_dims``), the
+    teacher's dims its kept dims are, in order: the teacher's states are read at those dims only.
     """
     student, teacher = list(student_hidden)[1:], list(teacher_hidden)[1:]
+    if teacher_dims is not None:
+        index = torch.as_tensor(list(teacher_dims), dtype=torch.long, device=teacher[0].device)
+        teacher = [t.index_select(-1, index) for t in teacher]
     shapes = [tuple(t.shape) for t in student], [tuple(t.shape) for t in teacher]
     if not student or shapes[0] != shapes[1]:
         raise ValueError(
             f"hidden_state_loss needs the same layers of the same shape from student and teacher; got "
             f"{len(student)} layer(s) {shapes[0][:1]} and {len(teacher)} {shapes[1][:1]}. Distil a model pruned from "
-            "this teacher (obce's pruning keeps the layer count and hidden size), or set Recipe.kd_hidden=0.")
+            "this teacher (obce's pruning keeps the layer count, and a narrowed stream records its dims), or set "
+            "Recipe.kd_hidden=0.")
     mask = attention_mask.to(student[0].device).float().unsqueeze(-1)
     denominator = mask.sum() * student[0].shape[-1]
     losses = [(((s.float() - t.detach().float()) ** 2) * mask).sum() / denominator for s, t in zip(student, teacher)]
@@ -219,6 +227,8 @@ def check_distillation(teacher, student, spec: glue.GlueTask, recipe) -> None:
     if t_cfg.vocab_size != s_cfg.vocab_size:
         raise ValueError(f"Teacher vocabulary {t_cfg.vocab_size} and student vocabulary {s_cfg.vocab_size} differ; "
                          "distil a model pruned from (or fine-tuned from) the teacher's own encoder.")
+    if recipe.kd_hidden:
+        stream_dims(student, teacher)  # the layers must be comparable before any step
     longest = min(recipe.max_length, getattr(s_cfg, "max_position_embeddings", recipe.max_length))
     if getattr(t_cfg, "max_position_embeddings", longest) < longest:
         raise ValueError(f"The teacher reads at most {t_cfg.max_position_embeddings} tokens but the recipe trains on "
@@ -228,6 +238,20 @@ def check_distillation(teacher, student, spec: glue.GlueTask, recipe) -> None:
 # ---------------------------------------------------------------------------------------------
 # Training with a teacher
 # ---------------------------------------------------------------------------------------------
+def stream_dims(student, teacher) -> list[int] | None:
+    """The teacher's stream dims the student's stream matches, in order (``hidden_state_loss``'s
+    ``teacher_dims``): None where the two are as wide; a narrowed student's ``hidden_dims``."""
+    width, teacher_width = int(student.config.hidden_size), int(teacher.config.hidden_size)
+    if width == teacher_width:
+        return None
+    dims = getattr(student.config, "hidden_dims", None)
+    if dims is None or max(dims) >= teacher_width:
+        raise ValueError(f"The student's stream is {width} wide and the teacher's {teacher_width}, and the student does "
+                         "not record which of the teacher's dims it kept (config hidden_dims), so their layers cannot "
+                         "be compared. Distil a model narrowed from this teacher by obce, or set Recipe.kd_hidden=0.")
+    return list(dims)
+
+
 def _teacher_outputs(teacher, inputs: dict, device: torch.device, hidden: bool = False):
     """The teacher's ``(logits, hidden states or None)`` for one batch, as ordinary tensors on ``device``.
 
@@ -268,7 +292,7 @@ def make_distill_trainer(teacher, *, temperature: float, alpha: float, hidden_we
             loss = kd_loss(outputs.logits, logits, labels, temperature=temperature, alpha=alpha)
             if hidden:
                 loss = loss + hidden_weight * hidden_state_loss(outputs.hidden_states, states,
-                                                                features["attention_mask"])
+                                                                features["attention_mask"], stream_dims(model, teacher))
             return (loss, SequenceClassifierOutput(logits=outputs.logits)) if return_outputs else loss
 
     return DistillTrainer(**trainer_kwargs)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import set_seed
 
+from obce_core.choices import PROTOCOLS  # defined without torch for the CLI's parser
 from obce_core import glue
 from obce_core.io import JsonDataclass
 from obce_core.loading import load_model, model_fingerprint
@@ -56,7 +57,6 @@ __all__ = [
 ]
 
 # How a run's model was obtained; part of every result's key.
-PROTOCOLS = ("paper", "finetuned")
 RECOVER_PROTOCOL = "finetuned-recover"
 
 

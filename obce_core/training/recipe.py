@@ -32,7 +32,9 @@ from typing import Any
 
 from obce_core import glue
 from obce_core.io import JsonDataclass
-from obce_core.obce_bert.configuration_obce_bert import CLASSIFIER_POOLINGS
+# The names a user picks (CPU_PRESET, RECOVERY_PRESET, PRESET_CHOICES: CPU_PRESET, RECIPE_PRESETS' keys,
+# RECOVERY_PRESET) are defined without torch for the CLI's parser.
+from obce_core.choices import CLASSIFIER_POOLINGS, CPU_PRESET, PRECISIONS, PRESET_CHOICES, RECOVERY_PRESET
 from obce_core.training.held_out import held_out_size
 from obce_core.validation import check_choice, check_int, check_number, invalid
 
@@ -56,9 +58,6 @@ __all__ = [
     "subset_note",
 ]
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-# The alias for "the CPU preset of the task at hand" (cpu-sst2 for sst2, ...).
-CPU_PRESET = "cpu"
 # The CPU preset of tasks without their own; sized per task (generic_cpu_sizing).
 GENERIC_CPU_PRESET = "cpu-generic"
 # cpu-generic's training budget: the ESTIMATED fine-tune time; the rest of 15 minutes is left for
@@ -100,15 +99,12 @@ RECIPE_PRESETS: dict[str, dict[str, Any]] = {
 # the teacher's logits (weight 0.7) and every layer's hidden states (MSE, weight 1), early stopping on
 # the held-out reserve after 3 evaluations without gain, and an estimated training time of at most 10
 # minutes (the teacher's forward pass counted as RECOVERY_TEACHER_COST of a student step).
-RECOVERY_PRESET = "recover"
 RECOVERY_LR_SHARE = 0.3
 RECOVERY_KD = {"kd_alpha": 0.7, "kd_temperature": 2.0, "kd_hidden": 1.0, "early_stopping_patience": 3,
                "warmup_ratio": 0.1}
 RECOVERY_BUDGET_S = 10 * 60
 RECOVERY_TEACHER_COST = 0.35
 RECOVERY_EVALUATIONS = 8
-# Every name a user may give where the task is known (the CLI's --recipe, the dashboard).
-PRESET_CHOICES = (CPU_PRESET, *RECIPE_PRESETS, RECOVERY_PRESET)
 # One line per name, for menus and help texts.
 PRESET_DESCRIPTIONS: dict[str, str] = {
     CPU_PRESET: "the task's CPU preset (minutes on a 2-core CPU for all-MiniLM-L6-v2)",
