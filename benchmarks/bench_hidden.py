@@ -112,8 +112,7 @@ def table(a) -> None:
              "ranked over the stream's coordinates (`hidden_stream.dim_scores`); `kept` normalises each LayerNorm "
              "over the kept dims, `std-ratio` rescales it by the mean std(kept)/std(full) of the calibration tokens, "
              "`fitted` fits a scale and per-dim shift to the original LayerNorm's outputs. FFN/attention plans: rf, "
-             "`auto` compensation on the same training texts. Not measured: the same after the task's recovery "
-             "(fine-tuning each pruned model costs 10-15 min per plan on this CPU).", ""]
+             "`auto` compensation on the same training texts. After the task's recovery: the last table below.", ""]
     for task, of in rows.groupby("task", sort=False):
         original = of[of["family"] == "original"].iloc[0]
         lines += [f"**{task}** (original {100 * original['score']:.2f} [{100 * original['low']:.2f}, "

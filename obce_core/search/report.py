@@ -22,7 +22,6 @@ from obce_core.search.bound import promised_interval
 __all__ = ["SEARCH_REPORT_FILE", "SearchReport", "bound_note", "compared_plans", "promise_of", "read_search_report"]
 
 
-
 @dataclass
 class SearchReport(JsonDataclass):
     """What a search found and how. ``search_*``: scores on the search examples, which ``search_split``

@@ -7,8 +7,9 @@ then learns what the teacher learned from the whole training split, not only the
   (1 - kd_alpha) * CE(s, y)``; regression ``kd_alpha * MSE(s, t) + (1 - kd_alpha) * MSE(s, y)``).
 * ``hidden_state_loss``: layer-wise distillation (as CoFi's recovery, Xia et al. 2022): the mean
   squared difference of every encoder layer's hidden states, student vs teacher, over the real
-  tokens; added with weight ``Recipe.kd_hidden``. obce's pruning keeps the hidden size and the
-  layer count, so layer ``l`` of the student is matched to layer ``l`` of the teacher directly.
+  tokens; added with weight ``Recipe.kd_hidden``. obce's pruning keeps the layer count, so layer
+  ``l`` of the student is matched to layer ``l`` of the teacher; a narrowed stream (hidden dims
+  pruned) to the teacher's dims it kept (``stream_dims``).
 * ``load_teacher`` / ``check_teacher`` / ``check_tokenizers``: refuse, before any training, a
   teacher that cannot teach this task to this student (no head, another task, other labels or
   another vocabulary), with the fix.
