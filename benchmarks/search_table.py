@@ -91,14 +91,14 @@ def seed_rows(run: str) -> str:
            "promise | other dev half: drop | first plan | whole run | plans |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["task"], r["scorer"], r["seed"])):
-        sd, dd, cd = r["search_drop"], r["dev_drop"], r.get("check_drop")
+        sd, dd, cd, promise = r["search_drop"], r["dev_drop"], r.get("check_drop"), _promise(r)
         other = f"{cd['drop']:+.2f}" if cd else "-"
         first = f"{r['first_plan_s']:.0f} s" if r["first_plan_s"] is not None else "none"
         out.append(f"| {r['task']} | {r['scorer']} | {r['seed']} | {r['search_kind']} ({r['n_search']}) | "
                    f"{100 * r['flops_removed']:.1f} % | {sd['drop']:+.2f} (<= {sd['upper']:+.2f}) | {dd['drop']:+.2f} "
                    f"[{dd['low']:+.2f}, {dd['high']:+.2f}] | {'yes' if _inside(dd['drop'], sd) else 'NO'} | "
-                   f"[{_promise(r)['low']:+.2f}, {_promise(r)['high']:+.2f}] | "
-                   f"{'yes' if _inside(dd['drop'], _promise(r)) else 'NO'} | {other} | "
+                   f"[{promise['low']:+.2f}, {promise['high']:+.2f}] | "
+                   f"{'yes' if _inside(dd['drop'], promise) else 'NO'} | {other} | "
                    f"{first} | {r['total_s']:.0f} s | {r['plans']} |")
     return "\n".join(out)
 

@@ -192,6 +192,24 @@ def test_classifier_reloads_and_report_counts_parameters(tmp_path, tokenizer, te
     assert load_plan(out) == plan
 
 
+def test_a_stream_narrowed_twice_names_the_original_dims_it_kept(tokenizer, texts):
+    """hidden_dims indexes the FIRST model's stream: the twice-narrowed word embeddings are the
+    original's columns at those dims, exactly."""
+    model = tiny()
+    once, _ = prune(model, scores_of(model, tokenizer, texts), PruningPlan(hidden=25),
+                    hidden_stream=_stream(model, tokenizer, texts))
+    twice, _ = prune(once, scores_of(once, tokenizer, texts), PruningPlan(hidden=25),
+                     hidden_stream=_stream(once, tokenizer, texts))
+    word = "embeddings.word_embeddings.weight"
+    original = model.state_dict()[word]
+    for narrowed in (once, twice):
+        dims = narrowed.config.hidden_dims
+        assert len(dims) == narrowed.config.hidden_size and len(set(dims)) == len(dims)
+        assert torch.equal(narrowed.state_dict()[word], original[:, dims])
+    assert twice.config.hidden_size < once.config.hidden_size < H
+    assert set(twice.config.hidden_dims) < set(once.config.hidden_dims)
+
+
 def test_bare_encoder_reloads_with_automodel(tmp_path, tokenizer, texts, batch):
     model = tiny()
     scores, stream = scores_of(model, tokenizer, texts), _stream(model, tokenizer, texts)

@@ -31,26 +31,4 @@ _EXPORTS = {
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = [
-    "AGREEMENT_COLUMNS",
-    "AttributionSettings",
-    "IntegratedGradients",
-    "MIN_EXAMPLES",
-    "SentenceObjective",
-    "TaskObjective",
-    "ablation_effects",
-    "agreement_table",
-    "check_example_count",
-    "default_attribution_dir",
-    "integrated_gradients",
-    "masked_mean_loss",
-    "path_points",
-    "read_attribution",
-    "sample_units",
-    "scorer_problems",
-    "spearman_interval",
-    "task_objective",
-    "unit_attribution",
-    "with_scorers",
-    "write_attribution",
-]
+__all__ = [name for names in _EXPORTS.values() for name in names]

@@ -35,30 +35,4 @@ _EXPORTS = {
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = [
-    "CALIBRATED_COMPENSATIONS",
-    "TaskSweep",
-    "score_plan",
-    "sweep_summary",
-    "sweep_task_model",
-    "task_model_problem",
-    "task_scores",
-    "training_texts",
-    "EncodedSplit",
-    "PlanPool",
-    "WorkerError",
-    "default_devices",
-    "ScoreInterval",
-    "SWEEP_GROUPS",
-    "SWEEP_SCORERS",
-    "encode_split",
-    "evaluate_encoded",
-    "evaluate_plan",
-    "largest_safe_percentile",
-    "predict_logits",
-    "read_sweep",
-    "score_interval",
-    "sweep_cache_path",
-    "sweep_plan",
-    "threshold_sweep",
-]
+__all__ = [name for names in _EXPORTS.values() for name in names]

@@ -29,28 +29,4 @@ _EXPORTS = {
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = [
-    "COSTS",
-    "COST_LABELS",
-    "DEFAULT_CONFIDENCE",
-    "DEFAULT_LEVELS",
-    "PairedBootstrap",
-    "PairedDrop",
-    "PlanCost",
-    "SEARCH_REPORT_FILE",
-    "SEARCH_SPLITS",
-    "SEARCH_SPLIT_LABELS",
-    "SearchReport",
-    "SearchResult",
-    "SearchSettings",
-    "best_row",
-    "choose_search_data",
-    "measure_latency_table",
-    "measure_plan",
-    "read_search_data",
-    "read_search_report",
-    "search_plan",
-    "search_task_model",
-    "task_loss",
-    "task_metrics",
-]
+__all__ = [name for names in _EXPORTS.values() for name in names]

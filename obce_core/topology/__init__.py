@@ -22,20 +22,4 @@ _EXPORTS = {
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = [
-    "DEFAULT_MAX_POINTS",
-    "METRICS",
-    "POOLINGS",
-    "LayerDiagrams",
-    "bottleneck",
-    "comparison_table",
-    "consecutive_table",
-    "distance_matrix",
-    "enclosing_radius",
-    "layer_clouds",
-    "layer_diagrams",
-    "layer_name",
-    "rips_diagram",
-    "rips_diagram_from_distances",
-    "seeded_subsample",
-]
+__all__ = [name for names in _EXPORTS.values() for name in names]

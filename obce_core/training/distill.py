@@ -100,7 +100,7 @@ def hidden_state_loss(student_hidden, teacher_hidden, attention_mask: torch.Tens
     """
     student, teacher = list(student_hidden)[1:], list(teacher_hidden)[1:]
     if teacher_dims is not None:
-        index = torch.as_tensor(list(teacher_dims), dtype=torch.long, device=teacher[0].device)
+        index = torch.as_tensor(teacher_dims, dtype=torch.long, device=teacher[0].device)
         teacher = [t.index_select(-1, index) for t in teacher]
     shapes = [tuple(t.shape) for t in student], [tuple(t.shape) for t in teacher]
     if not student or shapes[0] != shapes[1]:
@@ -292,8 +292,11 @@ def make_distill_trainer(teacher, *, temperature: float, alpha: float, hidden_we
             logits, states = _teacher_outputs(teacher, features, outputs.logits.device, hidden)
             loss = kd_loss(outputs.logits, logits, labels, temperature=temperature, alpha=alpha)
             if hidden:
+                if not hasattr(self, "_teacher_dims"):  # once per run, not per step (self.model: unwrapped)
+                    dims = stream_dims(self.model, teacher)
+                    self._teacher_dims = None if dims is None else torch.as_tensor(dims, dtype=torch.long)
                 loss = loss + hidden_weight * hidden_state_loss(outputs.hidden_states, states,
-                                                                features["attention_mask"], stream_dims(model, teacher))
+                                                                features["attention_mask"], self._teacher_dims)
             return (loss, SequenceClassifierOutput(logits=outputs.logits)) if return_outputs else loss
 
     return DistillTrainer(**trainer_kwargs)
